@@ -1,0 +1,289 @@
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::marker::PhantomData;
+
+/// One Kafka record header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The key (keys may repeat within a record).
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+impl Header {
+    /// A header from a key and a value.
+    pub fn new(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A consumed record, as the router lends it to the plugin.
+///
+/// Inside the router each accessor fetches its field the first time it is
+/// called and keeps it, so a plugin pays only for what it reads: a
+/// partitioner that looks at one header never copies the value.
+pub struct Message<'a> {
+    source: Source<'a>,
+    topic: OnceCell<String>,
+    partition: OnceCell<i32>,
+    offset: OnceCell<i64>,
+    timestamp_ms: OnceCell<Option<i64>>,
+    key: OnceCell<Option<Vec<u8>>>,
+    value: OnceCell<Option<Vec<u8>>>,
+    headers: OnceCell<Vec<Header>>,
+}
+
+enum Source<'a> {
+    /// Every field is already in its cell.
+    Detached(PhantomData<&'a ()>),
+    /// The router's record, fetched field by field.
+    #[cfg(target_arch = "wasm32")]
+    Host(&'a crate::__private::bindings::switchyard::plugin::types::Inbound),
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic())
+            .field("partition", &self.partition())
+            .field("offset", &self.offset())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Message<'a> {
+    /// Starts a record for tests: topic `input`, partition 0, offset 0, no
+    /// timestamp, null key and value, no headers.
+    #[must_use]
+    pub fn builder() -> MessageBuilder {
+        MessageBuilder::default()
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn from_host(
+        inbound: &'a crate::__private::bindings::switchyard::plugin::types::Inbound,
+    ) -> Self {
+        Self::with_source(Source::Host(inbound))
+    }
+
+    fn with_source(source: Source<'a>) -> Self {
+        Self {
+            source,
+            topic: OnceCell::new(),
+            partition: OnceCell::new(),
+            offset: OnceCell::new(),
+            timestamp_ms: OnceCell::new(),
+            key: OnceCell::new(),
+            value: OnceCell::new(),
+            headers: OnceCell::new(),
+        }
+    }
+
+    /// The topic the record was consumed from.
+    pub fn topic(&self) -> &str {
+        self.topic.get_or_init(|| match &self.source {
+            Source::Detached(_) => String::new(),
+            #[cfg(target_arch = "wasm32")]
+            Source::Host(h) => h.topic(),
+        })
+    }
+
+    /// The partition the record was consumed from.
+    pub fn partition(&self) -> i32 {
+        *self.partition.get_or_init(|| match &self.source {
+            Source::Detached(_) => 0,
+            #[cfg(target_arch = "wasm32")]
+            Source::Host(h) => h.partition(),
+        })
+    }
+
+    /// The record's offset in its partition.
+    pub fn offset(&self) -> i64 {
+        *self.offset.get_or_init(|| match &self.source {
+            Source::Detached(_) => 0,
+            #[cfg(target_arch = "wasm32")]
+            Source::Host(h) => h.offset(),
+        })
+    }
+
+    /// The record's timestamp (ms since the Unix epoch), if it has one.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        *self.timestamp_ms.get_or_init(|| match &self.source {
+            Source::Detached(_) => None,
+            #[cfg(target_arch = "wasm32")]
+            Source::Host(h) => h.timestamp_ms(),
+        })
+    }
+
+    /// The key; `None` for a null key.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key
+            .get_or_init(|| match &self.source {
+                Source::Detached(_) => None,
+                #[cfg(target_arch = "wasm32")]
+                Source::Host(h) => h.key(),
+            })
+            .as_deref()
+    }
+
+    /// The value; `None` for a null value (a tombstone).
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value
+            .get_or_init(|| match &self.source {
+                Source::Detached(_) => None,
+                #[cfg(target_arch = "wasm32")]
+                Source::Host(h) => h.value(),
+            })
+            .as_deref()
+    }
+
+    /// The value as UTF-8 text, if it is not null and is valid UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        self.value().and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every header, in order, duplicates included.
+    pub fn headers(&self) -> &[Header] {
+        self.headers.get_or_init(|| match &self.source {
+            Source::Detached(_) => Vec::new(),
+            #[cfg(target_arch = "wasm32")]
+            Source::Host(h) => h
+                .headers()
+                .into_iter()
+                .map(|h| Header::new(h.key, h.value))
+                .collect(),
+        })
+    }
+
+    /// The value of the first header named `key` (case-sensitive).
+    ///
+    /// Inside the router this fetches just that one header unless
+    /// [`headers`](Self::headers) was already called.
+    pub fn header(&self, key: &str) -> Option<Cow<'_, [u8]>> {
+        #[cfg(target_arch = "wasm32")]
+        if let (Source::Host(h), None) = (&self.source, self.headers.get()) {
+            return h.header(key).map(Cow::Owned);
+        }
+        self.headers()
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| Cow::Borrowed(h.value.as_slice()))
+    }
+
+    /// The first header named `key` as UTF-8 text, if present and valid.
+    pub fn header_str(&self, key: &str) -> Option<Cow<'_, str>> {
+        match self.header(key)? {
+            Cow::Borrowed(b) => std::str::from_utf8(b).ok().map(Cow::Borrowed),
+            Cow::Owned(b) => String::from_utf8(b).ok().map(Cow::Owned),
+        }
+    }
+}
+
+/// Builds a [`Message`] for plugin unit tests.
+///
+/// ```
+/// use switchyard_sdk::Message;
+///
+/// let msg = Message::builder()
+///     .topic("orders")
+///     .offset(42)
+///     .key("order-1")
+///     .value(r#"{"total":10}"#)
+///     .header("tenant-id", "acme")
+///     .build();
+/// assert_eq!(msg.header_str("tenant-id").as_deref(), Some("acme"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct MessageBuilder {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<Header>,
+}
+
+impl Default for MessageBuilder {
+    fn default() -> Self {
+        Self {
+            topic: "input".to_owned(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl MessageBuilder {
+    /// Sets the source topic.
+    #[must_use]
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
+    /// Sets the source partition.
+    #[must_use]
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = partition;
+        self
+    }
+
+    /// Sets the offset.
+    #[must_use]
+    pub fn offset(mut self, offset: i64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Sets the timestamp (ms since the Unix epoch).
+    #[must_use]
+    pub fn timestamp_ms(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+
+    /// Sets the key.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the value.
+    #[must_use]
+    pub fn value(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Adds a header (keys may repeat).
+    #[must_use]
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(Header::new(key, value));
+        self
+    }
+
+    /// The message.
+    #[must_use]
+    pub fn build(self) -> Message<'static> {
+        let msg = Message::with_source(Source::Detached(PhantomData));
+        // The cells are new, so every `set` succeeds.
+        let _ = msg.topic.set(self.topic);
+        let _ = msg.partition.set(self.partition);
+        let _ = msg.offset.set(self.offset);
+        let _ = msg.timestamp_ms.set(self.timestamp_ms);
+        let _ = msg.key.set(self.key);
+        let _ = msg.value.set(self.value);
+        let _ = msg.headers.set(self.headers);
+        msg
+    }
+}
