@@ -22,6 +22,9 @@ pub fn route(args: TokenStream, item: TokenStream) -> TokenStream {
     let func = parse_macro_input!(item as ItemFn);
     let name = &func.sig.ident;
     quote! {
+        // Natively (in unit tests) the export glue is compiled out and the
+        // function is only called by the tests themselves.
+        #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
         #func
 
         const _: () = {

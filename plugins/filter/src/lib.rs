@@ -15,16 +15,21 @@ use switchyard_sdk::{Config, Message, Output, Plugin, RouteResult, json_field};
 /// The field and the value a record must have to be kept.
 pub struct Filter {
     field: String,
+    /// Compared with string fields.
     equals: String,
+    /// Compared with other fields, when `equals` is itself valid JSON.
+    equals_json: Option<Value>,
 }
 
 #[switchyard_sdk::plugin]
 impl Plugin for Filter {
     fn init(config: &Config) -> Result<Self, String> {
         config.deny_unknown(&["field", "equals"])?;
+        let equals = config.require("equals")?;
         Ok(Self {
             field: config.require("field")?.to_owned(),
-            equals: config.require("equals")?.to_owned(),
+            equals: equals.to_owned(),
+            equals_json: switchyard_sdk::json::from_str(equals).ok(),
         })
     }
 
@@ -32,7 +37,7 @@ impl Plugin for Filter {
         let doc = msg.json_value()?;
         let keep = match json_field(&doc, &self.field) {
             Some(Value::String(s)) => *s == self.equals,
-            Some(other) => other.to_string() == self.equals,
+            Some(other) => Some(other) == self.equals_json.as_ref(),
             None => false,
         };
         Ok(if keep {

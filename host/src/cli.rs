@@ -1,0 +1,170 @@
+//! The `switchyard` command line.
+
+use std::collections::HashMap;
+use std::io::{BufReader, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::offline::{self, Targets};
+use crate::plugin::{Limits, PluginEngine, RouteContext};
+
+/// Kafka message router with hot-swappable WebAssembly routing plugins.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load a plugin, check it against the plugin contract and run its
+    /// `init`; print what it is. Exit 0 if the router could use it.
+    Check {
+        #[command(flatten)]
+        plugin: PluginArgs,
+    },
+    /// Route records from JSON lines through a plugin, with no Kafka: one
+    /// JSON line out per record, with its outputs or its error.
+    Route {
+        #[command(flatten)]
+        plugin: PluginArgs,
+        /// File of JSON-lines records; `-` is standard input.
+        #[arg(long, short, default_value = "-", value_name = "FILE|-")]
+        input: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PluginArgs {
+    /// The plugin's `.wasm` file.
+    plugin: PathBuf,
+    /// A plugin configuration entry (the route's `plugin_config`); repeat
+    /// for several.
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = key_value)]
+    config: Vec<(String, String)>,
+    /// The route's default target topic.
+    #[arg(long, default_value = "output", value_name = "TOPIC")]
+    target: String,
+    /// Partition count of a topic, as the plugin's `partition-count` sees
+    /// it; repeat for several.
+    #[arg(long = "partitions", short = 'p', value_name = "TOPIC=N", value_parser = topic_partitions)]
+    partitions: Vec<(String, u32)>,
+}
+
+fn key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got '{arg}'")),
+    }
+}
+
+fn topic_partitions(arg: &str) -> Result<(String, u32), String> {
+    let (topic, n) = key_value(arg).map_err(|_| format!("expected TOPIC=N, got '{arg}'"))?;
+    match n.parse::<u32>() {
+        Ok(n) if n > 0 => Ok((topic, n)),
+        _ => Err(format!(
+            "partition count of '{topic}' must be a positive integer, got '{n}'"
+        )),
+    }
+}
+
+/// Parses the command line, runs the command, and turns any error into a
+/// message on stderr and exit code 1.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { plugin } => check(&plugin),
+        Command::Route { plugin, input } => route(&plugin, &input),
+    }
+}
+
+impl PluginArgs {
+    fn targets(&self) -> Targets {
+        Targets {
+            default_target: self.target.clone(),
+            partitions: self.partitions.iter().cloned().collect::<HashMap<_, _>>(),
+        }
+    }
+
+    fn instantiate(&self) -> anyhow::Result<crate::plugin::PluginInstance> {
+        let engine = PluginEngine::new()?;
+        let plugin = engine.load(&self.plugin)?;
+        let targets = self.targets();
+        let context = RouteContext {
+            default_target: targets.default_target,
+            partitions: std::sync::Arc::new(targets.partitions),
+        };
+        Ok(plugin.instantiate(&self.config, context, Limits::default())?)
+    }
+}
+
+fn check(args: &PluginArgs) -> anyhow::Result<ExitCode> {
+    let instance = args.instantiate()?;
+    let plugin = instance.plugin();
+    println!("plugin:   {}", plugin.path().display());
+    println!("version:  {}", plugin.version());
+    println!("sha256:   {}", plugin.sha256());
+    println!("size:     {} bytes", plugin.size());
+    println!("exports:  {}", plugin.exports().join(", "));
+    println!("imports:  {}", plugin.imports().join(", "));
+    println!("init:     ok ({} config entries)", args.config.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn route(args: &PluginArgs, input: &str) -> anyhow::Result<ExitCode> {
+    let mut instance = args.instantiate()?;
+    let stdout = std::io::stdout().lock();
+    let summary = if input == "-" {
+        offline::route_lines(
+            &mut instance,
+            &args.targets(),
+            std::io::stdin().lock(),
+            stdout,
+        )
+    } else {
+        let file =
+            std::fs::File::open(input).with_context(|| format!("cannot open input '{input}'"))?;
+        offline::route_lines(&mut instance, &args.targets(), BufReader::new(file), stdout)
+    }
+    .context("cannot write output")?;
+    tracing::info!(
+        routed = summary.routed,
+        failed = summary.failed,
+        malformed = summary.malformed,
+        "route finished"
+    );
+    if summary.malformed > 0 {
+        bail!(
+            "{} input line(s) were not valid records (see the \"input\" errors above)",
+            summary.malformed
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

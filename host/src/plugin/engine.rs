@@ -1,0 +1,317 @@
+//! Compiling and type-checking plugins.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker, types::ComponentItem};
+use wasmtime::{Config, Engine};
+
+use super::bindings::{Router, RouterPre};
+use super::state::HostState;
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin cannot be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("cannot read plugin '{path}': {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// The file is not WebAssembly at all.
+    #[error("'{path}' is not a WebAssembly file (it does not start with the wasm magic bytes)")]
+    NotWasm {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A core module, not a component.
+    #[error(
+        "'{path}' is a core WebAssembly module, not a component: build the plugin for \
+         the wasm32-wasip2 target (cargo build --target wasm32-wasip2)"
+    )]
+    CoreModule {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Truncated, corrupt, or otherwise not compilable.
+    #[error("'{path}' is not a valid component: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What the compiler said.
+        reason: String,
+    },
+    /// A component, but not of the `router` world.
+    #[error("'{path}' is not a Switchyard router plugin: {reason}")]
+    WrongWorld {
+        /// The file.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+    /// Instantiation failed (for example its start code trapped).
+    #[error("plugin '{path}' failed to start: {reason}")]
+    Instantiate {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        reason: String,
+    },
+    /// `init` refused the configuration.
+    #[error("plugin '{path}' refused its configuration: {reason}")]
+    InitRefused {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's own message.
+        reason: String,
+    },
+    /// `init` trapped or ran out of time or memory.
+    #[error("plugin '{path}' failed in init: {reason}")]
+    InitFailed {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        reason: String,
+    },
+    /// The engine itself could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// One per process: compiles plugins and links their imports.
+#[derive(Clone)]
+pub struct PluginEngine {
+    pub(super) engine: Engine,
+    pub(super) linker: Arc<Linker<HostState>>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine").finish_non_exhaustive()
+    }
+}
+
+impl PluginEngine {
+    /// An engine with epoch interruption (advanced by a background thread
+    /// that ends with the engine) and the host's imports linked.
+    pub fn new() -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| {
+                Router::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+                    &mut linker,
+                    |state| state,
+                )
+            })
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+
+        spawn_epoch_ticker(&engine)?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// Reads, compiles and type-checks the plugin at `path`.
+    pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|error| PluginError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// Compiles and type-checks `bytes`, which came from `path`.
+    pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Plugin, PluginError> {
+        let path = path.to_owned();
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(PluginError::CoreModule { path });
+            }
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(PluginError::NotWasm { path }),
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid {
+            path: path.clone(),
+            reason: one_line(&e),
+        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::WrongWorld {
+                path: path.clone(),
+                reason: one_line(&e),
+            })?;
+        let pre = RouterPre::new(pre).map_err(|e| {
+            let exports: Vec<String> = component
+                .component_type()
+                .exports(&self.engine)
+                .map(|(name, _)| name.to_owned())
+                .collect();
+            PluginError::WrongWorld {
+                path: path.clone(),
+                reason: format!(
+                    "{} (it exports: {}; a plugin exports `init` and `route` of world \
+                     switchyard:plugin/router)",
+                    one_line(&e),
+                    if exports.is_empty() {
+                        "nothing".to_owned()
+                    } else {
+                        exports.join(", ")
+                    }
+                ),
+            }
+        })?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
+        let sha256 = hex(&Sha256::digest(bytes));
+        Ok(Plugin {
+            name: name.into(),
+            path,
+            version: sha256[..12].to_owned(),
+            sha256,
+            size: bytes.len(),
+            component,
+            pre,
+            engine: self.clone(),
+        })
+    }
+}
+
+/// A compiled plugin whose imports and exports match the `router` world.
+#[derive(Clone)]
+pub struct Plugin {
+    pub(super) name: Arc<str>,
+    pub(super) path: PathBuf,
+    pub(super) version: String,
+    pub(super) sha256: String,
+    pub(super) size: usize,
+    pub(super) component: Component,
+    pub(super) pre: RouterPre<HostState>,
+    pub(super) engine: PluginEngine,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Name used in logs: the file name without extension.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file it was loaded from.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The plugin's version: the first 12 hex digits of the SHA-256 of the
+    /// file (what `sha256sum` prints), so two files with the same bytes have
+    /// the same version and any change makes a new one.
+    #[must_use]
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The full SHA-256 of the file, in hex.
+    #[must_use]
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Size of the file in bytes.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Names of the interfaces the component imports from the host.
+    #[must_use]
+    pub fn imports(&self) -> Vec<String> {
+        let ty = self.component.component_type();
+        ty.imports(&self.engine.engine)
+            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
+    /// Names of the component's exports; functions are followed by `()`.
+    #[must_use]
+    pub fn exports(&self) -> Vec<String> {
+        let ty = self.component.component_type();
+        ty.exports(&self.engine.engine)
+            .map(|(name, item)| match item.ty {
+                ComponentItem::ComponentFunc(_) => format!("{name}()"),
+                _ => name.to_owned(),
+            })
+            .collect()
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is
+/// dropped (the thread holds only a weak handle).
+fn spawn_epoch_ticker(engine: &Engine) -> Result<(), PluginError> {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("switchyard-epoch".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| PluginError::Engine(format!("cannot start the epoch thread: {e}")))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// An error and its causes on one line, outermost first.
+pub(super) fn one_line(e: &wasmtime::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || out.contains(text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text.replace('\n', " "));
+    }
+    out
+}

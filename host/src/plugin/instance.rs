@@ -1,0 +1,279 @@
+//! Running a plugin: one `Store` and instance, reused across records and
+//! replaced after a trap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::WasiCtx;
+
+use super::bindings::{Router, types};
+use super::engine::{EPOCH_TICK, Plugin, PluginError, one_line};
+use super::limits::{Limits, MemoryLimiter};
+use super::state::{HostState, Inbound, RouteContext};
+use super::stdio::{LogStream, RecentLines};
+use crate::record::{Data, Header, Output, OutputHeaders, SourceRecord};
+
+/// Why a record was not routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The plugin asked for a retry.
+    Retry,
+    /// The plugin rejected the record.
+    Reject,
+    /// The plugin trapped (panic, `unreachable`, exit, bad host call...).
+    Trap,
+    /// The call ran past the route's time limit.
+    Timeout,
+    /// The plugin tried to grow past the route's memory limit.
+    Memory,
+    /// The plugin's outputs break the route's rules.
+    Invalid,
+}
+
+impl FailureKind {
+    /// Lower-case name used in reports and dead-letter headers.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::Reject => "reject",
+            Self::Trap => "trap",
+            Self::Timeout => "timeout",
+            Self::Memory => "memory",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A record that could not be routed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct RouteFailure {
+    /// The kind, which decides what happens next.
+    pub kind: FailureKind,
+    /// A human-readable reason.
+    pub message: String,
+}
+
+impl RouteFailure {
+    /// A failure of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A plugin instance ready to route, with its own `Store`.
+pub struct PluginInstance {
+    plugin: Plugin,
+    config: Vec<(String, String)>,
+    context: RouteContext,
+    limits: Limits,
+    store: Store<HostState>,
+    router: Router,
+    /// Set after a trap: the store cannot be entered again.
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for PluginInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginInstance")
+            .field("plugin", &self.plugin)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// A new instance, initialized with `config`.
+    pub fn instantiate(
+        &self,
+        config: &[(String, String)],
+        context: RouteContext,
+        limits: Limits,
+    ) -> Result<PluginInstance, PluginError> {
+        let (store, router) = self.fresh(config, &context, limits)?;
+        Ok(PluginInstance {
+            plugin: self.clone(),
+            config: config.to_vec(),
+            context,
+            limits,
+            store,
+            router,
+            poisoned: false,
+        })
+    }
+
+    fn fresh(
+        &self,
+        config: &[(String, String)],
+        context: &RouteContext,
+        limits: Limits,
+    ) -> Result<(Store<HostState>, Router), PluginError> {
+        let stderr = Arc::new(RecentLines::default());
+        // No preopened directories, no environment, no arguments, no
+        // network: the plugin sees nothing of the machine.
+        let wasi = WasiCtx::builder()
+            .stdout(LogStream::new(self.name.clone(), "stdout"))
+            .stderr(LogStream::new(self.name.clone(), "stderr").keeping_recent(stderr.clone()))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits.memory_bytes),
+            stderr,
+            plugin: self.name.clone(),
+            context: context.clone(),
+            current: None,
+        };
+        let mut store = Store::new(&self.engine.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(ticks(limits.init_timeout));
+
+        let router = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PluginError::Instantiate {
+                path: self.path.clone(),
+                reason: describe_trap(&e, &store).message,
+            })?;
+        match router.call_init(&mut store, config) {
+            Ok(Ok(())) => Ok((store, router)),
+            Ok(Err(reason)) => Err(PluginError::InitRefused {
+                path: self.path.clone(),
+                reason,
+            }),
+            Err(e) => Err(PluginError::InitFailed {
+                path: self.path.clone(),
+                reason: describe_trap(&e, &store).to_string(),
+            }),
+        }
+    }
+}
+
+impl PluginInstance {
+    /// The plugin this instance runs.
+    #[must_use]
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// Routes one record. A trap, timeout or memory failure discards this
+    /// instance's store; the next call starts from a fresh instance.
+    pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Vec<Output>, RouteFailure> {
+        if self.poisoned {
+            let (store, router) = self
+                .plugin
+                .fresh(&self.config, &self.context, self.limits)
+                .map_err(|e| {
+                    RouteFailure::new(FailureKind::Trap, format!("cannot restart plugin: {e}"))
+                })?;
+            self.store = store;
+            self.router = router;
+            self.poisoned = false;
+        }
+        let state = self.store.data_mut();
+        state.current = Some(record.clone());
+        state.stderr.next_call();
+        self.store
+            .set_epoch_deadline(ticks(self.limits.route_timeout));
+        let result = self
+            .router
+            .call_route(&mut self.store, Resource::<Inbound>::new_borrow(0));
+        self.store.data_mut().current = None;
+        match result {
+            Ok(Ok(outputs)) => Ok(outputs.into_iter().map(|o| convert(o, record)).collect()),
+            Ok(Err(types::RouteError::Retry(reason))) => {
+                Err(RouteFailure::new(FailureKind::Retry, reason))
+            }
+            Ok(Err(types::RouteError::Reject(reason))) => {
+                Err(RouteFailure::new(FailureKind::Reject, reason))
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(describe_trap(&e, &self.store))
+            }
+        }
+    }
+}
+
+/// Epoch ticks for `timeout`, rounded up, at least one.
+fn ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    u64::try_from(timeout.as_nanos().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Classifies a failed call and says what happened in one line.
+fn describe_trap(e: &wasmtime::Error, store: &Store<HostState>) -> RouteFailure {
+    let state = store.data();
+    if state.limiter.exceeded {
+        return RouteFailure::new(FailureKind::Memory, one_line(e));
+    }
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        return RouteFailure::new(FailureKind::Timeout, "plugin ran past its time limit");
+    }
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return RouteFailure::new(FailureKind::Trap, format!("plugin called exit({})", exit.0));
+    }
+    let mut message = match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => one_line(e),
+    };
+    // What the plugin printed during the call explains the trap (Rust's
+    // panic message, for one); the hint about RUST_BACKTRACE does not.
+    let printed: Vec<String> = state
+        .stderr
+        .of_current_call()
+        .into_iter()
+        .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    if !printed.is_empty() {
+        message = format!("{message}; plugin stderr: {}", printed.join(" "));
+    }
+    RouteFailure::new(FailureKind::Trap, message)
+}
+
+fn convert(out: types::Output, source: &Arc<SourceRecord>) -> Output {
+    let data = |d: types::Data| match d {
+        types::Data::Original => Data::Original,
+        types::Data::Null => Data::Null,
+        types::Data::Bytes(b) => Data::Bytes(Bytes::from(b)),
+    };
+    let headers = |list: Vec<types::Header>| {
+        list.into_iter()
+            .map(|h| Header {
+                key: h.key,
+                value: Bytes::from(h.value),
+            })
+            .collect()
+    };
+    Output {
+        source: source.clone(),
+        topic: out.topic,
+        partition: out.partition,
+        key: data(out.key),
+        value: data(out.value),
+        headers: match out.headers {
+            types::OutputHeaders::Original => OutputHeaders::Original,
+            types::OutputHeaders::Append(h) => OutputHeaders::Append(headers(h)),
+            types::OutputHeaders::Replace(h) => OutputHeaders::Replace(headers(h)),
+        },
+        timestamp_ms: out.timestamp_ms,
+    }
+}

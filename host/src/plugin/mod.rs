@@ -1,0 +1,21 @@
+//! The plugin engine: loads components of the `router` world, keeps them
+//! compiled, and runs them in bounded, sandboxed instances.
+//!
+//! - [`PluginEngine`]: one per process; a wasmtime engine with epoch
+//!   interruption (a ticker thread advances it) and a linker that offers the
+//!   host interface and a locked-down WASI.
+//! - [`Plugin`]: a compiled, type-checked component, ready to instantiate.
+//! - [`PluginInstance`]: one `Store` + instance, reused record after record,
+//!   replaced after a trap.
+
+mod bindings;
+mod engine;
+mod instance;
+mod limits;
+mod state;
+mod stdio;
+
+pub use engine::{Plugin, PluginEngine, PluginError};
+pub use instance::{FailureKind, PluginInstance, RouteFailure};
+pub use limits::Limits;
+pub use state::{PartitionCounts, RouteContext};

@@ -1,0 +1,165 @@
+//! What a plugin's `Store` holds, and the host functions it may call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::format_err;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{host_api, types};
+use crate::record::SourceRecord;
+
+/// Answers the plugins' `partition-count` question.
+pub trait PartitionCounts: Send + Sync {
+    /// Partition count of `topic`, if known and writable by the route.
+    fn partition_count(&self, topic: &str) -> Option<u32>;
+}
+
+impl PartitionCounts for HashMap<String, u32> {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.get(topic).copied()
+    }
+}
+
+/// What a route tells its plugin about the world outside.
+#[derive(Clone)]
+pub struct RouteContext {
+    /// Where outputs without a topic go.
+    pub default_target: String,
+    /// Partition counts of the topics the route may write to.
+    pub partitions: Arc<dyn PartitionCounts>,
+}
+
+impl std::fmt::Debug for RouteContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteContext")
+            .field("default_target", &self.default_target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Marker type of the `inbound` resource. The handle a plugin gets is a
+/// borrow that always means "the record of the current call"; the record
+/// itself sits in [`HostState`], so lending it costs no table insertion.
+#[derive(Debug)]
+pub struct Inbound;
+
+/// The data of one plugin `Store`.
+pub struct HostState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limiter: super::limits::MemoryLimiter,
+    /// What the plugin recently wrote to stderr (a panic message, typically).
+    pub(super) stderr: Arc<super::stdio::RecentLines>,
+    pub(super) plugin: Arc<str>,
+    pub(super) context: RouteContext,
+    /// The record lent to the plugin during a `route` call.
+    pub(super) current: Option<Arc<SourceRecord>>,
+}
+
+impl HostState {
+    fn current(&self) -> wasmtime::Result<&SourceRecord> {
+        self.current
+            .as_deref()
+            .ok_or_else(|| format_err!("plugin used a record outside of its route call"))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl types::HostInbound for HostState {
+    fn topic(&mut self, _: Resource<Inbound>) -> wasmtime::Result<String> {
+        Ok(self.current()?.topic.clone())
+    }
+
+    fn partition(&mut self, _: Resource<Inbound>) -> wasmtime::Result<i32> {
+        Ok(self.current()?.partition)
+    }
+
+    fn offset(&mut self, _: Resource<Inbound>) -> wasmtime::Result<i64> {
+        Ok(self.current()?.offset)
+    }
+
+    fn timestamp_ms(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<i64>> {
+        Ok(self.current()?.timestamp_ms)
+    }
+
+    fn key(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.current()?.key.as_deref().map(<[u8]>::to_vec))
+    }
+
+    fn value(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.current()?.value.as_deref().map(<[u8]>::to_vec))
+    }
+
+    fn key_len(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<u32>> {
+        Ok(len(self.current()?.key.as_deref()))
+    }
+
+    fn value_len(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<u32>> {
+        Ok(len(self.current()?.value.as_deref()))
+    }
+
+    fn header(&mut self, _: Resource<Inbound>, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self
+            .current()?
+            .headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| h.value.to_vec()))
+    }
+
+    fn headers(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Vec<types::Header>> {
+        Ok(self
+            .current()?
+            .headers
+            .iter()
+            .map(|h| types::Header {
+                key: h.key.clone(),
+                value: h.value.to_vec(),
+            })
+            .collect())
+    }
+
+    fn drop(&mut self, _: Resource<Inbound>) -> wasmtime::Result<()> {
+        // Only borrows are ever handed out; there is nothing to free.
+        Ok(())
+    }
+}
+
+fn len(bytes: Option<&[u8]>) -> Option<u32> {
+    // Kafka caps a record far below 4 GiB; saturate rather than wrap.
+    bytes.map(|b| u32::try_from(b.len()).unwrap_or(u32::MAX))
+}
+
+impl host_api::Host for HostState {
+    fn log(&mut self, level: host_api::Level, message: String) -> wasmtime::Result<()> {
+        let plugin = &*self.plugin;
+        match level {
+            host_api::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
+            host_api::Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
+            host_api::Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
+            host_api::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
+            host_api::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn default_target(&mut self) -> wasmtime::Result<String> {
+        Ok(self.context.default_target.clone())
+    }
+
+    fn partition_count(&mut self, topic: String) -> wasmtime::Result<Option<u32>> {
+        Ok(self.context.partitions.partition_count(&topic))
+    }
+}
