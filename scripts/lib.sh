@@ -28,12 +28,58 @@ ensure_toolchain() {
     rustup target add --toolchain "$TOOLCHAIN" wasm32-wasip2 >/dev/null 2>&1
 }
 
+# C toolchain pieces librdkafka's build needs (OpenSSL headers for TLS/SASL).
+ensure_system_packages() {
+    local missing=()
+    for pkg in build-essential pkg-config libssl-dev python3-venv; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
 # Builds the test broker (nisshi, a Kafka-API broker) once per machine.
 ensure_nisshi() {
     if [ -x "$NISSHI_BIN" ]; then
         return
     fi
     log "building the test broker nisshi $NISSHI_VERSION (once per machine, ~15 minutes)"
+    # A kept target dir lets an interrupted build resume where it stopped.
     cargo "+$TOOLCHAIN" install nisshi --version "$NISSHI_VERSION" --locked \
-        --root "$TOOLS_DIR/nisshi-$NISSHI_VERSION"
+        --root "$TOOLS_DIR/nisshi-$NISSHI_VERSION" \
+        --target-dir "${NISSHI_BUILD_DIR:-$TOOLS_DIR/nisshi-build}"
+}
+
+# Starts the test broker on a free loopback port in a fresh folder and
+# exports SWITCHYARD_TEST_BROKER; it stops when this shell exits.
+start_test_broker() {
+    local port dir
+    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    dir="$(mktemp -d -t switchyard-broker.XXXXXX)"
+    (cd "$dir" && exec "$NISSHI_BIN" broker \
+        --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine memory://nisshi/ >broker.log 2>&1) &
+    BROKER_PID=$!
+    trap 'kill "$BROKER_PID" 2>/dev/null; wait "$BROKER_PID" 2>/dev/null; rm -rf "'"$dir"'"' EXIT
+    for _ in $(seq 1 300); do
+        if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            export SWITCHYARD_TEST_BROKER="127.0.0.1:$port"
+            log "test broker listening on $SWITCHYARD_TEST_BROKER (pid $BROKER_PID)"
+            return
+        fi
+        if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+            cat "$dir/broker.log" >&2
+            echo "the test broker exited" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "the test broker did not listen on 127.0.0.1:$port within 30 s" >&2
+    exit 1
 }

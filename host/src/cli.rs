@@ -21,6 +21,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// See it work with nothing to set up: an embedded Kafka, a sample
+    /// workload routed through the example plugins, and a summary.
+    Demo {
+        /// Where the example plugins were built.
+        #[arg(
+            long,
+            default_value = "plugins/target/wasm32-wasip2/release",
+            value_name = "DIR"
+        )]
+        plugins_dir: PathBuf,
+    },
+    /// Route Kafka traffic as the configuration file says, until SIGTERM or
+    /// Ctrl-C.
+    Run {
+        /// The router's configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Load a plugin, check it against the plugin contract and run its
     /// `init`; print what it is. Exit 0 if the router could use it.
     Check {
@@ -77,7 +95,12 @@ fn topic_partitions(arg: &str) -> Result<(String, u32), String> {
 #[must_use]
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo prints a summary; routine log lines would bury it.
+    init_logging(if matches!(cli.command, Command::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    });
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -87,9 +110,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -100,6 +123,8 @@ fn init_logging() {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { config } => run_router(&config),
+        Command::Demo { plugins_dir } => crate::demo::run(&plugins_dir).map(|()| ExitCode::SUCCESS),
         Command::Check { plugin } => check(&plugin),
         Command::Route { plugin, input } => route(&plugin, &input),
     }
@@ -123,6 +148,37 @@ impl PluginArgs {
         };
         Ok(plugin.instantiate(&self.config, context, Limits::default())?)
     }
+}
+
+fn run_router(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = crate::config::RouterConfig::load(path)?;
+    let engine = PluginEngine::new()?;
+    let router = crate::pipeline::start(
+        &config,
+        &engine,
+        std::sync::Arc::new(crate::pipeline::LogFailures),
+    )?;
+    tracing::info!(routes = config.routes.len(), group = %config.kafka.group_id, "routing");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?
+        .block_on(shutdown_signal())?;
+    tracing::info!("shutting down: finishing records in flight");
+    router.shutdown();
+    router.join();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 fn check(args: &PluginArgs) -> anyhow::Result<ExitCode> {

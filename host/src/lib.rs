@@ -7,11 +7,22 @@
 //!   world (`wit/switchyard.wit`), running them in bounded sandboxes, the
 //!   host functions they call.
 //! - [`record`]: consumed records and the outputs plugins ask for.
+//! - [`config`]: the TOML configuration, validated.
+//! - [`kafka`]: client settings, the output producer, topic metadata.
+//! - [`pipeline`]: the record path — consumer thread, one worker per
+//!   partition, in-order offset tracking ([`pipeline::offsets`]).
+//! - [`route`]: a route at run time and the checks on every output.
 //! - [`offline`]: routing JSON-lines records through a plugin without Kafka
 //!   (`switchyard route`).
+//! - [`demo`]: `switchyard demo`, the record path on an embedded Kafka.
 //! - [`cli`]: the `switchyard` command line; `src/main.rs` only calls it.
 
 pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod kafka;
 pub mod offline;
+pub mod pipeline;
 pub mod plugin;
 pub mod record;
+pub mod route;

@@ -1,1 +1,346 @@
-//! placeholder
+//! What the end-to-end tests share: the test broker (nisshi, a Kafka-API
+//! broker on loopback), topics with random names, and small Kafka clients
+//! to feed inputs and read outputs.
+//!
+//! The broker is the one `scripts/test` started (its address is in
+//! `SWITCHYARD_TEST_BROKER`); without it, the first test starts one for the
+//! whole test binary, which stops when the binary exits.
+
+#![allow(
+    clippy::panic,
+    reason = "test support: a missing broker fails the test loudly"
+)]
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The broker's `host:port`.
+pub fn broker() -> &'static str {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER.get_or_init(|| match std::env::var("SWITCHYARD_TEST_BROKER") {
+        Ok(addr) if !addr.is_empty() => addr,
+        _ => start_broker().unwrap_or_else(|e| panic!("cannot start the test broker: {e:#}")),
+    })
+}
+
+/// Keeps the broker's supervisor alive; when the test binary exits its
+/// stdin closes and the supervisor stops the broker.
+static SUPERVISOR: Mutex<Option<(Child, ChildStdin)>> = Mutex::new(None);
+
+fn nisshi() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("SWITCHYARD_TOOLS_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/switchyard")))
+        .context("HOME is not set")?;
+    let bin = dir.join("nisshi-0.8.1/bin/nisshi");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: run scripts/setup (it builds the test broker)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn start_broker() -> anyhow::Result<String> {
+    let bin = nisshi()?;
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = std::env::temp_dir().join(format!("switchyard-broker-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("tcp://127.0.0.1:{port}");
+    // The shell starts the broker and kills it when its stdin closes.
+    let script = format!(
+        "'{}' broker --listener-url {url} --advertised-listener-url {url} --storage-engine memory://nisshi/ >broker.log 2>&1 & b=$!; cat >/dev/null; kill $b",
+        bin.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let stdin = child.stdin.take().context("no stdin")?;
+    *SUPERVISOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((child, stdin));
+    let addr = format!("127.0.0.1:{port}");
+    wait_until(Duration::from_secs(30), || {
+        TcpStream::connect(&addr).is_ok()
+    })
+    .with_context(|| {
+        format!(
+            "broker did not listen on {addr}; see {}",
+            dir.join("broker.log").display()
+        )
+    })?;
+    Ok(addr)
+}
+
+/// Stops a broker this process started (for tests that need it gone).
+pub fn stop_own_broker() {
+    if let Some((mut child, mut stdin)) = SUPERVISOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        let _ = stdin.flush();
+        drop(stdin);
+        let _ = child.wait();
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("condition not met within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A topic name no other test uses.
+#[must_use]
+pub fn random_topic(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates topics (name, partitions) and waits until the broker reports
+/// them.
+pub fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .create()?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(admin.create_topics(&new, &AdminOptions::new()))?;
+    for result in results {
+        result.map_err(|(topic, e)| anyhow::anyhow!("cannot create topic '{topic}': {e}"))?;
+    }
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .create()?;
+    wait_until(Duration::from_secs(15), || {
+        topics.iter().all(|(name, partitions)| {
+            consumer
+                .fetch_metadata(Some(name), Duration::from_secs(2))
+                .ok()
+                .and_then(|m| {
+                    m.topics().first().map(|t| {
+                        t.error().is_none() && t.partitions().len() == *partitions as usize
+                    })
+                })
+                .unwrap_or(false)
+        })
+    })
+}
+
+/// A record as the tests write and read it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TestRecord {
+    /// Partition (when read; when written, `None` lets the producer choose).
+    pub partition: Option<i32>,
+    /// Offset (when read).
+    pub offset: Option<i64>,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl TestRecord {
+    /// A record with a key and a value.
+    #[must_use]
+    pub fn new(key: &str, value: &str) -> Self {
+        Self {
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn header(mut self, key: &str, value: &str) -> Self {
+        self.headers
+            .push((key.to_owned(), value.as_bytes().to_vec()));
+        self
+    }
+
+    /// Sets the partition to write to.
+    #[must_use]
+    pub fn on_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// The value as text.
+    #[must_use]
+    pub fn value_str(&self) -> &str {
+        std::str::from_utf8(self.value.as_deref().unwrap_or_default()).unwrap_or("<binary>")
+    }
+
+    /// The first header named `key`, as text.
+    #[must_use]
+    pub fn header_str(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Writes `records` to `topic` and waits until all are acknowledged.
+pub fn produce(topic: &str, records: &[TestRecord]) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()?;
+    for r in records {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            headers = headers.insert(KafkaHeader {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(headers);
+        if let Some(key) = &r.key {
+            record = record.key(key);
+        }
+        if let Some(value) = &r.value {
+            record = record.payload(value);
+        }
+        if let Some(p) = r.partition {
+            record = record.partition(p);
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = back;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Reads `topic` from the beginning until `count` records arrived (fails
+/// after `timeout`), then checks for 300 ms that no more arrive.
+pub fn consume(topic: &str, count: usize, timeout: Duration) -> anyhow::Result<Vec<TestRecord>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", random_topic("reader"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut records = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut quiet_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if records.len() >= count {
+            let until = *quiet_until.get_or_insert(now + Duration::from_millis(300));
+            if now > until {
+                return Ok(records);
+            }
+        } else if now > deadline {
+            bail!(
+                "read {} of {count} records from '{topic}' within {timeout:?}",
+                records.len()
+            );
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let message = message?;
+        records.push(TestRecord {
+            partition: Some(message.partition()),
+            offset: Some(message.offset()),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+}
+
+/// Committed offsets of `group` on `topic`, by partition.
+pub fn committed(group: &str, topic: &str, partitions: i32) -> anyhow::Result<HashMap<i32, i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker())
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(5))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}

@@ -1,0 +1,289 @@
+//! `switchyard demo`: the whole record path with nothing to set up. An
+//! embedded Kafka (librdkafka's in-process mock cluster), a sample
+//! workload, two routes through the example plugins, and a summary of where
+//! every record went.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::config::RouterConfig;
+use crate::pipeline::{self, FailureSink, RecordFailure};
+use crate::plugin::PluginEngine;
+
+const TENANTS: [&str; 5] = ["acme", "globex", "initech", "umbrella", "hooli"];
+const ORDERS: usize = 3000;
+const EVENT_TYPES: [&str; 4] = [
+    "order.created",
+    "order.paid",
+    "order.shipped",
+    "order.refunded",
+];
+const EVENTS: usize = 600;
+const MALFORMED: [&str; 4] = [
+    "not json at all",
+    r#"{"type":"order.paid","version":1"#,
+    r#"{"version":1,"payload":{}}"#,
+    "",
+];
+const TOPICS: [(&str, i32); 6] = [
+    ("orders", 3),
+    ("orders-by-tenant", 6),
+    ("events", 3),
+    ("orders.created", 2),
+    ("orders.paid", 2),
+    ("orders.shipped", 2),
+];
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Collects failed records by route, kind and reason.
+#[derive(Default)]
+struct Failures(Mutex<BTreeMap<(String, String, String), usize>>);
+
+impl FailureSink for Failures {
+    fn failed(&self, f: &RecordFailure<'_>) {
+        let key = (
+            f.route.to_owned(),
+            f.failure.kind.to_string(),
+            f.failure.message.clone(),
+        );
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default() += 1;
+    }
+}
+
+impl Failures {
+    fn total(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum()
+    }
+}
+
+/// Runs the demo with the example plugins found in `plugins_dir`.
+pub fn run(plugins_dir: &Path) -> anyhow::Result<()> {
+    let plugin = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = plugins_dir.join(format!("{name}.wasm"));
+        if !path.is_file() {
+            bail!(
+                "example plugin '{}' not found: build the plugins first \
+                 (cd plugins && cargo build --release --target wasm32-wasip2) or run scripts/demo",
+                path.display()
+            );
+        }
+        Ok(path)
+    };
+    let partitioner = plugin("tenant_partitioner")?;
+    let envelope_router = plugin("envelope_router")?;
+
+    let cluster = MockCluster::new(1).context("cannot start the embedded Kafka")?;
+    for (topic, partitions) in TOPICS {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .with_context(|| format!("cannot create topic '{topic}'"))?;
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    println!("Switchyard demo: embedded Kafka at {bootstrap} (librdkafka mock cluster)\n");
+
+    produce_workload(&bootstrap)?;
+    println!(
+        "Produced {ORDERS} orders of {} tenants to 'orders' (tenant in the 'tenant-id' header)",
+        TENANTS.len()
+    );
+    println!(
+        "Produced {} events to 'events': JSON envelopes of types {}, and {} malformed records\n",
+        EVENTS + MALFORMED.len(),
+        EVENT_TYPES.join(", "),
+        MALFORMED.len()
+    );
+
+    let toml = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+group_id = "switchyard-demo"
+[kafka.consumer]
+"auto.commit.interval.ms" = 200
+
+[[routes]]
+name = "orders"
+source_topics = ["orders"]
+plugin = "{partitioner}"
+default_target = "orders-by-tenant"
+
+[[routes]]
+name = "events"
+source_topics = ["events"]
+plugin = "{envelope_router}"
+default_target = "orders.created"
+allowed_targets = ["orders.*"]
+plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.paid", "order.shipped" = "orders.shipped" }}
+"#,
+        partitioner = partitioner.display(),
+        envelope_router = envelope_router.display(),
+    );
+    println!("Routes:\n  orders --[tenant_partitioner]--> orders-by-tenant (6 partitions)");
+    println!("  events --[envelope_router]--> orders.created | orders.paid | orders.shipped\n");
+    let config = RouterConfig::parse(Path::new("demo.toml"), &toml)?;
+    let failures = Arc::new(Failures::default());
+    let engine = PluginEngine::new()?;
+    let started = Instant::now();
+    let router = pipeline::start(&config, &engine, failures.clone())?;
+
+    let routed_events = EVENTS / EVENT_TYPES.len() * 3;
+    let expected_failures = EVENTS / EVENT_TYPES.len() + MALFORMED.len();
+    let read = read_targets(&bootstrap, ORDERS + routed_events, || {
+        failures.total() >= expected_failures
+    })?;
+    let elapsed = started.elapsed();
+    router.shutdown();
+    router.join();
+
+    println!("Records per target partition:");
+    for ((topic, partition), count) in &read.per_partition {
+        println!("  {topic:<18} partition {partition}: {count:>5}");
+    }
+    println!("\nTenants and the partition of 'orders-by-tenant' their orders went to:");
+    for (tenant, partitions) in &read.tenant_partitions {
+        let list: Vec<String> = partitions.iter().map(ToString::to_string).collect();
+        let verdict = if partitions.len() == 1 {
+            "all orders on one partition"
+        } else {
+            "SPLIT ACROSS PARTITIONS"
+        };
+        println!("  {tenant:<9} -> {:<4} ({verdict})", list.join(","));
+    }
+    println!("\nNot routed (the route logs and skips them):");
+    for ((route, kind, reason), count) in failures
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
+        println!("  {count:>4} x route '{route}': {kind}: {reason}");
+    }
+    println!(
+        "\nRouted {} records in {:.1}s (joining the consumer group included); offsets were committed only after every output was acknowledged.",
+        read.total,
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn produce_workload(bootstrap: &str) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .create()?;
+    let send =
+        |topic: &str, key: Option<&str>, value: &str, tenant: Option<&str>| -> anyhow::Result<()> {
+            let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(value);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            if let Some(tenant) = tenant {
+                record = record.headers(OwnedHeaders::new().insert(KafkaHeader {
+                    key: "tenant-id",
+                    value: Some(tenant),
+                }));
+            }
+            producer.send(record).map_err(|(e, _)| e)?;
+            Ok(())
+        };
+    for i in 0..ORDERS {
+        let tenant = TENANTS[(i * 7 + i / 3) % TENANTS.len()];
+        let value = format!(
+            r#"{{"order_id":{i},"tenant":"{tenant}","total":{}}}"#,
+            (i * 37) % 500
+        );
+        send("orders", Some(&format!("order-{i}")), &value, Some(tenant))?;
+    }
+    for i in 0..EVENTS {
+        let kind = EVENT_TYPES[i % EVENT_TYPES.len()];
+        let value = format!(
+            r#"{{"type":"{kind}","version":1,"timestamp":"2026-11-28T12:00:00Z","payload":{{"order_id":{i}}}}}"#
+        );
+        send("events", None, &value, None)?;
+    }
+    for value in MALFORMED {
+        send("events", None, value, None)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct TargetRead {
+    total: usize,
+    per_partition: BTreeMap<(String, i32), usize>,
+    tenant_partitions: BTreeMap<String, BTreeSet<i32>>,
+}
+
+/// Reads every target partition from the start until `expected` records
+/// arrived and `done()` holds.
+fn read_targets(
+    bootstrap: &str,
+    expected: usize,
+    done: impl Fn() -> bool,
+) -> anyhow::Result<TargetRead> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "switchyard-demo-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partitions) in &TOPICS[3..] {
+        for p in 0..*partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    for p in 0..6 {
+        tpl.add_partition_offset("orders-by-tenant", p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut read = TargetRead::default();
+    let deadline = Instant::now() + TIMEOUT;
+    while read.total < expected || !done() {
+        if Instant::now() > deadline {
+            bail!(
+                "the demo did not finish within {TIMEOUT:?}: {} of {expected} records routed",
+                read.total
+            );
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message?;
+        read.total += 1;
+        *read
+            .per_partition
+            .entry((message.topic().to_owned(), message.partition()))
+            .or_default() += 1;
+        if message.topic() == "orders-by-tenant"
+            && let Some(tenant) = message
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "tenant-id"))
+        {
+            let tenant = String::from_utf8_lossy(tenant.value.unwrap_or_default()).into_owned();
+            read.tenant_partitions
+                .entry(tenant)
+                .or_default()
+                .insert(message.partition());
+        }
+    }
+    Ok(read)
+}

@@ -1,0 +1,44 @@
+//! librdkafka settings: Switchyard's defaults, then the user's properties.
+
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+/// Consumer settings. Offsets are stored by the pipeline only once a record
+/// is fully acknowledged (`enable.auto.offset.store=false`) and committed
+/// in the background from what was stored.
+#[must_use]
+pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        // A router that starts on a topic should not skip what is there.
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    for (key, value) in &kafka.consumer {
+        config.set(key, value.to_string());
+    }
+    config
+}
+
+/// Producer settings: idempotent, every replica acknowledges, batched and
+/// compressed, keys partitioned like the Java client does.
+#[must_use]
+pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        // Same key, same partition as records produced by Java clients.
+        .set("partitioner", "murmur2_random");
+    for (key, value) in &kafka.producer {
+        config.set(key, value.to_string());
+    }
+    config
+}

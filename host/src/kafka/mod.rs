@@ -1,0 +1,28 @@
+//! Talking to Kafka: client settings, the output producer, topic metadata,
+//! and the consumer's context (rebalance hooks).
+
+mod client;
+mod metadata;
+mod producer;
+
+pub use client::{consumer_config, producer_config};
+pub use metadata::TopicCache;
+pub use producer::{Delivery, OutputProducer};
+
+/// librdkafka's own log lines, at the matching `tracing` level.
+pub(crate) fn client_log(
+    client: &str,
+    level: rdkafka::config::RDKafkaLogLevel,
+    fac: &str,
+    message: &str,
+) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => {
+            tracing::error!(target: "librdkafka", client, fac, "{message}");
+        }
+        L::Warning => tracing::warn!(target: "librdkafka", client, fac, "{message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", client, fac, "{message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", client, fac, "{message}"),
+    }
+}

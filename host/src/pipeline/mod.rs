@@ -1,0 +1,480 @@
+//! The record path: consume → route → produce → store the offset.
+//!
+//! One thread polls the consumer (it also runs the rebalance callbacks) and
+//! hands each record to the worker of its partition; workers run
+//! concurrently, each routing its partition's records in order. Offsets are
+//! stored only as [`offsets`] allows; librdkafka commits what was stored
+//! every `auto.commit.interval.ms`, and the pipeline commits synchronously
+//! when partitions are revoked and when it stops.
+
+pub mod offsets;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use self::offsets::{OffsetStore, PartitionOffsets};
+use self::worker::{Offer, Worker, WorkerParts};
+use crate::config::RouterConfig;
+use crate::kafka::{self, OutputProducer, TopicCache};
+use crate::plugin::{PluginEngine, PluginError, RouteFailure};
+use crate::record::{Header, SourceRecord};
+use crate::route::{Route, Topics};
+
+/// How long stopping may wait for outputs in flight before it gives up
+/// (what was not acknowledged by then is not committed, so nothing is lost).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long startup waits for the cluster's metadata.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A record the route could not route.
+#[derive(Debug)]
+pub struct RecordFailure<'a> {
+    /// The route's name.
+    pub route: &'a str,
+    /// The record.
+    pub record: &'a SourceRecord,
+    /// What went wrong.
+    pub failure: &'a RouteFailure,
+}
+
+/// Told about every record that could not be routed.
+pub trait FailureSink: Send + Sync {
+    /// `failure` happened; the record is skipped after this returns.
+    fn failed(&self, failure: &RecordFailure<'_>);
+}
+
+/// Logs each failed record with its coordinates and skips it.
+#[derive(Debug, Default)]
+pub struct LogFailures;
+
+impl FailureSink for LogFailures {
+    fn failed(&self, f: &RecordFailure<'_>) {
+        tracing::warn!(
+            route = f.route,
+            topic = %f.record.topic,
+            partition = f.record.partition,
+            offset = f.record.offset,
+            kind = %f.failure.kind,
+            reason = %f.failure.message,
+            "record not routed, skipped"
+        );
+    }
+}
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A route's plugin cannot be used.
+    #[error("route '{route}': {error}")]
+    Plugin {
+        /// The route.
+        route: String,
+        /// Why.
+        error: PluginError,
+    },
+    /// Kafka cannot be reached or refused a client.
+    #[error("cannot reach Kafka at '{bootstrap}': {error}")]
+    Kafka {
+        /// `bootstrap_servers`.
+        bootstrap: String,
+        /// librdkafka's error.
+        error: KafkaError,
+    },
+    /// A route's default target does not exist.
+    #[error("route '{route}': default_target '{topic}' does not exist on the cluster")]
+    MissingTarget {
+        /// The route.
+        route: String,
+        /// The topic.
+        topic: String,
+    },
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// A running router.
+#[derive(Debug)]
+pub struct RouterHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RouterHandle {
+    /// Asks the router to stop: stop fetching, finish records in flight,
+    /// wait for their outputs, commit, leave the group.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Waits until the router has stopped.
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the consumer thread panicked");
+        }
+    }
+}
+
+impl Drop for RouterHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct CachedTopics {
+    cache: TopicCache,
+    producer: Arc<OutputProducer>,
+}
+
+impl Topics for CachedTopics {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.cache
+            .partition_count_or_refresh(topic, self.producer.client())
+    }
+}
+
+/// Starts routing as `config` says: loads the plugins, connects, joins the
+/// consumer group. Errors name what is wrong before anything is consumed.
+pub fn start(
+    config: &RouterConfig,
+    engine: &PluginEngine,
+    failures: Arc<dyn FailureSink>,
+) -> Result<RouterHandle, StartError> {
+    let mut plugins = Vec::new();
+    for route in &config.routes {
+        let plugin = match &route.plugin {
+            None => None,
+            Some(path) => {
+                let plugin_error = |error| StartError::Plugin {
+                    route: route.name.clone(),
+                    error,
+                };
+                let plugin = engine.load(path).map_err(plugin_error)?;
+                tracing::info!(route = %route.name, plugin = plugin.name(), version = plugin.version(), "plugin loaded");
+                Some(plugin)
+            }
+        };
+        plugins.push(plugin);
+    }
+
+    let kafka_error = |error| StartError::Kafka {
+        bootstrap: config.kafka.bootstrap_servers.clone(),
+        error,
+    };
+    let producer =
+        Arc::new(OutputProducer::new(&kafka::producer_config(&config.kafka)).map_err(kafka_error)?);
+    let topics = Arc::new(CachedTopics {
+        cache: TopicCache::new(CONNECT_TIMEOUT),
+        producer: producer.clone(),
+    });
+    topics
+        .cache
+        .refresh(producer.client())
+        .map_err(kafka_error)?;
+
+    let mut routes = HashMap::new();
+    for (route_config, plugin) in config.routes.iter().zip(plugins) {
+        if topics
+            .cache
+            .partition_count(&route_config.default_target)
+            .is_none()
+        {
+            return Err(StartError::MissingTarget {
+                route: route_config.name.clone(),
+                topic: route_config.default_target.clone(),
+            });
+        }
+        let route = Arc::new(Route::new(route_config.clone(), plugin, topics.clone()));
+        // Check the plugin accepts its configuration before consuming.
+        if let Err(error) = route.instance() {
+            return Err(StartError::Plugin {
+                route: route_config.name.clone(),
+                error,
+            });
+        }
+        for topic in &route_config.source_topics {
+            if topics.cache.partition_count(topic).is_none() {
+                tracing::warn!(route = %route_config.name, topic, "source topic does not exist (yet): waiting for it");
+            }
+            routes.insert(topic.clone(), route.clone());
+        }
+    }
+
+    let store = Arc::new(ConsumerStore::default());
+    let shared = Arc::new(Shared {
+        routes,
+        producer,
+        failures,
+        store: store.clone(),
+        workers: Mutex::default(),
+    });
+    let consumer: Arc<BaseConsumer<RouterContext>> = Arc::new(
+        kafka::consumer_config(&config.kafka)
+            .create_with_context(RouterContext {
+                shared: shared.clone(),
+            })
+            .map_err(kafka_error)?,
+    );
+    let _ = store.consumer.set(Arc::downgrade(&consumer));
+    let sources: Vec<&str> = shared.routes.keys().map(String::as_str).collect();
+    consumer.subscribe(&sources).map_err(kafka_error)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = std::thread::Builder::new()
+        .name("switchyard-consumer".to_owned())
+        .spawn({
+            let stop = stop.clone();
+            move || poll_loop(&consumer, &shared, &stop)
+        })?;
+    Ok(RouterHandle {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// What the consumer thread, the rebalance callbacks and the workers share.
+struct Shared {
+    /// Route of each source topic.
+    routes: HashMap<String, Arc<Route>>,
+    producer: Arc<OutputProducer>,
+    failures: Arc<dyn FailureSink>,
+    store: Arc<ConsumerStore>,
+    /// Workers of the assigned partitions. Only the consumer thread touches
+    /// it (rebalance callbacks run inside its `poll`).
+    workers: Mutex<HashMap<(String, i32), Worker>>,
+}
+
+impl Shared {
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Worker>> {
+        self.workers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn spawn_worker(&self, topic: &str, partition: i32) -> Option<Worker> {
+        let route = self.routes.get(topic)?.clone();
+        let offsets = Arc::new(PartitionOffsets::new(topic, partition, self.store.clone()));
+        let parts = WorkerParts {
+            route,
+            producer: self.producer.clone(),
+            failures: self.failures.clone(),
+            offsets,
+        };
+        match Worker::spawn(topic, partition, parts) {
+            Ok(worker) => Some(worker),
+            Err(e) => {
+                tracing::error!(topic, partition, error = %e, "cannot start a partition worker");
+                None
+            }
+        }
+    }
+
+    /// Stops the workers of `partitions` (all if `None`), waits for their
+    /// outputs and commits what they finished.
+    fn drain(
+        &self,
+        consumer: &BaseConsumer<RouterContext>,
+        partitions: Option<&TopicPartitionList>,
+    ) {
+        let mut stopped = Vec::new();
+        {
+            let mut workers = self.workers();
+            let keys: Vec<(String, i32)> = match partitions {
+                None => workers.keys().cloned().collect(),
+                Some(tpl) => tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect(),
+            };
+            for key in keys {
+                if let Some(mut worker) = workers.remove(&key) {
+                    worker.stop();
+                    stopped.push((key, worker));
+                }
+            }
+        }
+        if stopped.is_empty() {
+            return;
+        }
+        if let Err(e) = self.producer.flush(DRAIN_TIMEOUT) {
+            tracing::error!(error = %e, "outputs still unacknowledged after {DRAIN_TIMEOUT:?}: their records will be consumed again");
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "commit failed: the last records may be consumed again")
+            }
+        }
+        for ((topic, partition), worker) in &stopped {
+            tracing::info!(topic, partition, next_offset = ?worker.offsets.stored(), "partition released");
+        }
+    }
+}
+
+/// The consumer's offset store, reached from the producer's delivery
+/// thread.
+#[derive(Default)]
+struct ConsumerStore {
+    consumer: OnceLock<Weak<BaseConsumer<RouterContext>>>,
+}
+
+impl OffsetStore for ConsumerStore {
+    fn store(&self, topic: &str, partition: i32, next_offset: i64) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        if let Err(e) = consumer.store_offset(topic, partition, next_offset) {
+            // The partition was revoked meanwhile; its new owner resumes
+            // from the last commit.
+            tracing::debug!(topic, partition, next_offset, error = %e, "offset not stored");
+        }
+    }
+}
+
+struct RouterContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for RouterContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        kafka::client_log("consumer", level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(client = "consumer", %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for RouterContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(
+                    partitions = tpl.count(),
+                    "partitions revoked: draining them"
+                );
+                self.shared.drain(consumer, Some(tpl));
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut workers = self.shared.workers();
+            for elem in tpl.elements() {
+                let key = (elem.topic().to_owned(), elem.partition());
+                if workers.contains_key(&key) {
+                    continue;
+                }
+                if let Some(worker) = self.shared.spawn_worker(&key.0, key.1) {
+                    workers.insert(key, worker);
+                }
+            }
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &AtomicBool) {
+    let mut paused: Vec<(String, i32)> = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            Some(Ok(message)) => {
+                let record = source_record(&message);
+                let key = (record.topic.clone(), record.partition);
+                let mut workers = shared.workers();
+                if !workers.contains_key(&key)
+                    && let Some(worker) = shared.spawn_worker(&key.0, key.1)
+                {
+                    workers.insert(key.clone(), worker);
+                }
+                let Some(worker) = workers.get_mut(&key) else {
+                    continue;
+                };
+                match worker.offer(record) {
+                    Offer::Queued => {}
+                    Offer::Stashed | Offer::Dead => {
+                        if !paused.contains(&key) {
+                            pause(consumer, &key, true);
+                            paused.push(key);
+                        }
+                    }
+                }
+            }
+        }
+        // Hand stashed records over as workers catch up.
+        if !paused.is_empty() {
+            let mut workers = shared.workers();
+            paused.retain(|key| match workers.get_mut(key) {
+                None => false,
+                Some(worker) if worker.dead => true,
+                Some(worker) => {
+                    if worker.unstash() {
+                        pause(consumer, key, false);
+                        false
+                    } else {
+                        true
+                    }
+                }
+            });
+        }
+    }
+    shared.drain(consumer, None);
+    consumer.unsubscribe();
+    tracing::info!("router stopped");
+}
+
+fn pause(consumer: &BaseConsumer<RouterContext>, (topic, partition): &(String, i32), pause: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, *partition);
+    let result = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = result {
+        tracing::warn!(topic, partition, error = %e, pause, "cannot pause/resume partition");
+    }
+}
+
+fn source_record<M: Message>(message: &M) -> SourceRecord {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| Header {
+                    key: h.key.to_owned(),
+                    value: bytes::Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    SourceRecord {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(bytes::Bytes::copy_from_slice),
+        value: message.payload().map(bytes::Bytes::copy_from_slice),
+        headers,
+    }
+}

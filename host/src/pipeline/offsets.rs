@@ -1,0 +1,230 @@
+//! The at-least-once rule, in one place: a record's offset is stored for
+//! commit only when every output of that record **and of every earlier
+//! record of its partition** has been acknowledged by Kafka.
+//!
+//! Each partition keeps its records in consumption order, each with the
+//! number of outputs still unacknowledged. Acknowledgements may arrive in
+//! any order (outputs go to different topics and partitions); the stored
+//! offset only ever advances over an unbroken prefix of finished records.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Where finished offsets go (the consumer's offset store).
+pub trait OffsetStore: Send + Sync {
+    /// Stores `next_offset` (last finished offset + 1) for commit.
+    fn store(&self, topic: &str, partition: i32, next_offset: i64);
+}
+
+/// The outputs of one record still waiting for their acknowledgement.
+#[derive(Debug)]
+pub struct RecordAck {
+    offset: i64,
+    remaining: AtomicUsize,
+}
+
+impl RecordAck {
+    /// The source record's offset.
+    #[must_use]
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+}
+
+/// In-order acknowledgement tracking of one source partition.
+pub struct PartitionOffsets {
+    topic: String,
+    partition: i32,
+    store: Arc<dyn OffsetStore>,
+    state: Mutex<State>,
+    /// Mirrors `State::failed` for a lock-free check per record.
+    stopped: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    pending: VecDeque<Arc<RecordAck>>,
+    /// Last offset stored (next offset to consume).
+    stored: Option<i64>,
+    /// Set when an output could not be delivered: the partition stops
+    /// advancing, so nothing past the record is ever committed.
+    failed: Option<String>,
+}
+
+impl std::fmt::Debug for PartitionOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionOffsets")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionOffsets {
+    /// Tracking for `topic`/`partition`, storing into `store`.
+    pub fn new(topic: impl Into<String>, partition: i32, store: Arc<dyn OffsetStore>) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+            store,
+            state: Mutex::default(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked mid-way:
+        // every update is a single push, pop or assignment.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers the record at `offset` with `outputs` outputs about to be
+    /// produced. Records must be registered in offset order. A record with
+    /// no outputs is finished at once.
+    pub fn begin(&self, offset: i64, outputs: usize) -> Arc<RecordAck> {
+        let ack = Arc::new(RecordAck {
+            offset,
+            remaining: AtomicUsize::new(outputs),
+        });
+        self.state().pending.push_back(ack.clone());
+        if outputs == 0 {
+            self.advance();
+        }
+        ack
+    }
+
+    /// One output of `ack`'s record was acknowledged.
+    pub fn acknowledge(&self, ack: &RecordAck) {
+        if ack.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.advance();
+        }
+    }
+
+    /// An output of `ack`'s record could not be delivered: this partition
+    /// stops advancing at that record.
+    pub fn fail(&self, ack: &RecordAck, reason: String) {
+        let mut state = self.state();
+        if state.failed.is_none() {
+            tracing::error!(
+                topic = %self.topic,
+                partition = self.partition,
+                offset = ack.offset,
+                reason = %reason,
+                "output not delivered: the partition stops here and nothing past this record is committed"
+            );
+            state.failed = Some(format!("offset {}: {reason}", ack.offset));
+            self.stopped.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether an output could not be delivered (see [`failure`](Self::failure)).
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Why the partition stopped, if it did.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.state().failed.clone()
+    }
+
+    /// Records registered and not yet finished.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.state().pending.len()
+    }
+
+    /// The offset stored last (the next one to consume), if any.
+    #[must_use]
+    pub fn stored(&self) -> Option<i64> {
+        self.state().stored
+    }
+
+    fn advance(&self) {
+        let next = {
+            let mut state = self.state();
+            if state.failed.is_some() {
+                return;
+            }
+            let mut last = None;
+            while let Some(front) = state.pending.front() {
+                if front.remaining.load(Ordering::Acquire) != 0 {
+                    break;
+                }
+                last = Some(front.offset);
+                state.pending.pop_front();
+            }
+            let Some(last) = last else { return };
+            state.stored = Some(last + 1);
+            last + 1
+        };
+        self.store.store(&self.topic, self.partition, next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<i64>>);
+
+    impl OffsetStore for Recorded {
+        fn store(&self, _: &str, _: i32, next: i64) {
+            self.0.lock().unwrap().push(next);
+        }
+    }
+
+    fn tracker() -> (Arc<Recorded>, PartitionOffsets) {
+        let store = Arc::new(Recorded::default());
+        (store.clone(), PartitionOffsets::new("t", 0, store))
+    }
+
+    #[test]
+    fn offset_advances_only_over_a_finished_prefix() {
+        let (store, offsets) = tracker();
+        let a = offsets.begin(10, 2);
+        let b = offsets.begin(11, 1);
+        let c = offsets.begin(12, 1);
+        offsets.acknowledge(&c);
+        offsets.acknowledge(&b);
+        offsets.acknowledge(&a);
+        assert_eq!(
+            *store.0.lock().unwrap(),
+            Vec::<i64>::new(),
+            "10 has one output left"
+        );
+        offsets.acknowledge(&a);
+        assert_eq!(*store.0.lock().unwrap(), vec![13]);
+        assert_eq!(offsets.in_flight(), 0);
+    }
+
+    #[test]
+    fn dropped_records_finish_at_once_but_wait_for_earlier_ones() {
+        let (store, offsets) = tracker();
+        let a = offsets.begin(0, 1);
+        let _dropped = offsets.begin(1, 0);
+        assert!(store.0.lock().unwrap().is_empty());
+        offsets.acknowledge(&a);
+        assert_eq!(*store.0.lock().unwrap(), vec![2]);
+        let _dropped = offsets.begin(2, 0);
+        assert_eq!(*store.0.lock().unwrap(), vec![2, 3]);
+    }
+
+    #[test]
+    fn a_failed_delivery_stops_the_partition_for_good() {
+        let (store, offsets) = tracker();
+        let a = offsets.begin(0, 1);
+        let b = offsets.begin(1, 1);
+        offsets.fail(&a, "broker said no".into());
+        offsets.acknowledge(&b);
+        offsets.acknowledge(&a);
+        assert!(store.0.lock().unwrap().is_empty());
+        assert_eq!(
+            offsets.failure().as_deref(),
+            Some("offset 0: broker said no")
+        );
+    }
+}

@@ -1,0 +1,537 @@
+//! End-to-end: the router against a real Kafka-API broker on loopback.
+//! Every test uses its own random topics and consumer group.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    reason = "test code"
+)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchyard::config::RouterConfig;
+use switchyard::pipeline::{self, FailureSink, RecordFailure, RouterHandle};
+use switchyard::plugin::PluginEngine;
+use switchyard_plugin_fixtures as fixtures;
+use switchyard_tests::{
+    TestRecord, broker, committed, consume, create_topics, produce, random_topic,
+};
+
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Failed records, as (offset, kind, message).
+#[derive(Default)]
+struct Failures(Mutex<Vec<(i64, String, String)>>);
+
+impl FailureSink for Failures {
+    fn failed(&self, f: &RecordFailure<'_>) {
+        self.0.lock().unwrap().push((
+            f.record.offset,
+            f.failure.kind.to_string(),
+            f.failure.message.clone(),
+        ));
+    }
+}
+
+impl Failures {
+    fn list(&self) -> Vec<(i64, String, String)> {
+        let mut list = self.0.lock().unwrap().clone();
+        list.sort();
+        list
+    }
+}
+
+/// A config with the test broker, a random group and `routes` (TOML).
+fn config(group: &str, routes: &str) -> RouterConfig {
+    let text = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{}"
+group_id = "{group}"
+[kafka.consumer]
+"fetch.wait.max.ms" = 10
+"auto.commit.interval.ms" = 100
+[kafka.producer]
+"linger.ms" = 5
+
+{routes}
+"#,
+        broker()
+    );
+    RouterConfig::parse(Path::new("test.toml"), &text).unwrap()
+}
+
+fn start(config: &RouterConfig) -> (RouterHandle, Arc<Failures>) {
+    let failures = Arc::new(Failures::default());
+    let engine = PluginEngine::new().unwrap();
+    let handle = pipeline::start(config, &engine, failures.clone()).unwrap();
+    (handle, failures)
+}
+
+fn stop(handle: RouterHandle) {
+    handle.shutdown();
+    handle.join();
+}
+
+fn fnv1a_32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[test]
+fn tenant_partitioner_puts_10000_records_where_fnv1a_says_in_source_order() {
+    let (src, dst) = (random_topic("orders"), random_topic("by-tenant"));
+    create_topics(&[(&src, 3), (&dst, 6)]).unwrap();
+    let tenants = [
+        "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne",
+    ];
+    let inputs: Vec<TestRecord> = (0..10_000)
+        .map(|i| {
+            let partition = i % 3;
+            TestRecord::new(&format!("order-{i}"), &format!(r#"{{"n":{i}}}"#))
+                .header("tenant-id", tenants[(i as usize * 31 / 7) % tenants.len()])
+                .header("seq", &format!("{partition}:{:06}", i / 3))
+                .on_partition(partition)
+        })
+        .collect();
+    produce(&src, &inputs).unwrap();
+
+    let group = random_topic("group");
+    let config = config(
+        &group,
+        &format!(
+            r#"
+[[routes]]
+name = "orders"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+"#,
+            fixtures::tenant_partitioner().display()
+        ),
+    );
+    let (router, failures) = start(&config);
+    let outputs = consume(&dst, inputs.len(), READ_TIMEOUT).unwrap();
+    stop(router);
+
+    assert_eq!(failures.list(), vec![]);
+    assert_eq!(outputs.len(), inputs.len(), "every record exactly once");
+    let mut seen = std::collections::HashSet::new();
+    // Per output partition, the records of each source partition must keep
+    // their source order.
+    let mut last: HashMap<(i32, String), String> = HashMap::new();
+    for out in &outputs {
+        let tenant = out.header_str("tenant-id").unwrap();
+        let expected = (fnv1a_32(tenant.as_bytes()) % 6) as i32;
+        assert_eq!(out.partition, Some(expected), "tenant {tenant}");
+        let seq = out.header_str("seq").unwrap().to_owned();
+        assert!(seen.insert(seq.clone()), "duplicate {seq}");
+        let (src_partition, _) = seq.split_once(':').unwrap();
+        let key = (expected, src_partition.to_owned());
+        if let Some(prev) = last.get(&key) {
+            assert!(
+                *prev < seq,
+                "{seq} after {prev} on output partition {expected}"
+            );
+        }
+        last.insert(key, seq);
+    }
+    let original: HashMap<Vec<u8>, &TestRecord> =
+        inputs.iter().map(|r| (r.key.clone().unwrap(), r)).collect();
+    for out in &outputs {
+        let input = original[out.key.as_ref().unwrap()];
+        assert_eq!((&out.value, &out.headers), (&input.value, &input.headers));
+    }
+    let offsets = committed(&group, &src, 3).unwrap();
+    let per_partition = inputs.len() as i64 / 3;
+    assert_eq!(
+        offsets,
+        HashMap::from([
+            (0, per_partition + 1),
+            (1, per_partition),
+            (2, per_partition)
+        ])
+    );
+}
+
+#[test]
+fn envelope_router_sends_each_type_to_its_topic_and_skips_malformed_records_visibly() {
+    let (src, created, paid) = (
+        random_topic("events"),
+        random_topic("created"),
+        random_topic("paid"),
+    );
+    create_topics(&[(&src, 1), (&created, 1), (&paid, 2)]).unwrap();
+    let envelope = |kind: &str, i: usize| {
+        format!(
+            r#"{{"type":"{kind}","version":1,"timestamp":"2026-11-28T00:00:00Z","payload":{{"i":{i}}}}}"#
+        )
+    };
+    let mut inputs = Vec::new();
+    for i in 0..300 {
+        let kind = ["order.created", "order.paid", "order.lost"][i % 3];
+        inputs.push(TestRecord::new(&format!("e{i}"), &envelope(kind, i)));
+    }
+    inputs.push(TestRecord::new("bad1", "{not json"));
+    inputs.push(TestRecord::new("bad2", r#"{"payload":{}}"#));
+    inputs.push(TestRecord::new("after", &envelope("order.paid", 999)));
+    produce(&src, &inputs).unwrap();
+
+    let config = config(
+        &random_topic("group"),
+        &format!(
+            r#"
+[[routes]]
+name = "events"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{created}"
+allowed_targets = ["{created}", "{paid}"]
+plugin_config = {{ "order.created" = "{created}", "order.paid" = "{paid}" }}
+"#,
+            fixtures::envelope_router().display()
+        ),
+    );
+    let (router, failures) = start(&config);
+    let created_out = consume(&created, 100, READ_TIMEOUT).unwrap();
+    let paid_out = consume(&paid, 101, READ_TIMEOUT).unwrap();
+    stop(router);
+
+    assert_eq!(created_out.len(), 100);
+    assert!(
+        created_out
+            .iter()
+            .all(|r| r.value_str().contains(r#""type":"order.created""#))
+    );
+    assert_eq!(paid_out.len(), 101);
+    assert!(
+        paid_out
+            .iter()
+            .all(|r| r.value_str().contains(r#""type":"order.paid""#))
+    );
+    assert!(
+        paid_out
+            .iter()
+            .any(|r| r.key.as_deref() == Some(b"after".as_slice())),
+        "routing went on after malformed records"
+    );
+    let failures = failures.list();
+    assert_eq!(failures.len(), 102);
+    assert_eq!(
+        failures[0],
+        (
+            2,
+            "reject".into(),
+            "unknown envelope type 'order.lost'".into()
+        )
+    );
+    let (offset, kind, message) = &failures[100];
+    assert_eq!((*offset, kind.as_str()), (300, "reject"));
+    assert!(
+        message.starts_with("value is not valid JSON: key must be a string"),
+        "{message}"
+    );
+    assert_eq!(
+        failures[101].2,
+        "value is not valid JSON: missing field `type` at line 1 column 14"
+    );
+}
+
+#[test]
+fn fan_out_filter_and_redact_run_as_three_routes_in_one_process() {
+    let t = |p: &str| random_topic(p);
+    let (fan_src, a, b, c) = (t("fan"), t("a"), t("b"), t("c"));
+    let (filter_src, paid) = (t("filter"), t("paid"));
+    let (redact_src, clean) = (t("redact"), t("clean"));
+    create_topics(&[
+        (&fan_src, 2),
+        (&a, 1),
+        (&b, 2),
+        (&c, 3),
+        (&filter_src, 1),
+        (&paid, 1),
+        (&redact_src, 1),
+        (&clean, 1),
+    ])
+    .unwrap();
+
+    let fan_in: Vec<TestRecord> = (0..50)
+        .map(|i| TestRecord::new(&format!("k{i}"), &format!("v{i}")).header("h", "1"))
+        .collect();
+    let filter_in: Vec<TestRecord> = (0..60)
+        .map(|i| {
+            TestRecord::new(
+                &format!("o{i}"),
+                &format!(
+                    r#"{{"id":{i},"status":"{}"}}"#,
+                    ["paid", "open", "void"][i % 3]
+                ),
+            )
+        })
+        .collect();
+    let redact_in: Vec<TestRecord> = (0..20)
+        .map(|i| {
+            TestRecord::new(
+                &format!("u{i}"),
+                &format!(r#"{{"user":"u{i}","password":"p{i}","card":{{"number":"41{i}"}}}}"#),
+            )
+        })
+        .collect();
+    produce(&fan_src, &fan_in).unwrap();
+    produce(&filter_src, &filter_in).unwrap();
+    produce(&redact_src, &redact_in).unwrap();
+
+    let config = config(
+        &t("group"),
+        &format!(
+            r#"
+[[routes]]
+name = "fan"
+source_topics = ["{fan_src}"]
+plugin = "{fan}"
+default_target = "{a}"
+allowed_targets = ["{a}", "{b}", "{c}"]
+plugin_config = {{ topics = "{a},{b},{c}" }}
+
+[[routes]]
+name = "filter"
+source_topics = ["{filter_src}"]
+plugin = "{filter}"
+default_target = "{paid}"
+plugin_config = {{ field = "status", equals = "paid" }}
+
+[[routes]]
+name = "redact"
+source_topics = ["{redact_src}"]
+plugin = "{redact}"
+default_target = "{clean}"
+plugin_config = {{ fields = "password,card.number" }}
+"#,
+            fan = fixtures::fan_out().display(),
+            filter = fixtures::filter().display(),
+            redact = fixtures::redact().display(),
+        ),
+    );
+    let (router, failures) = start(&config);
+    let outs: Vec<Vec<TestRecord>> = [&a, &b, &c]
+        .iter()
+        .map(|t| consume(t, 50, READ_TIMEOUT).unwrap())
+        .collect();
+    let paid_out = consume(&paid, 20, READ_TIMEOUT).unwrap();
+    let clean_out = consume(&clean, 20, READ_TIMEOUT).unwrap();
+    stop(router);
+    assert_eq!(failures.list(), vec![]);
+
+    for out in &outs {
+        let mut got: Vec<_> = out
+            .iter()
+            .map(|r| (r.key.clone(), r.value.clone(), r.headers.clone()))
+            .collect();
+        let mut want: Vec<_> = fan_in
+            .iter()
+            .map(|r| (r.key.clone(), r.value.clone(), r.headers.clone()))
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+    }
+    let mut paid_ids: Vec<String> = paid_out
+        .iter()
+        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+        .collect();
+    paid_ids.sort();
+    let mut want: Vec<String> = (0..60)
+        .filter(|i| i % 3 == 0)
+        .map(|i| format!("o{i}"))
+        .collect();
+    want.sort();
+    assert_eq!(paid_ids, want);
+    for (out, input) in clean_out.iter().zip(&redact_in) {
+        assert_eq!(out.key, input.key, "order kept on a one-partition topic");
+        let i = &String::from_utf8(input.key.clone().unwrap()).unwrap()[1..];
+        assert_eq!(
+            out.value_str(),
+            format!(r#"{{"user":"u{i}","password":"***","card":{{"number":"***"}}}}"#)
+        );
+        assert_eq!(out.header_str("redacted-count"), Some("2"));
+    }
+}
+
+#[test]
+fn one_route_consumes_several_source_topics() {
+    let (s1, s2, dst) = (random_topic("s1"), random_topic("s2"), random_topic("dst"));
+    create_topics(&[(&s1, 2), (&s2, 1), (&dst, 1)]).unwrap();
+    produce(
+        &s1,
+        &(0..40)
+            .map(|i| TestRecord::new(&format!("a{i}"), "x"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    produce(
+        &s2,
+        &(0..30)
+            .map(|i| TestRecord::new(&format!("b{i}"), "y"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let config = config(
+        &random_topic("group"),
+        &format!(
+            r#"
+[[routes]]
+name = "merge"
+source_topics = ["{s1}", "{s2}"]
+default_target = "{dst}"
+"#
+        ),
+    );
+    let (router, _) = start(&config);
+    let out = consume(&dst, 70, READ_TIMEOUT).unwrap();
+    stop(router);
+    let mut keys: Vec<String> = out
+        .iter()
+        .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+        .collect();
+    keys.sort();
+    let mut want: Vec<String> = (0..40)
+        .map(|i| format!("a{i}"))
+        .chain((0..30).map(|i| format!("b{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(keys, want);
+}
+
+#[test]
+fn after_a_clean_stop_a_restarted_router_resumes_after_the_last_record() {
+    let (src, dst) = (random_topic("src"), random_topic("dst"));
+    create_topics(&[(&src, 2), (&dst, 2)]).unwrap();
+    let batch = |from: usize, to: usize| -> Vec<TestRecord> {
+        (from..to)
+            .map(|i| TestRecord::new(&format!("k{i}"), &i.to_string()))
+            .collect()
+    };
+    let group = random_topic("group");
+    let config = config(
+        &group,
+        &format!(
+            r#"
+[[routes]]
+name = "copy"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+"#,
+            fixtures::hello().display()
+        ),
+    );
+    produce(&src, &batch(0, 500)).unwrap();
+    let (router, _) = start(&config);
+    consume(&dst, 500, READ_TIMEOUT).unwrap();
+    stop(router);
+
+    produce(&src, &batch(500, 800)).unwrap();
+    let (router, _) = start(&config);
+    let out = consume(&dst, 800, READ_TIMEOUT).unwrap();
+    stop(router);
+
+    let mut values: Vec<usize> = out.iter().map(|r| r.value_str().parse().unwrap()).collect();
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (0..800).collect::<Vec<_>>(),
+        "nothing reprocessed, nothing skipped"
+    );
+    let offsets = committed(&group, &src, 2).unwrap();
+    assert_eq!(offsets.values().sum::<i64>(), 800);
+}
+
+#[test]
+fn outputs_outside_the_allowed_targets_or_partitions_are_reported_and_the_route_goes_on() {
+    let (src, dst) = (random_topic("src"), random_topic("dst"));
+    create_topics(&[(&src, 1), (&dst, 3)]).unwrap();
+    let values = ["one", "bad-topic", "two", "bad-partition", "three"];
+    produce(
+        &src,
+        &values
+            .iter()
+            .map(|v| TestRecord::new("k", v))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let config = config(
+        &random_topic("group"),
+        &format!(
+            r#"
+[[routes]]
+name = "strict"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+"#,
+            fixtures::misbehave().display()
+        ),
+    );
+    let (router, failures) = start(&config);
+    let out = consume(&dst, 3, READ_TIMEOUT).unwrap();
+    switchyard_tests::wait_until(Duration::from_secs(30), || failures.list().len() == 2).unwrap();
+    stop(router);
+    let got: Vec<&str> = out.iter().map(TestRecord::value_str).collect();
+    assert_eq!(got, ["one", "two", "three"]);
+    assert_eq!(
+        failures.list(),
+        vec![
+            (
+                1,
+                "invalid".into(),
+                "output 0: topic 'forbidden' is not an allowed target of route 'strict'".into()
+            ),
+            (
+                3,
+                "invalid".into(),
+                format!(
+                    "output 0: partition 9999 is out of range for topic '{dst}' (3 partitions)"
+                )
+            ),
+        ]
+    );
+}
+
+#[test]
+fn partition_counts_reach_the_plugin_only_for_allowed_targets() {
+    // The tenant partitioner asks for the default target's partition count;
+    // with a target of 4 partitions every output lands below 4.
+    let (src, dst) = (random_topic("src"), random_topic("dst"));
+    create_topics(&[(&src, 1), (&dst, 4)]).unwrap();
+    let tenants: BTreeMap<&str, u32> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|t| (*t, fnv1a_32(t.as_bytes()) % 4))
+        .collect();
+    produce(
+        &src,
+        &tenants
+            .keys()
+            .map(|t| TestRecord::new("k", "v").header("tenant-id", t))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let config = config(
+        &random_topic("group"),
+        &format!(
+            "[[routes]]\nname = \"p\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\n",
+            fixtures::tenant_partitioner().display()
+        ),
+    );
+    let (router, failures) = start(&config);
+    let out = consume(&dst, 5, READ_TIMEOUT).unwrap();
+    stop(router);
+    assert_eq!(failures.list(), vec![]);
+    for r in out {
+        let t = r.header_str("tenant-id").unwrap();
+        assert_eq!(r.partition, Some(tenants[t] as i32));
+    }
+}
