@@ -12,6 +12,17 @@ NISSHI_BIN="$TOOLS_DIR/nisshi-$NISSHI_VERSION/bin/nisshi"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# Commands to run when the script exits, last registered first.
+EXIT_COMMANDS=()
+run_exit_commands() {
+    local i
+    for ((i = ${#EXIT_COMMANDS[@]} - 1; i >= 0; i--)); do
+        eval "${EXIT_COMMANDS[$i]}" || true
+    done
+}
+trap run_exit_commands EXIT
+on_exit() { EXIT_COMMANDS+=("$1"); }
+
 # Installs the pinned toolchain with rustfmt, clippy and the wasm target.
 ensure_toolchain() {
     if ! command -v rustup >/dev/null 2>&1; then
@@ -55,6 +66,20 @@ ensure_nisshi() {
         --target-dir "${NISSHI_BUILD_DIR:-$TOOLS_DIR/nisshi-build}"
 }
 
+# kafka-python (an independent, pure-Python Kafka client) for the interop
+# test, in a virtualenv of its own.
+KAFKA_PYTHON_VERSION="2.3.3"
+PYTHON_VENV="$TOOLS_DIR/venv-kafka-python-$KAFKA_PYTHON_VERSION"
+ensure_kafka_python() {
+    if [ -x "$PYTHON_VENV/bin/python" ] && "$PYTHON_VENV/bin/python" -c 'import kafka, lz4, zstandard' 2>/dev/null; then
+        return
+    fi
+    log "installing kafka-python $KAFKA_PYTHON_VERSION into $PYTHON_VENV"
+    python3 -m venv "$PYTHON_VENV"
+    # lz4 and zstandard: to read what Switchyard produces compressed.
+    "$PYTHON_VENV/bin/pip" install --quiet "kafka-python==$KAFKA_PYTHON_VERSION" lz4 zstandard
+}
+
 # Starts the test broker on a free loopback port in a fresh folder and
 # exports SWITCHYARD_TEST_BROKER; it stops when this shell exits.
 start_test_broker() {
@@ -66,7 +91,7 @@ start_test_broker() {
         --advertised-listener-url "tcp://127.0.0.1:$port" \
         --storage-engine memory://nisshi/ >broker.log 2>&1) &
     BROKER_PID=$!
-    trap 'kill "$BROKER_PID" 2>/dev/null; wait "$BROKER_PID" 2>/dev/null; rm -rf "'"$dir"'"' EXIT
+    on_exit "kill $BROKER_PID 2>/dev/null; wait $BROKER_PID 2>/dev/null; rm -rf '$dir'"
     for _ in $(seq 1 300); do
         if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             export SWITCHYARD_TEST_BROKER="127.0.0.1:$port"

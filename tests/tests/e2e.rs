@@ -535,3 +535,79 @@ fn partition_counts_reach_the_plugin_only_for_allowed_targets() {
         assert_eq!(r.partition, Some(tenants[t] as i32));
     }
 }
+
+/// kafka-python, installed by `scripts/setup`.
+fn kafka_python() -> std::path::PathBuf {
+    if let Some(python) = std::env::var_os("SWITCHYARD_TEST_PYTHON") {
+        return python.into();
+    }
+    let home = std::env::var_os("HOME").expect("HOME");
+    let python = Path::new(&home).join(".cache/switchyard/venv-kafka-python-2.3.3/bin/python");
+    assert!(
+        python.is_file(),
+        "{} not found: run scripts/setup",
+        python.display()
+    );
+    python
+}
+
+fn python_client(command: &str, topic: &str, count: usize) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/kafka_python_client.py");
+    let out = std::process::Command::new(kafka_python())
+        .arg(script)
+        .args([command, broker(), topic, &count.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kafka-python {command} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn records_from_and_to_kafka_python_keep_their_keys_and_headers() {
+    let (src, dst) = (random_topic("py-src"), random_topic("py-dst"));
+    create_topics(&[(&src, 2), (&dst, 3)]).unwrap();
+    python_client("produce", &src, 60);
+    let config = config(
+        &random_topic("group"),
+        &format!(
+            "[[routes]]\nname = \"py\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\n",
+            fixtures::tenant_partitioner().display()
+        ),
+    );
+    let (router, failures) = start(&config);
+    let lines = python_client("consume", &dst, 60);
+    stop(router);
+    assert_eq!(failures.list(), vec![]);
+    let mut seen = Vec::new();
+    for line in lines.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = record["key"].as_str().unwrap();
+        let i: usize = key.strip_prefix("key-").unwrap().parse().unwrap();
+        assert_eq!(record["value"], format!("value-{i}"));
+        let tenant = format!("tenant-{}", i % 3);
+        let headers = serde_json::json!([
+            [
+                "tenant-id",
+                tenant
+                    .as_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ],
+            ["bin", format!("00ff{:02x}", i % 256)]
+        ]);
+        assert_eq!(record["headers"], headers, "{key}");
+        assert_eq!(
+            record["partition"],
+            (fnv1a_32(tenant.as_bytes()) % 3),
+            "{key}"
+        );
+        seen.push(i);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..60).collect::<Vec<_>>());
+}

@@ -337,7 +337,13 @@ impl OffsetStore for ConsumerStore {
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             return;
         };
-        if let Err(e) = consumer.store_offset(topic, partition, next_offset) {
+        // The list form stores the offset as given: the next one to consume
+        // (`store_offset` would add one to it).
+        let mut tpl = TopicPartitionList::new();
+        let result = tpl
+            .add_partition_offset(topic, partition, rdkafka::Offset::Offset(next_offset))
+            .and_then(|()| consumer.store_offsets(&tpl));
+        if let Err(e) = result {
             // The partition was revoked meanwhile; its new owner resumes
             // from the last commit.
             tracing::debug!(topic, partition, next_offset, error = %e, "offset not stored");

@@ -13,6 +13,11 @@ fn route(msg: &Message) -> RouteResult {
     if let Some(value) = msg.value() {
         out = out.value(value);
     }
-    let _ = (msg.topic(), msg.partition(), msg.offset(), msg.timestamp_ms());
+    let _ = (
+        msg.topic(),
+        msg.partition(),
+        msg.offset(),
+        msg.timestamp_ms(),
+    );
     Ok(vec![out])
 }
