@@ -77,6 +77,21 @@ pub struct Output {
 }
 
 impl Output {
+    /// `source` unchanged, for the route's default target and the key's
+    /// partition.
+    #[must_use]
+    pub fn forward(source: Arc<SourceRecord>) -> Self {
+        Self {
+            source,
+            topic: None,
+            partition: None,
+            key: Data::Original,
+            value: Data::Original,
+            headers: OutputHeaders::Original,
+            timestamp_ms: None,
+        }
+    }
+
     /// The key to produce.
     #[must_use]
     pub fn key(&self) -> Option<&[u8]> {

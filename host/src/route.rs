@@ -7,7 +7,7 @@ use crate::config::RouteConfig;
 use crate::plugin::{
     FailureKind, PartitionCounts, Plugin, PluginError, PluginInstance, RouteContext, RouteFailure,
 };
-use crate::record::{Data, Output, OutputHeaders, SourceRecord};
+use crate::record::{Output, SourceRecord};
 
 /// Looks topics up for the route's checks and the plugin's questions.
 pub trait Topics: Send + Sync {
@@ -128,15 +128,7 @@ impl RouteInstance {
     pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Vec<Routed>, RouteFailure> {
         let outputs = match &mut self.plugin {
             Some(plugin) => plugin.route(record)?,
-            None => vec![Output {
-                source: record.clone(),
-                topic: None,
-                partition: None,
-                key: Data::Original,
-                value: Data::Original,
-                headers: OutputHeaders::Original,
-                timestamp_ms: None,
-            }],
+            None => vec![Output::forward(record.clone())],
         };
         outputs
             .into_iter()

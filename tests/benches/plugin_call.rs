@@ -53,6 +53,12 @@ fn main() -> anyhow::Result<()> {
             config: config(&[("order.created", "orders.created")]),
         },
     ];
+    // `cargo bench ... -- NAME` measures only the plugins whose name
+    // contains NAME (the baseline always runs).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let engine = PluginEngine::new()?;
     let context = RouteContext {
         default_target: "output".to_owned(),
@@ -68,7 +74,10 @@ fn main() -> anyhow::Result<()> {
     );
     let sizes = [100, 1024, 16 * 1024];
     let mut baseline = [0.0_f64; 3];
-    for case in &cases {
+    for (n, case) in cases.iter().enumerate() {
+        if n > 0 && !only.is_empty() && !only.iter().any(|o| case.name.contains(o.as_str())) {
+            continue;
+        }
         let plugin = engine.load(&case.plugin)?;
         let mut instance = plugin.instantiate(&case.config, context.clone(), Limits::default())?;
         let mut cells = Vec::new();

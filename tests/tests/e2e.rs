@@ -64,6 +64,17 @@ group_id = "{group}"
     RouterConfig::parse(Path::new("test.toml"), &text).unwrap()
 }
 
+/// One route from `source` to `target` through `plugin`.
+fn one_route(source: &str, plugin: &Path, target: &str) -> RouterConfig {
+    config(
+        &random_topic("group"),
+        &format!(
+            "[[routes]]\nname = \"r\"\nsource_topics = [\"{source}\"]\nplugin = \"{}\"\ndefault_target = \"{target}\"\n",
+            plugin.display()
+        ),
+    )
+}
+
 fn start(config: &RouterConfig) -> (RouterHandle, Arc<Failures>) {
     let failures = Arc::new(Failures::default());
     let engine = PluginEngine::new().unwrap();
@@ -463,19 +474,7 @@ fn outputs_outside_the_allowed_targets_or_partitions_are_reported_and_the_route_
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    let config = config(
-        &random_topic("group"),
-        &format!(
-            r#"
-[[routes]]
-name = "strict"
-source_topics = ["{src}"]
-plugin = "{}"
-default_target = "{dst}"
-"#,
-            fixtures::misbehave().display()
-        ),
-    );
+    let config = one_route(&src, &fixtures::misbehave(), &dst);
     let (router, failures) = start(&config);
     let out = consume(&dst, 3, READ_TIMEOUT).unwrap();
     switchyard_tests::wait_until(Duration::from_secs(30), || failures.list().len() == 2).unwrap();
@@ -488,7 +487,7 @@ default_target = "{dst}"
             (
                 1,
                 "invalid".into(),
-                "output 0: topic 'forbidden' is not an allowed target of route 'strict'".into()
+                "output 0: topic 'forbidden' is not an allowed target of route 'r'".into()
             ),
             (
                 3,
@@ -519,13 +518,7 @@ fn partition_counts_reach_the_plugin_only_for_allowed_targets() {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    let config = config(
-        &random_topic("group"),
-        &format!(
-            "[[routes]]\nname = \"p\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\n",
-            fixtures::tenant_partitioner().display()
-        ),
-    );
+    let config = one_route(&src, &fixtures::tenant_partitioner(), &dst);
     let (router, failures) = start(&config);
     let out = consume(&dst, 5, READ_TIMEOUT).unwrap();
     stop(router);
@@ -571,13 +564,7 @@ fn records_from_and_to_kafka_python_keep_their_keys_and_headers() {
     let (src, dst) = (random_topic("py-src"), random_topic("py-dst"));
     create_topics(&[(&src, 2), (&dst, 3)]).unwrap();
     python_client("produce", &src, 60);
-    let config = config(
-        &random_topic("group"),
-        &format!(
-            "[[routes]]\nname = \"py\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\n",
-            fixtures::tenant_partitioner().display()
-        ),
-    );
+    let config = one_route(&src, &fixtures::tenant_partitioner(), &dst);
     let (router, failures) = start(&config);
     let lines = python_client("consume", &dst, 60);
     stop(router);
@@ -610,4 +597,34 @@ fn records_from_and_to_kafka_python_keep_their_keys_and_headers() {
     }
     seen.sort_unstable();
     assert_eq!(seen, (0..60).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_second_router_joining_the_group_takes_partitions_without_losing_or_repeating_records() {
+    let (src, dst) = (random_topic("rb-src"), random_topic("rb-dst"));
+    create_topics(&[(&src, 4), (&dst, 4)]).unwrap();
+    let first: Vec<TestRecord> = (0..3000)
+        .map(|i| TestRecord::new(&format!("k{i}"), &i.to_string()))
+        .collect();
+    produce(&src, &first).unwrap();
+    let config = one_route(&src, &fixtures::hello(), &dst);
+    let (a, _) = start(&config);
+    // Wait until the first router is routing, then add a second one: the
+    // group rebalances while records are in flight.
+    consume(&dst, 500, READ_TIMEOUT).unwrap();
+    let (b, _) = start(&config);
+    let second: Vec<TestRecord> = (3000..6000)
+        .map(|i| TestRecord::new(&format!("k{i}"), &i.to_string()))
+        .collect();
+    produce(&src, &second).unwrap();
+    let out = consume(&dst, 6000, READ_TIMEOUT).unwrap();
+    stop(a);
+    stop(b);
+    let mut values: Vec<usize> = out.iter().map(|r| r.value_str().parse().unwrap()).collect();
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (0..6000).collect::<Vec<_>>(),
+        "every record once: revoked partitions were drained and committed"
+    );
 }
