@@ -2,13 +2,16 @@
 //! records of 1 KiB on 6 partitions, routed without a plugin and through
 //! the tenant partitioner, against a baseline measured in the same run: a
 //! hand-written rdkafka consume → produce loop with no plugin, no offset
-//! tracking and no checks.
+//! tracking and no checks. Each runs on fresh topics, joins its group
+//! first, then is timed from the first input written to the last output
+//! read back.
 //!
 //! Run: `cargo bench -p switchyard-tests --bench throughput`
 //! (uses the broker in `SWITCHYARD_TEST_BROKER`, or starts one).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -16,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use switchyard::config::RouterConfig;
-use switchyard::pipeline::{self, LogFailures};
+use switchyard::pipeline::{self, LogFailures, RouterHandle};
 use switchyard::plugin::PluginEngine;
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_tests::{TestRecord, broker, consume, create_topics, produce, random_topic};
@@ -25,9 +28,13 @@ const RECORDS: usize = 100_000;
 const PARTITIONS: i32 = 6;
 const TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What is measured: something that routes `source` to `target` until told
+/// to stop.
+trait Runner {
+    fn stop(self: Box<Self>);
+}
+
 fn main() -> anyhow::Result<()> {
-    let source = random_topic("bench-src");
-    create_topics(&[(&source, PARTITIONS)])?;
     let tenants = [
         "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell",
     ];
@@ -41,17 +48,16 @@ fn main() -> anyhow::Result<()> {
             .header("tenant-id", tenants[i % tenants.len()])
         })
         .collect();
-    let start = Instant::now();
-    produce(&source, &inputs)?;
-    println!(
-        "wrote {RECORDS} records of ~1 KiB to {PARTITIONS} partitions in {:.1}s",
-        start.elapsed().as_secs_f64()
-    );
 
-    let baseline = raw_loop(&source)?;
-    let passthrough = router(&source, None)?;
-    let partitioner = router(&source, Some(&fixtures::tenant_partitioner()))?;
-    println!("\n{:<40} {:>12} {:>8}", "", "records/s", "ratio");
+    let baseline = measure(&inputs, |source, target| {
+        Ok(Box::new(RawLoop::start(source, target)?))
+    })?;
+    let passthrough = measure(&inputs, |source, target| router(source, target, None))?;
+    let partitioner = measure(&inputs, |source, target| {
+        router(source, target, Some(&fixtures::tenant_partitioner()))
+    })?;
+    println!("{RECORDS} records of ~1 KiB, {PARTITIONS} partitions in and out");
+    println!("{:<40} {:>12} {:>8}", "", "records/s", "ratio");
     for (name, rate) in [
         ("rdkafka consume->produce loop (baseline)", baseline),
         ("switchyard, no plugin", passthrough),
@@ -59,62 +65,102 @@ fn main() -> anyhow::Result<()> {
     ] {
         println!("{name:<40} {rate:>12.0} {:>7.2}x", rate / baseline);
     }
-    println!("(time from start to the last output read back, group join included)");
+    println!(
+        "(from the first input written to the last output read back; the group is joined before)"
+    );
     Ok(())
 }
 
-fn target() -> anyhow::Result<String> {
-    let target = random_topic("bench-dst");
-    create_topics(&[(&target, PARTITIONS)])?;
-    Ok(target)
+/// Starts the runner on fresh topics, waits until it routes (group joined),
+/// then times writing `inputs` and reading every output back.
+fn measure(
+    inputs: &[TestRecord],
+    start: impl FnOnce(&str, &str) -> anyhow::Result<Box<dyn Runner>>,
+) -> anyhow::Result<f64> {
+    let (source, target) = (random_topic("bench-src"), random_topic("bench-dst"));
+    create_topics(&[(&source, PARTITIONS), (&target, PARTITIONS)])?;
+    let runner = start(&source, &target)?;
+    produce(
+        &source,
+        &[TestRecord::new("warm-up", "{}").header("tenant-id", "acme")],
+    )?;
+    consume(&target, 1, TIMEOUT)?;
+    let started = Instant::now();
+    produce(&source, inputs)?;
+    consume(&target, inputs.len() + 1, TIMEOUT)?;
+    // `consume` waits 300 ms for stragglers after the last record.
+    let elapsed = started.elapsed().saturating_sub(Duration::from_millis(300));
+    runner.stop();
+    Ok(inputs.len() as f64 / elapsed.as_secs_f64())
 }
 
-/// The baseline: consume every record and produce it unchanged, waiting
-/// only for the final flush.
-fn raw_loop(source: &str) -> anyhow::Result<f64> {
-    let target = target()?;
-    let start = Instant::now();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
-        .set("group.id", random_topic("bench-raw"))
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
-    consumer.subscribe(&[source])?;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker())
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()?;
-    let mut seen = 0;
-    while seen < RECORDS {
-        anyhow::ensure!(start.elapsed() < TIMEOUT, "baseline stalled at {seen}");
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message?;
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&target);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(value) = message.payload() {
-            record = record.payload(value);
-        }
-        while let Err((_, back)) = producer.send(record) {
-            producer.poll(Duration::from_millis(5));
-            record = back;
-        }
-        seen += 1;
+/// The baseline: consume every record and produce it unchanged; no plugin,
+/// no checks, no offset tracking.
+struct RawLoop {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RawLoop {
+    fn start(source: &str, target: &str) -> anyhow::Result<Self> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker())
+            .set("group.id", random_topic("bench-raw"))
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()?;
+        consumer.subscribe(&[source])?;
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", broker())
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .create()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let target = target.to_owned();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let message = message?;
+                    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&target);
+                    if let Some(key) = message.key() {
+                        record = record.key(key);
+                    }
+                    if let Some(value) = message.payload() {
+                        record = record.payload(value);
+                    }
+                    while let Err((_, back)) = producer.send(record) {
+                        producer.poll(Duration::from_millis(5));
+                        record = back;
+                    }
+                }
+                producer.flush(TIMEOUT)?;
+                Ok(())
+            }
+        });
+        Ok(Self { stop, thread })
     }
-    producer.flush(TIMEOUT)?;
-    let elapsed = start.elapsed();
-    consume(&target, RECORDS, TIMEOUT)?;
-    Ok(RECORDS as f64 / elapsed.as_secs_f64())
 }
 
-fn router(source: &str, plugin: Option<&Path>) -> anyhow::Result<f64> {
-    let target = target()?;
+impl Runner for RawLoop {
+    fn stop(self: Box<Self>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+impl Runner for RouterHandle {
+    fn stop(self: Box<Self>) {
+        self.shutdown();
+        self.join();
+    }
+}
+
+fn router(source: &str, target: &str, plugin: Option<&Path>) -> anyhow::Result<Box<dyn Runner>> {
     let plugin_line = plugin.map_or_else(String::new, |p| format!("plugin = \"{}\"", p.display()));
     let text = format!(
         r#"
@@ -135,11 +181,9 @@ default_target = "{target}"
     );
     let config = RouterConfig::parse(Path::new("bench.toml"), &text)?;
     let engine = PluginEngine::new()?;
-    let start = Instant::now();
-    let handle = pipeline::start(&config, &engine, Arc::new(LogFailures))?;
-    consume(&target, RECORDS, TIMEOUT)?;
-    let elapsed = start.elapsed();
-    handle.shutdown();
-    handle.join();
-    Ok(RECORDS as f64 / elapsed.as_secs_f64())
+    Ok(Box::new(pipeline::start(
+        &config,
+        &engine,
+        Arc::new(LogFailures),
+    )?))
 }
