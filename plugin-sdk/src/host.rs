@@ -63,7 +63,11 @@ mod imp {
     }
 
     pub(super) fn default_target() -> String {
-        host::default_target()
+        // Constant for the life of an instance: ask the router once.
+        thread_local! {
+            static TARGET: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
+        }
+        TARGET.with(|t| t.get_or_init(host::default_target).clone())
     }
 }
 
