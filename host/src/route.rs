@@ -13,6 +13,10 @@ use crate::record::{Output, SourceRecord};
 pub trait Topics: Send + Sync {
     /// Partition count of `topic`, refreshing what is known if it is missing.
     fn partition_count(&self, topic: &str) -> Option<u32>;
+
+    /// Partition count of `topic` after a refresh (partitions may have been
+    /// added since the last one).
+    fn refreshed_partition_count(&self, topic: &str) -> Option<u32>;
 }
 
 /// A route ready to make workers.
@@ -154,12 +158,21 @@ impl RouteInstance {
         let Some(count) = self.topics.partition_count(&topic) else {
             return Err(invalid(format!("topic '{topic}' does not exist")));
         };
-        if let Some(p) = output.partition
-            && (p < 0 || p.unsigned_abs() >= count)
-        {
-            return Err(invalid(format!(
-                "partition {p} is out of range for topic '{topic}' ({count} partitions)"
-            )));
+        if let Some(p) = output.partition {
+            let out_of_range = |count: u32| p < 0 || p.unsigned_abs() >= count;
+            // The cache may predate partitions added since: look again
+            // before refusing.
+            if out_of_range(count) {
+                let fresh = self
+                    .topics
+                    .refreshed_partition_count(&topic)
+                    .unwrap_or(count);
+                if out_of_range(fresh) {
+                    return Err(invalid(format!(
+                        "partition {p} is out of range for topic '{topic}' ({fresh} partitions)"
+                    )));
+                }
+            }
         }
         Ok(Routed { topic, output })
     }

@@ -60,17 +60,27 @@ impl TopicCache {
         Ok(())
     }
 
-    /// Looks `topic` up, refreshing first if it is missing and the last
-    /// refresh is older than a second (a new topic shows up quickly; a
-    /// missing one does not flood the cluster with metadata requests).
+    /// Looks `topic` up, refreshing first if it is missing (a new topic
+    /// shows up quickly).
     pub fn partition_count_or_refresh<C: ClientContext>(
         &self,
         topic: &str,
         client: &Client<C>,
     ) -> Option<u32> {
-        if let Some(count) = self.partition_count(topic) {
-            return Some(count);
+        match self.partition_count(topic) {
+            Some(count) => Some(count),
+            None => self.refreshed_partition_count(topic, client),
         }
+    }
+
+    /// Refreshes (unless the last refresh is under a second old, so that a
+    /// missing topic does not flood the cluster with metadata requests),
+    /// then looks `topic` up: for a partition count that may have grown.
+    pub fn refreshed_partition_count<C: ClientContext>(
+        &self,
+        topic: &str,
+        client: &Client<C>,
+    ) -> Option<u32> {
         let now = self.started.elapsed().as_millis() as u64;
         let last = self.last_refresh_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= MIN_REFRESH_INTERVAL.as_millis() as u64

@@ -34,6 +34,8 @@ use crate::route::{Route, Topics};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long startup waits for the cluster's metadata.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often partition counts are read again (partitions can be added).
+const METADATA_REFRESH: Duration = Duration::from_secs(30);
 
 /// A record the route could not route.
 #[derive(Debug)]
@@ -107,6 +109,7 @@ pub enum StartError {
 pub struct RouterHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    refresher: Option<JoinHandle<()>>,
 }
 
 impl RouterHandle {
@@ -114,6 +117,9 @@ impl RouterHandle {
     /// wait for their outputs, commit, leave the group.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
+        if let Some(refresher) = &self.refresher {
+            refresher.thread().unpark();
+        }
     }
 
     /// Waits until the router has stopped.
@@ -123,6 +129,9 @@ impl RouterHandle {
         {
             tracing::error!("the consumer thread panicked");
         }
+        if let Some(refresher) = self.refresher.take() {
+            let _ = refresher.join();
+        }
     }
 }
 
@@ -131,6 +140,9 @@ impl Drop for RouterHandle {
         self.shutdown();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        if let Some(refresher) = self.refresher.take() {
+            let _ = refresher.join();
         }
     }
 }
@@ -144,6 +156,11 @@ impl Topics for CachedTopics {
     fn partition_count(&self, topic: &str) -> Option<u32> {
         self.cache
             .partition_count_or_refresh(topic, self.producer.client())
+    }
+
+    fn refreshed_partition_count(&self, topic: &str) -> Option<u32> {
+        self.cache
+            .refreshed_partition_count(topic, self.producer.client())
     }
 }
 
@@ -234,16 +251,37 @@ pub fn start(
     consumer.subscribe(&sources).map_err(kafka_error)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let thread = std::thread::Builder::new()
-        .name("switchyard-consumer".to_owned())
+    let refresher = std::thread::Builder::new()
+        .name("switchyard-metadata".to_owned())
         .spawn({
-            let stop = stop.clone();
-            move || poll_loop(&consumer, &shared, &stop)
+            let (stop, topics) = (stop.clone(), topics.clone());
+            move || {
+                loop {
+                    std::thread::park_timeout(METADATA_REFRESH);
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Err(e) = topics.cache.refresh(topics.producer.client()) {
+                        tracing::warn!(error = %e, "cannot refresh topic metadata");
+                    }
+                }
+            }
         })?;
-    Ok(RouterHandle {
+    let mut handle = RouterHandle {
         stop,
-        thread: Some(thread),
-    })
+        thread: None,
+        refresher: Some(refresher),
+    };
+    // On error the handle's drop stops the refresher again.
+    handle.thread = Some(
+        std::thread::Builder::new()
+            .name("switchyard-consumer".to_owned())
+            .spawn({
+                let stop = handle.stop.clone();
+                move || poll_loop(&consumer, &shared, &stop)
+            })?,
+    );
+    Ok(handle)
 }
 
 /// What the consumer thread, the rebalance callbacks and the workers share.
