@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::offline::{self, Targets};
-use crate::plugin::{Limits, PluginEngine, RouteContext};
+use crate::plugin::{ArtifactCache, Limits, PluginEngine, RouteContext};
 
 /// Kafka message router with hot-swappable WebAssembly routing plugins.
 #[derive(Debug, Parser)]
@@ -120,11 +120,23 @@ fn init_logging(default: &str) {
         .init();
 }
 
+/// The engine, with compiled plugins cached on disk when a cache folder
+/// can be found (see [`ArtifactCache::default_dir`]).
+fn plugin_engine() -> anyhow::Result<PluginEngine> {
+    let engine = PluginEngine::new()?;
+    Ok(match ArtifactCache::default_dir() {
+        Some(dir) => engine.with_cache(ArtifactCache::new(dir)),
+        None => engine,
+    })
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => run_router(&config),
-        Command::Demo { plugins_dir } => crate::demo::run(&plugins_dir).map(|()| ExitCode::SUCCESS),
+        Command::Demo { plugins_dir } => {
+            crate::demo::run(&plugins_dir, &plugin_engine()?).map(|()| ExitCode::SUCCESS)
+        }
         Command::Check { plugin } => check(&plugin),
         Command::Route { plugin, input } => route(&plugin, &input),
     }
@@ -139,7 +151,7 @@ impl PluginArgs {
     }
 
     fn instantiate(&self) -> anyhow::Result<crate::plugin::PluginInstance> {
-        let engine = PluginEngine::new()?;
+        let engine = plugin_engine()?;
         let plugin = engine.load(&self.plugin)?;
         let targets = self.targets();
         let context = RouteContext {
@@ -152,7 +164,7 @@ impl PluginArgs {
 
 fn run_router(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = crate::config::RouterConfig::load(path)?;
-    let engine = PluginEngine::new()?;
+    let engine = plugin_engine()?;
     let router = crate::pipeline::start(
         &config,
         &engine,

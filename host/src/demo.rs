@@ -75,7 +75,7 @@ impl Failures {
 }
 
 /// Runs the demo with the example plugins found in `plugins_dir`.
-pub fn run(plugins_dir: &Path) -> anyhow::Result<()> {
+pub fn run(plugins_dir: &Path, engine: &PluginEngine) -> anyhow::Result<()> {
     let plugin = |name: &str| -> anyhow::Result<PathBuf> {
         let path = plugins_dir.join(format!("{name}.wasm"));
         if !path.is_file() {
@@ -140,9 +140,8 @@ plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.pa
     println!("  events --[envelope_router]--> orders.created | orders.paid | orders.shipped\n");
     let config = RouterConfig::parse(Path::new("demo.toml"), &toml)?;
     let failures = Arc::new(Failures::default());
-    let engine = PluginEngine::new()?;
     let started = Instant::now();
-    let router = pipeline::start(&config, &engine, failures.clone())?;
+    let router = pipeline::start(&config, engine, failures.clone())?;
 
     let routed_events = EVENTS / EVENT_TYPES.len() * 3;
     let expected_failures = EVENTS / EVENT_TYPES.len() + MALFORMED.len();

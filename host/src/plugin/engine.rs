@@ -9,6 +9,7 @@ use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine};
 
 use super::bindings::{Router, RouterPre};
+use super::cache::ArtifactCache;
 use super::state::HostState;
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
@@ -90,6 +91,7 @@ pub enum PluginError {
 pub struct PluginEngine {
     pub(super) engine: Engine,
     pub(super) linker: Arc<Linker<HostState>>,
+    cache: Option<ArtifactCache>,
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -121,7 +123,16 @@ impl PluginEngine {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            cache: None,
         })
+    }
+
+    /// Keeps compiled plugins in `cache`, so that a plugin seen before loads
+    /// without compiling.
+    #[must_use]
+    pub fn with_cache(mut self, cache: ArtifactCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Reads, compiles and type-checks the plugin at `path`.
@@ -143,10 +154,22 @@ impl PluginEngine {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(PluginError::NotWasm { path }),
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid {
-            path: path.clone(),
-            reason: one_line(&e),
-        })?;
+        let sha256 = hex(&Sha256::digest(bytes));
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, &sha256));
+        let component = match cached {
+            Some(component) => component,
+            None => match &self.cache {
+                Some(cache) => cache.compile(&self.engine, &sha256, bytes),
+                None => Component::new(&self.engine, bytes),
+            }
+            .map_err(|e| PluginError::Invalid {
+                path: path.clone(),
+                reason: one_line(&e),
+            })?,
+        };
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -177,7 +200,6 @@ impl PluginEngine {
         let name = path
             .file_stem()
             .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
-        let sha256 = hex(&Sha256::digest(bytes));
         Ok(Plugin {
             name: name.into(),
             path,

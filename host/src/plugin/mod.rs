@@ -5,16 +5,19 @@
 //!   interruption (a ticker thread advances it) and a linker that offers the
 //!   host interface and a locked-down WASI.
 //! - [`Plugin`]: a compiled, type-checked component, ready to instantiate.
+//! - [`ArtifactCache`]: compiled plugins on disk, keyed by content hash.
 //! - [`PluginInstance`]: one `Store` + instance, reused record after record,
 //!   replaced after a trap.
 
 mod bindings;
+mod cache;
 mod engine;
 mod instance;
 mod limits;
 mod state;
 mod stdio;
 
+pub use cache::ArtifactCache;
 pub use engine::{Plugin, PluginEngine, PluginError};
 pub use instance::{FailureKind, PluginInstance, RouteFailure};
 pub use limits::Limits;
