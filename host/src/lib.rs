@@ -11,6 +11,7 @@
 //! - [`kafka`]: client settings, the output producer, topic metadata.
 //! - [`pipeline`]: the record path — consumer thread, one worker per
 //!   partition, in-order offset tracking ([`pipeline::offsets`]).
+//! - [`reload`]: hot swap — plugin files watched, checked, swapped in.
 //! - [`route`]: a route at run time and the checks on every output.
 //! - [`offline`]: routing JSON-lines records through a plugin without Kafka
 //!   (`switchyard route`).
@@ -25,4 +26,5 @@ pub mod offline;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;
+pub mod reload;
 pub mod route;

@@ -2,6 +2,9 @@
 //! passes before it is produced.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
 
 use crate::config::RouteConfig;
 use crate::plugin::{
@@ -19,11 +22,15 @@ pub trait Topics: Send + Sync {
     fn refreshed_partition_count(&self, topic: &str) -> Option<u32>;
 }
 
-/// A route ready to make workers.
+/// A route ready to make workers. Its plugin can be replaced while it runs
+/// ([`Route::swap_plugin`]); workers notice at their next record.
 pub struct Route {
     /// Its configuration.
     pub config: RouteConfig,
-    plugin: Option<Plugin>,
+    plugin: ArcSwapOption<Plugin>,
+    /// Bumped on every swap; workers compare it (one atomic load per
+    /// record, no lock) with the generation their instance was built from.
+    generation: AtomicU64,
     topics: Arc<dyn Topics>,
 }
 
@@ -31,7 +38,10 @@ impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Route")
             .field("name", &self.config.name)
-            .field("plugin", &self.plugin)
+            .field(
+                "plugin",
+                &self.plugin.load().as_deref().map(Plugin::version),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -57,7 +67,8 @@ impl Route {
     pub fn new(config: RouteConfig, plugin: Option<Plugin>, topics: Arc<dyn Topics>) -> Self {
         Self {
             config,
-            plugin,
+            plugin: ArcSwapOption::from(plugin.map(Arc::new)),
+            generation: AtomicU64::new(0),
             topics,
         }
     }
@@ -68,50 +79,65 @@ impl Route {
         &self.config.name
     }
 
-    /// The plugin, if the route has one.
+    /// The plugin routing now, if the route has one.
     #[must_use]
-    pub fn plugin(&self) -> Option<&Plugin> {
-        self.plugin.as_ref()
+    pub fn plugin(&self) -> Option<Arc<Plugin>> {
+        self.plugin.load_full()
+    }
+
+    /// A checked instance of `plugin` with this route's configuration,
+    /// context and limits (runs the plugin's `init`).
+    pub fn instantiate(&self, plugin: &Plugin) -> Result<PluginInstance, PluginError> {
+        let context = RouteContext {
+            default_target: self.config.default_target.clone(),
+            partitions: Arc::new(AllowedTopics {
+                config: self.config.clone(),
+                topics: self.topics.clone(),
+            }),
+        };
+        plugin.instantiate(
+            &self.config.plugin_config_pairs(),
+            context,
+            self.config.limits.limits(),
+        )
+    }
+
+    /// Makes `plugin` the route's plugin. Records already being routed
+    /// finish on the previous one; each worker switches before its next
+    /// record.
+    pub fn swap_plugin(&self, plugin: Plugin) {
+        self.plugin.store(Some(Arc::new(plugin)));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// A new router for one partition worker (with its own plugin instance).
-    pub fn instance(&self) -> Result<RouteInstance, PluginError> {
-        let plugin = match &self.plugin {
+    pub fn instance(self: &Arc<Self>) -> Result<RouteInstance, PluginError> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let plugin = match self.plugin.load_full() {
             None => None,
-            Some(plugin) => {
-                let context = RouteContext {
-                    default_target: self.config.default_target.clone(),
-                    partitions: Arc::new(AllowedTopics {
-                        config: self.config.clone(),
-                        topics: self.topics.clone(),
-                    }),
-                };
-                Some(plugin.instantiate(
-                    &self.config.plugin_config_pairs(),
-                    context,
-                    self.config.limits.limits(),
-                )?)
-            }
+            Some(plugin) => Some(self.instantiate(&plugin)?),
         };
         Ok(RouteInstance {
+            route: self.clone(),
             plugin,
-            config: self.config.clone(),
-            topics: self.topics.clone(),
+            generation,
         })
     }
 }
 
 /// Routes the records of one partition.
 pub struct RouteInstance {
+    route: Arc<Route>,
     plugin: Option<PluginInstance>,
-    config: RouteConfig,
-    topics: Arc<dyn Topics>,
+    /// The route's generation `plugin` was built from.
+    generation: u64,
 }
 
 impl std::fmt::Debug for RouteInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteInstance")
-            .field("route", &self.config.name)
+            .field("route", &self.route.config.name)
+            .field("generation", &self.generation)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +156,7 @@ impl RouteInstance {
     /// with every output checked: topic allowed and existing, partition in
     /// range.
     pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Vec<Routed>, RouteFailure> {
+        self.follow_swaps();
         let outputs = match &mut self.plugin {
             Some(plugin) => plugin.route(record)?,
             None => vec![Output::forward(record.clone())],
@@ -141,6 +168,31 @@ impl RouteInstance {
             .collect()
     }
 
+    /// Moves to the route's current plugin if it was swapped since this
+    /// instance was built (a record boundary: nothing is in flight here).
+    fn follow_swaps(&mut self) {
+        let generation = self.route.generation.load(Ordering::Acquire);
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        let Some(plugin) = self.route.plugin.load_full() else {
+            self.plugin = None;
+            return;
+        };
+        match self.route.instantiate(&plugin) {
+            Ok(instance) => self.plugin = Some(instance),
+            // The file was checked before the swap, so this is rare (memory,
+            // say): keep routing with the instance we have.
+            Err(e) => tracing::error!(
+                route = self.route.name(),
+                version = plugin.version(),
+                error = %e,
+                "cannot start the swapped-in plugin on this partition: keeping the previous one"
+            ),
+        }
+    }
+
     fn check(&self, i: usize, output: Output) -> Result<Routed, RouteFailure> {
         let invalid = |message: String| {
             RouteFailure::new(FailureKind::Invalid, format!("output {i}: {message}"))
@@ -148,14 +200,14 @@ impl RouteInstance {
         let topic = output
             .topic
             .clone()
-            .unwrap_or_else(|| self.config.default_target.clone());
-        if !self.config.allows(&topic) {
+            .unwrap_or_else(|| self.route.config.default_target.clone());
+        if !self.route.config.allows(&topic) {
             return Err(invalid(format!(
                 "topic '{topic}' is not an allowed target of route '{}'",
-                self.config.name
+                self.route.config.name
             )));
         }
-        let Some(count) = self.topics.partition_count(&topic) else {
+        let Some(count) = self.route.topics.partition_count(&topic) else {
             return Err(invalid(format!("topic '{topic}' does not exist")));
         };
         if let Some(p) = output.partition {
@@ -164,6 +216,7 @@ impl RouteInstance {
             // before refusing.
             if out_of_range(count) {
                 let fresh = self
+                    .route
                     .topics
                     .refreshed_partition_count(&topic)
                     .unwrap_or(count);

@@ -99,6 +99,9 @@ pub enum StartError {
         /// The topic.
         topic: String,
     },
+    /// The plugin files cannot be watched for changes.
+    #[error("cannot watch the plugin files: {0}")]
+    Watch(String),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -110,6 +113,8 @@ pub struct RouterHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     refresher: Option<JoinHandle<()>>,
+    watcher: Option<crate::reload::PluginWatcher>,
+    routes: Vec<Arc<Route>>,
 }
 
 impl RouterHandle {
@@ -120,6 +125,18 @@ impl RouterHandle {
         if let Some(refresher) = &self.refresher {
             refresher.thread().unpark();
         }
+    }
+
+    /// The routes, with their current plugins.
+    #[must_use]
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// What hot reload did so far.
+    #[must_use]
+    pub fn reload_stats(&self) -> Option<&crate::reload::ReloadStats> {
+        self.watcher.as_ref().map(|w| &*w.stats)
     }
 
     /// Waits until the router has stopped.
@@ -231,6 +248,15 @@ pub fn start(
         }
     }
 
+    let mut unique: Vec<Arc<Route>> = Vec::new();
+    for route in routes.values() {
+        if !unique.iter().any(|r| Arc::ptr_eq(r, route)) {
+            unique.push(route.clone());
+        }
+    }
+    let watcher =
+        crate::reload::watch(&unique, engine).map_err(|e| StartError::Watch(e.to_string()))?;
+
     let store = Arc::new(ConsumerStore::default());
     let shared = Arc::new(Shared {
         routes,
@@ -271,6 +297,8 @@ pub fn start(
         stop,
         thread: None,
         refresher: Some(refresher),
+        watcher: Some(watcher),
+        routes: unique,
     };
     // On error the handle's drop stops the refresher again.
     handle.thread = Some(

@@ -1,0 +1,260 @@
+//! Hot swap on the real broker: the plugin file is replaced in every way
+//! files really change while records flow; nothing is lost, duplicated or
+//! reordered, and versions change only at record boundaries, in file order.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    reason = "test code"
+)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use switchyard::config::RouterConfig;
+use switchyard::pipeline::{self, LogFailures, RouterHandle};
+use switchyard::plugin::PluginEngine;
+use switchyard_tests::{
+    TestRecord, broker, consume, create_topics, produce, random_topic, wait_until,
+};
+
+const PARTITIONS: i32 = 4;
+const MIN_RECORDS: usize = 50_000;
+const ROUNDS: usize = 10;
+
+/// The versioned fixture with `tag` (9 bytes) patched into its data.
+fn version(tag: &str) -> Vec<u8> {
+    assert_eq!(tag.len(), 9);
+    let mut wasm = std::fs::read(switchyard_plugin_fixtures::versioned()).unwrap();
+    let marker = b"switchyard-tag:v00000000";
+    let at = wasm
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("tag marker");
+    wasm[at + 15..at + 24].copy_from_slice(tag.as_bytes());
+    wasm
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn current_sha(router: &RouterHandle) -> String {
+    router.routes()[0].plugin().unwrap().sha256().to_owned()
+}
+
+/// How a new version reaches the plugin's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Method {
+    Overwrite,
+    RenameIntoPlace,
+    DeleteThenCreate,
+    Burst,
+    HalfWritten,
+    SymlinkSwap,
+}
+
+const METHODS: [Method; 6] = [
+    Method::Overwrite,
+    Method::RenameIntoPlace,
+    Method::DeleteThenCreate,
+    Method::Burst,
+    Method::HalfWritten,
+    Method::SymlinkSwap,
+];
+
+fn install(dir: &Path, path: &Path, method: Method, wasm: &[u8], n: usize) {
+    let tmp = dir.join(format!(".tmp-{n}"));
+    match method {
+        Method::Overwrite => std::fs::write(path, wasm).unwrap(),
+        Method::RenameIntoPlace => {
+            std::fs::write(&tmp, wasm).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+        Method::DeleteThenCreate => {
+            std::fs::remove_file(path).unwrap();
+            std::fs::write(path, wasm).unwrap();
+        }
+        Method::Burst => {
+            for _ in 0..3 {
+                std::fs::write(path, wasm).unwrap();
+            }
+        }
+        Method::HalfWritten => {
+            use std::io::Write;
+            let mut file = std::fs::File::create(path).unwrap();
+            file.write_all(&wasm[..wasm.len() / 2]).unwrap();
+            file.flush().unwrap();
+            file.write_all(&wasm[wasm.len() / 2..]).unwrap();
+        }
+        Method::SymlinkSwap => {
+            // Like a Kubernetes ConfigMap: the path is a symlink, replaced
+            // atomically by a new symlink to a new file.
+            let target = dir.join(format!("versions/v{n}.wasm"));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(&target, wasm).unwrap();
+            std::os::unix::fs::symlink(&target, &tmp).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+    }
+}
+
+#[test]
+fn plugin_swaps_by_every_method_lose_and_reorder_nothing() {
+    let (src, dst) = (random_topic("swap-src"), random_topic("swap-dst"));
+    create_topics(&[(&src, PARTITIONS), (&dst, PARTITIONS)]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("router.wasm");
+    std::fs::write(&plugin, version("v00000000")).unwrap();
+    let config = RouterConfig::parse(
+        Path::new("swap.toml"),
+        &format!(
+            r#"
+[kafka]
+bootstrap_servers = "{}"
+group_id = "{}"
+[kafka.consumer]
+"fetch.wait.max.ms" = 10
+
+[[routes]]
+name = "swap"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+"#,
+            broker(),
+            random_topic("group"),
+            plugin.display()
+        ),
+    )
+    .unwrap();
+    let engine = PluginEngine::new().unwrap();
+    let router = pipeline::start(&config, &engine, Arc::new(LogFailures)).unwrap();
+
+    // Records flow the whole time: batches until the swaps are done and at
+    // least MIN_RECORDS were written. The key pins each source partition's
+    // records to one output partition, so their order is observable.
+    let swapping = Arc::new(AtomicBool::new(true));
+    let written = Arc::new(AtomicUsize::new(0));
+    let producer = std::thread::spawn({
+        let (swapping, written, src) = (swapping.clone(), written.clone(), src.clone());
+        move || {
+            let mut n = 0usize;
+            while swapping.load(Ordering::Acquire) || n < MIN_RECORDS {
+                let batch: Vec<TestRecord> = (n..n + 500)
+                    .map(|i| {
+                        let p = (i % PARTITIONS as usize) as i32;
+                        TestRecord::new(&format!("p{p}"), &i.to_string())
+                            .header("seq", &format!("{p}:{:08}", i))
+                            .on_partition(p)
+                    })
+                    .collect();
+                produce(&src, &batch).unwrap();
+                n += batch.len();
+                written.store(n, Ordering::Release);
+            }
+            n
+        }
+    });
+
+    let mut order = vec!["v00000000".to_owned()];
+    let mut latencies = Vec::new();
+    let stats = || router.reload_stats().unwrap();
+    for round in 0..ROUNDS {
+        for (m, method) in METHODS.iter().enumerate() {
+            let n = round * METHODS.len() + m + 1;
+            let tag = format!("v{n:08}");
+            let wasm = version(&tag);
+            let expected = sha256(&wasm);
+            let start = Instant::now();
+            install(dir.path(), &plugin, *method, &wasm, n);
+            wait_until(Duration::from_secs(60), || current_sha(&router) == expected)
+                .unwrap_or_else(|_| panic!("{method:?} to {tag} was not picked up"));
+            latencies.push((start.elapsed(), *method));
+            order.push(tag);
+        }
+        // A corrupt file and a plugin whose init fails are refused; the
+        // last good version keeps routing.
+        let before = current_sha(&router);
+        for (bad, what) in [
+            (b"\0asm\x0d\0\x01\0garbage".to_vec(), "corrupt"),
+            (version("initfail1"), "init fails"),
+        ] {
+            let failures = stats().failures.load(Ordering::Acquire);
+            install(
+                dir.path(),
+                &plugin,
+                Method::RenameIntoPlace,
+                &bad,
+                10_000 + round,
+            );
+            wait_until(Duration::from_secs(60), || {
+                stats().failures.load(Ordering::Acquire) > failures
+            })
+            .unwrap_or_else(|_| panic!("{what} file was not refused"));
+            assert_eq!(current_sha(&router), before, "{what} file swapped in");
+        }
+        // Deleting the file keeps the last good version too.
+        if round == 0 {
+            let unreadable = stats().unreadable.load(Ordering::Acquire);
+            std::fs::remove_file(&plugin).unwrap();
+            wait_until(Duration::from_secs(60), || {
+                stats().unreadable.load(Ordering::Acquire) > unreadable
+            })
+            .unwrap();
+            assert_eq!(
+                current_sha(&router),
+                before,
+                "deleting the file unloaded the plugin"
+            );
+            std::fs::write(&plugin, version(order.last().unwrap())).unwrap();
+        }
+    }
+    swapping.store(false, Ordering::Release);
+    let total = producer.join().unwrap();
+    let outputs = consume(&dst, total, Duration::from_secs(180)).unwrap();
+    drop(router);
+
+    assert_eq!(outputs.len(), total, "every record exactly once");
+    let rank: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let mut last: HashMap<String, (String, usize)> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for out in &outputs {
+        let seq = out.header_str("seq").unwrap().to_owned();
+        assert!(seen.insert(seq.clone()), "duplicate {seq}");
+        let tag = out.header_str("plugin-tag").unwrap();
+        let r = *rank
+            .get(tag)
+            .unwrap_or_else(|| panic!("record {seq} routed by unknown version {tag}"));
+        let (partition, _) = seq.split_once(':').unwrap();
+        if let Some((prev_seq, prev_rank)) = last.get(partition) {
+            assert!(*prev_seq < seq, "{seq} after {prev_seq}: reordered");
+            assert!(
+                *prev_rank <= r,
+                "{seq}: version {tag} after a later version"
+            );
+        }
+        last.insert(partition.to_owned(), (seq, r));
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2].0;
+    let worst = latencies.last().unwrap();
+    println!(
+        "{} swaps, {} records: file written -> new version routing: median {median:?}, worst {:?} ({:?})",
+        latencies.len(),
+        total,
+        worst.0,
+        worst.1
+    );
+}
