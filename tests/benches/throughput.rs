@@ -18,7 +18,6 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use switchyard::config::RouterConfig;
 use switchyard::pipeline::{self, LogFailures, RouterHandle};
 use switchyard::plugin::PluginEngine;
 use switchyard_plugin_fixtures as fixtures;
@@ -162,24 +161,12 @@ impl Runner for RouterHandle {
 
 fn router(source: &str, target: &str, plugin: Option<&Path>) -> anyhow::Result<Box<dyn Runner>> {
     let plugin_line = plugin.map_or_else(String::new, |p| format!("plugin = \"{}\"", p.display()));
-    let text = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{}"
-group_id = "{}"
-[kafka.consumer]
-"fetch.wait.max.ms" = 10
-
-[[routes]]
-name = "bench"
-source_topics = ["{source}"]
-{plugin_line}
-default_target = "{target}"
-"#,
-        broker(),
-        random_topic("bench-group"),
-    );
-    let config = RouterConfig::parse(Path::new("bench.toml"), &text)?;
+    let config = switchyard_tests::router_config(
+        &random_topic("bench-group"),
+        &format!(
+            "[[routes]]\nname = \"bench\"\nsource_topics = [\"{source}\"]\n{plugin_line}\ndefault_target = \"{target}\"\n"
+        ),
+    )?;
     let engine = PluginEngine::new()?;
     Ok(Box::new(pipeline::start(
         &config,

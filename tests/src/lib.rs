@@ -115,6 +115,32 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> any
     }
 }
 
+/// A router configuration for the test broker: consumer group `group`,
+/// settings the test broker needs, and `routes` (TOML `[[routes]]` tables).
+pub fn router_config(
+    group: &str,
+    routes: &str,
+) -> anyhow::Result<switchyard::config::RouterConfig> {
+    let text = format!(
+        r#"
+[kafka]
+bootstrap_servers = "{}"
+group_id = "{group}"
+[kafka.consumer]
+# The test broker holds a fetch for its whole wait time.
+"fetch.wait.max.ms" = 10
+"auto.commit.interval.ms" = 100
+
+{routes}
+"#,
+        broker()
+    );
+    Ok(switchyard::config::RouterConfig::parse(
+        std::path::Path::new("test.toml"),
+        &text,
+    )?)
+}
+
 /// A topic name no other test uses.
 #[must_use]
 pub fn random_topic(prefix: &str) -> String {

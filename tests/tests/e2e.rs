@@ -46,22 +46,7 @@ impl Failures {
 
 /// A config with the test broker, a random group and `routes` (TOML).
 fn config(group: &str, routes: &str) -> RouterConfig {
-    let text = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{}"
-group_id = "{group}"
-[kafka.consumer]
-"fetch.wait.max.ms" = 10
-"auto.commit.interval.ms" = 100
-[kafka.producer]
-"linger.ms" = 5
-
-{routes}
-"#,
-        broker()
-    );
-    RouterConfig::parse(Path::new("test.toml"), &text).unwrap()
+    switchyard_tests::router_config(group, routes).unwrap()
 }
 
 /// One route from `source` to `target` through `plugin`.

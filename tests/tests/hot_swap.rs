@@ -15,12 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use switchyard::config::RouterConfig;
 use switchyard::pipeline::{self, LogFailures, RouterHandle};
 use switchyard::plugin::PluginEngine;
-use switchyard_tests::{
-    TestRecord, broker, consume, create_topics, produce, random_topic, wait_until,
-};
+use switchyard_tests::{TestRecord, consume, create_topics, produce, random_topic, wait_until};
 
 const PARTITIONS: i32 = 4;
 const MIN_RECORDS: usize = 50_000;
@@ -113,24 +110,10 @@ fn plugin_swaps_by_every_method_lose_and_reorder_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = dir.path().join("router.wasm");
     std::fs::write(&plugin, version("v00000000")).unwrap();
-    let config = RouterConfig::parse(
-        Path::new("swap.toml"),
+    let config = switchyard_tests::router_config(
+        &random_topic("group"),
         &format!(
-            r#"
-[kafka]
-bootstrap_servers = "{}"
-group_id = "{}"
-[kafka.consumer]
-"fetch.wait.max.ms" = 10
-
-[[routes]]
-name = "swap"
-source_topics = ["{src}"]
-plugin = "{}"
-default_target = "{dst}"
-"#,
-            broker(),
-            random_topic("group"),
+            "[[routes]]\nname = \"swap\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\n",
             plugin.display()
         ),
     )

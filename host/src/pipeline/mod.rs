@@ -197,8 +197,15 @@ pub fn start(
                     route: route.name.clone(),
                     error,
                 };
+                let started = std::time::Instant::now();
                 let plugin = engine.load(path).map_err(plugin_error)?;
-                tracing::info!(route = %route.name, plugin = plugin.name(), version = plugin.version(), "plugin loaded");
+                tracing::info!(
+                    route = %route.name,
+                    file = %path.display(),
+                    version = plugin.version(),
+                    load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+                    "plugin loaded"
+                );
                 Some(plugin)
             }
         };
