@@ -50,6 +50,9 @@ pub struct RouterConfig {
     pub kafka: KafkaConfig,
     /// What to route. At least one.
     pub routes: Vec<RouteConfig>,
+    /// The HTTP endpoint; none without an `[http]` table.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
     /// Where the file was read from (set by [`RouterConfig::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -100,6 +103,14 @@ impl std::fmt::Display for Property {
             Self::Bool(b) => write!(f, "{b}"),
         }
     }
+}
+
+/// The `[http]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `address:port` to listen on (port 0 picks a free one).
+    pub listen: String,
 }
 
 /// One `[[routes]]` entry.

@@ -15,12 +15,14 @@
 //! - [`route`]: a route at run time and the checks on every output.
 //! - [`offline`]: routing JSON-lines records through a plugin without Kafka
 //!   (`switchyard route`).
+//! - [`http`]: the HTTP endpoint (`GET /routes`).
 //! - [`demo`]: `switchyard demo`, the record path on an embedded Kafka.
 //! - [`cli`]: the `switchyard` command line; `src/main.rs` only calls it.
 
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod kafka;
 pub mod offline;
 pub mod pipeline;

@@ -241,3 +241,65 @@ fn plugin_swaps_by_every_method_lose_and_reorder_nothing() {
         worst.1
     );
 }
+
+/// `GET path` on `addr`; the response body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: switchyard\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap()
+}
+
+#[test]
+fn the_routes_endpoint_shows_the_plugin_version_routing_now() {
+    let (src, dst) = (random_topic("ep-src"), random_topic("ep-dst"));
+    create_topics(&[(&src, 1), (&dst, 1)]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("router.wasm");
+    let first = version("v00000000");
+    std::fs::write(&plugin, &first).unwrap();
+    let config = switchyard_tests::router_config(
+        &random_topic("group"),
+        &format!(
+            "[[routes]]\nname = \"ep\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            plugin.display()
+        ),
+    )
+    .unwrap();
+    let engine = PluginEngine::new().unwrap();
+    let router = pipeline::start(&config, &engine, Arc::new(LogFailures)).unwrap();
+    let addr = router.http_addr().unwrap();
+
+    let shown = http_get(addr, "/routes");
+    let route = &shown["routes"][0];
+    assert_eq!(route["name"], "ep");
+    assert_eq!(route["source_topics"], serde_json::json!([src]));
+    assert_eq!(route["plugin"]["sha256"], sha256(&first));
+    assert_eq!(route["plugin"]["version"], sha256(&first)[..12]);
+    assert_eq!(route["plugin"]["file"], plugin.display().to_string());
+    assert_eq!(shown["reload"]["swaps"], 0);
+
+    let second = version("v00000001");
+    std::fs::write(dir.path().join("next"), &second).unwrap();
+    std::fs::rename(dir.path().join("next"), &plugin).unwrap();
+    wait_until(Duration::from_secs(60), || {
+        http_get(addr, "/routes")["routes"][0]["plugin"]["sha256"] == sha256(&second)
+    })
+    .unwrap();
+    let shown = http_get(addr, "/routes");
+    assert_eq!(shown["reload"]["swaps"], 1);
+    assert!(
+        shown["routes"][0]["plugin"]["loaded_at_ms"]
+            .as_u64()
+            .unwrap()
+            > 1_700_000_000_000
+    );
+}

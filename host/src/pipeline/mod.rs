@@ -99,6 +99,14 @@ pub enum StartError {
         /// The topic.
         topic: String,
     },
+    /// The HTTP endpoint cannot listen.
+    #[error("cannot listen on '{listen}' (http.listen): {error}")]
+    Http {
+        /// The configured address.
+        listen: String,
+        /// Why.
+        error: std::io::Error,
+    },
     /// The plugin files cannot be watched for changes.
     #[error("cannot watch the plugin files: {0}")]
     Watch(String),
@@ -114,6 +122,7 @@ pub struct RouterHandle {
     thread: Option<JoinHandle<()>>,
     refresher: Option<JoinHandle<()>>,
     watcher: Option<crate::reload::PluginWatcher>,
+    http: Option<crate::http::HttpServer>,
     routes: Vec<Arc<Route>>,
 }
 
@@ -131,6 +140,12 @@ impl RouterHandle {
     #[must_use]
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
+    }
+
+    /// Where the HTTP endpoint listens, if configured.
+    #[must_use]
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(crate::http::HttpServer::addr)
     }
 
     /// What hot reload did so far.
@@ -263,6 +278,17 @@ pub fn start(
     }
     let watcher =
         crate::reload::watch(&unique, engine).map_err(|e| StartError::Watch(e.to_string()))?;
+    let http = match &config.http {
+        None => None,
+        Some(http) => Some(
+            crate::http::serve(&http.listen, unique.clone(), Some(watcher.stats.clone())).map_err(
+                |e| StartError::Http {
+                    listen: http.listen.clone(),
+                    error: e,
+                },
+            )?,
+        ),
+    };
 
     let store = Arc::new(ConsumerStore::default());
     let shared = Arc::new(Shared {
@@ -305,6 +331,7 @@ pub fn start(
         thread: None,
         refresher: Some(refresher),
         watcher: Some(watcher),
+        http,
         routes: unique,
     };
     // On error the handle's drop stops the refresher again.

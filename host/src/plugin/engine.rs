@@ -206,6 +206,7 @@ impl PluginEngine {
             version: sha256[..12].to_owned(),
             sha256,
             size: bytes.len(),
+            loaded_at: std::time::SystemTime::now(),
             component,
             pre,
             engine: self.clone(),
@@ -221,6 +222,7 @@ pub struct Plugin {
     pub(super) version: String,
     pub(super) sha256: String,
     pub(super) size: usize,
+    pub(super) loaded_at: std::time::SystemTime,
     pub(super) component: Component,
     pub(super) pre: RouterPre<HostState>,
     pub(super) engine: PluginEngine,
@@ -267,6 +269,14 @@ impl Plugin {
     #[must_use]
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// When it was loaded, in ms since the Unix epoch.
+    #[must_use]
+    pub fn loaded_at_ms(&self) -> u64 {
+        self.loaded_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 
     /// Names of the interfaces the component imports from the host.

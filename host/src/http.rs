@@ -1,0 +1,134 @@
+//! The router's HTTP endpoint (`[http] listen`): what is running, for
+//! operators and tools.
+//!
+//! - `GET /routes`: every route with its sources, targets and the plugin
+//!   version routing now (content hash, file, size, when it was loaded),
+//!   plus hot-swap counts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::reload::ReloadStats;
+use crate::route::Route;
+
+/// What the endpoint shows.
+#[derive(Clone)]
+struct Shown {
+    routes: Arc<Vec<Arc<Route>>>,
+    reload: Option<Arc<ReloadStats>>,
+}
+
+/// A running HTTP endpoint; dropping it stops it.
+#[derive(Debug)]
+pub struct HttpServer {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// The address it listens on (useful with port 0).
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Binds `listen` and serves on a thread of its own.
+pub fn serve(
+    listen: &str,
+    routes: Vec<Arc<Route>>,
+    reload: Option<Arc<ReloadStats>>,
+) -> std::io::Result<HttpServer> {
+    let listener = std::net::TcpListener::bind(listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let app = Router::new()
+        .route("/routes", get(list_routes))
+        .with_state(Shown {
+            routes: Arc::new(routes),
+            reload,
+        });
+    let thread = std::thread::Builder::new()
+        .name("switchyard-http".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serve HTTP");
+                        return;
+                    }
+                };
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "HTTP endpoint failed");
+                }
+            });
+        })?;
+    tracing::info!(%addr, "HTTP endpoint listening");
+    Ok(HttpServer {
+        addr,
+        shutdown: Some(shutdown),
+        thread: Some(thread),
+    })
+}
+
+async fn list_routes(State(shown): State<Shown>) -> Json<Value> {
+    let routes: Vec<Value> = shown
+        .routes
+        .iter()
+        .map(|route| {
+            let plugin = route.plugin().map(|p| {
+                json!({
+                    "file": p.path().display().to_string(),
+                    "version": p.version(),
+                    "sha256": p.sha256(),
+                    "size": p.size(),
+                    "loaded_at_ms": p.loaded_at_ms(),
+                })
+            });
+            json!({
+                "name": route.name(),
+                "source_topics": route.config.source_topics,
+                "default_target": route.config.default_target,
+                "plugin": plugin,
+            })
+        })
+        .collect();
+    let reload = shown.reload.as_ref().map(|r| {
+        json!({
+            "swaps": r.swaps.load(Ordering::Relaxed),
+            "refused": r.failures.load(Ordering::Relaxed),
+            "unreadable": r.unreadable.load(Ordering::Relaxed),
+        })
+    });
+    Json(json!({ "routes": routes, "reload": reload }))
+}
