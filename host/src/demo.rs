@@ -14,6 +14,7 @@ use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use sha2::{Digest, Sha256};
 
 use crate::config::RouterConfig;
 use crate::pipeline::{self, FailureSink, RecordFailure};
@@ -87,8 +88,25 @@ pub fn run(plugins_dir: &Path, engine: &PluginEngine) -> anyhow::Result<()> {
         }
         Ok(path)
     };
-    let partitioner = plugin("tenant_partitioner")?;
+    let partitioner_wasm = std::fs::read(plugin("tenant_partitioner")?)?;
     let envelope_router = plugin("envelope_router")?;
+    // The orders route's plugin lives in a folder of the demo's own, so
+    // that the demo can replace the file while routing.
+    let swap_dir = std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&swap_dir)?;
+    let result = run_in(&swap_dir, &partitioner_wasm, &envelope_router, engine);
+    let _ = std::fs::remove_dir_all(&swap_dir);
+    result
+}
+
+fn run_in(
+    swap_dir: &Path,
+    partitioner_wasm: &[u8],
+    envelope_router: &Path,
+    engine: &PluginEngine,
+) -> anyhow::Result<()> {
+    let partitioner = swap_dir.join("tenant_partitioner.wasm");
+    std::fs::write(&partitioner, partitioner_wasm)?;
 
     let cluster = MockCluster::new(1).context("cannot start the embedded Kafka")?;
     for (topic, partitions) in TOPICS {
@@ -99,9 +117,10 @@ pub fn run(plugins_dir: &Path, engine: &PluginEngine) -> anyhow::Result<()> {
     let bootstrap = cluster.bootstrap_servers();
     println!("Switchyard demo: embedded Kafka at {bootstrap} (librdkafka mock cluster)\n");
 
-    produce_workload(&bootstrap)?;
+    let half = ORDERS / 2;
+    produce_workload(&bootstrap, 0..half, true)?;
     println!(
-        "Produced {ORDERS} orders of {} tenants to 'orders' (tenant in the 'tenant-id' header)",
+        "Produced {half} orders of {} tenants to 'orders' (tenant in the 'tenant-id' header)",
         TENANTS.len()
     );
     println!(
@@ -145,13 +164,66 @@ plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.pa
 
     let routed_events = EVENTS / EVENT_TYPES.len() * 3;
     let expected_failures = EVENTS / EVENT_TYPES.len() + MALFORMED.len();
-    let read = read_targets(&bootstrap, ORDERS + routed_events, || {
+    let mut reader = TargetReader::new(&bootstrap)?;
+    reader.read_until(half + routed_events, || {
         failures.total() >= expected_failures
     })?;
+
+    // Hot swap: a new build of the partitioner replaces the file (written
+    // aside, then renamed into place) while the router runs.
+    let orders_route = router
+        .routes()
+        .iter()
+        .find(|r| r.name() == "orders")
+        .context("no orders route")?
+        .clone();
+    let version = |route: &crate::route::Route| {
+        route
+            .plugin()
+            .map(|p| p.version().to_owned())
+            .unwrap_or_default()
+    };
+    let first = version(&orders_route);
+    let second_wasm = rebuilt(partitioner_wasm, 2);
+    let second_sha: String = Sha256::digest(&second_wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let swapped_at = Instant::now();
+    std::fs::write(swap_dir.join("next.wasm"), &second_wasm)?;
+    std::fs::rename(swap_dir.join("next.wasm"), &partitioner)?;
+    while orders_route
+        .plugin()
+        .is_none_or(|p| p.sha256() != second_sha)
+    {
+        if swapped_at.elapsed() > TIMEOUT {
+            bail!("the new plugin file was not picked up within {TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let swap_time = swapped_at.elapsed();
+    let second = version(&orders_route);
+    produce_workload(&bootstrap, half..ORDERS, false)?;
+    println!(
+        "Replaced the partitioner's file while routing; then produced {} more orders\n",
+        ORDERS - half
+    );
+    reader.read_until(ORDERS + routed_events, || {
+        failures.total() >= expected_failures
+    })?;
+    let read = reader.read;
     let elapsed = started.elapsed();
     router.shutdown();
     router.join();
 
+    println!("Hot swap of route 'orders' (no restart, nothing lost):");
+    println!("  version {first} routed orders 0..{half}");
+    println!(
+        "  version {second} (a new build of the same plugin) routed orders {half}..{ORDERS}, \
+         live {:.0} ms after its file was written",
+        swap_time.as_secs_f64() * 1000.0
+    );
+    println!();
     println!("Records per target partition:");
     for ((topic, partition), count) in &read.per_partition {
         println!("  {topic:<18} partition {partition}: {count:>5}");
@@ -183,7 +255,11 @@ plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.pa
     Ok(())
 }
 
-fn produce_workload(bootstrap: &str) -> anyhow::Result<()> {
+fn produce_workload(
+    bootstrap: &str,
+    orders: std::ops::Range<usize>,
+    events: bool,
+) -> anyhow::Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -203,7 +279,7 @@ fn produce_workload(bootstrap: &str) -> anyhow::Result<()> {
             producer.send(record).map_err(|(e, _)| e)?;
             Ok(())
         };
-    for i in 0..ORDERS {
+    for i in orders {
         let tenant = TENANTS[(i * 7 + i / 3) % TENANTS.len()];
         let value = format!(
             r#"{{"order_id":{i},"tenant":"{tenant}","total":{}}}"#,
@@ -211,14 +287,14 @@ fn produce_workload(bootstrap: &str) -> anyhow::Result<()> {
         );
         send("orders", Some(&format!("order-{i}")), &value, Some(tenant))?;
     }
-    for i in 0..EVENTS {
+    for i in (0..EVENTS).filter(|_| events) {
         let kind = EVENT_TYPES[i % EVENT_TYPES.len()];
         let value = format!(
             r#"{{"type":"{kind}","version":1,"timestamp":"2026-11-28T12:00:00Z","payload":{{"order_id":{i}}}}}"#
         );
         send("events", None, &value, None)?;
     }
-    for value in MALFORMED {
+    for value in MALFORMED.iter().filter(|_| events) {
         send("events", None, value, None)?;
     }
     producer.flush(Duration::from_secs(30))?;
@@ -232,57 +308,80 @@ struct TargetRead {
     tenant_partitions: BTreeMap<String, BTreeSet<i32>>,
 }
 
-/// Reads every target partition from the start until `expected` records
-/// arrived and `done()` holds.
-fn read_targets(
-    bootstrap: &str,
-    expected: usize,
-    done: impl Fn() -> bool,
-) -> anyhow::Result<TargetRead> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "switchyard-demo-reader")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for (topic, partitions) in &TOPICS[3..] {
-        for p in 0..*partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+/// Reads every target partition from the start, keeping counts.
+struct TargetReader {
+    consumer: BaseConsumer,
+    read: TargetRead,
+}
+
+impl TargetReader {
+    fn new(bootstrap: &str) -> anyhow::Result<Self> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "switchyard-demo-reader")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partitions) in &TOPICS[3..] {
+            for p in 0..*partitions {
+                tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            }
         }
-    }
-    for p in 0..6 {
-        tpl.add_partition_offset("orders-by-tenant", p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let mut read = TargetRead::default();
-    let deadline = Instant::now() + TIMEOUT;
-    while read.total < expected || !done() {
-        if Instant::now() > deadline {
-            bail!(
-                "the demo did not finish within {TIMEOUT:?}: {} of {expected} records routed",
-                read.total
-            );
+        for p in 0..6 {
+            tpl.add_partition_offset("orders-by-tenant", p, Offset::Beginning)?;
         }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message?;
-        read.total += 1;
-        *read
-            .per_partition
-            .entry((message.topic().to_owned(), message.partition()))
-            .or_default() += 1;
-        if message.topic() == "orders-by-tenant"
-            && let Some(tenant) = message
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "tenant-id"))
-        {
-            let tenant = String::from_utf8_lossy(tenant.value.unwrap_or_default()).into_owned();
-            read.tenant_partitions
-                .entry(tenant)
-                .or_default()
-                .insert(message.partition());
-        }
+        consumer.assign(&tpl)?;
+        Ok(Self {
+            consumer,
+            read: TargetRead::default(),
+        })
     }
-    Ok(read)
+
+    /// Reads until `expected` records in all arrived and `done()` holds.
+    fn read_until(&mut self, expected: usize, done: impl Fn() -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + TIMEOUT;
+        let read = &mut self.read;
+        while read.total < expected || !done() {
+            if Instant::now() > deadline {
+                bail!(
+                    "the demo did not finish within {TIMEOUT:?}: {} of {expected} records routed",
+                    read.total
+                );
+            }
+            let Some(message) = self.consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message?;
+            read.total += 1;
+            *read
+                .per_partition
+                .entry((message.topic().to_owned(), message.partition()))
+                .or_default() += 1;
+            if message.topic() == "orders-by-tenant"
+                && let Some(tenant) = message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "tenant-id"))
+            {
+                let tenant = String::from_utf8_lossy(tenant.value.unwrap_or_default()).into_owned();
+                read.tenant_partitions
+                    .entry(tenant)
+                    .or_default()
+                    .insert(message.partition());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `wasm` with a custom section stamping `build`: the same code, a new
+/// file, so a new version.
+fn rebuilt(wasm: &[u8], build: u8) -> Vec<u8> {
+    let name = b"switchyard-demo-build";
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    out.push((1 + name.len() + 1) as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.push(build);
+    out
 }

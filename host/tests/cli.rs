@@ -514,3 +514,30 @@ fn plugin_logs_and_output_reach_the_router_log_tagged_with_the_plugin() {
         assert!(logged.contains("plugin=\"misbehave\""), "{logged}");
     }
 }
+
+#[test]
+fn the_demo_routes_its_workload_swaps_a_plugin_and_accounts_for_every_record() {
+    let run = switchyard(&["demo", "--plugins-dir", fixtures::DIR], "");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert!(
+        out.contains("Hot swap of route 'orders' (no restart, nothing lost):"),
+        "{out}"
+    );
+    assert!(out.contains("routed orders 0..1500"), "{out}");
+    assert!(
+        out.contains("(a new build of the same plugin) routed orders 1500..3000"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("(all orders on one partition)").count(),
+        5,
+        "{out}"
+    );
+    assert!(!out.contains("SPLIT"), "{out}");
+    assert!(
+        out.contains("150 x route 'events': reject: unknown envelope type 'order.refunded'"),
+        "{out}"
+    );
+    assert!(out.contains("Routed 3450 records"), "{out}");
+}
