@@ -1,7 +1,8 @@
 //! How long a plugin swap takes, from the new file written to the new
 //! version routing (debounce, read, hash, compile, instantiate + `init`
-//! check, swap), for a small and a larger plugin; against a baseline
-//! measured in the same run: compiling the same bytes alone.
+//! check, swap), for a small plugin, one with more code and a 4 MiB one;
+//! against a baseline measured in the same run: compiling the same bytes
+//! alone.
 //!
 //! Run: `cargo bench -p switchyard-tests --bench swap` (no broker needed).
 
@@ -55,13 +56,14 @@ fn median_and_worst(mut times: Vec<Duration>) -> (Duration, Duration) {
 
 fn main() -> anyhow::Result<()> {
     let engine = PluginEngine::new()?;
-    let cases: [(&str, PathBuf, &str); 2] = [
+    let cases: [(&str, PathBuf, &str); 3] = [
         ("small (versioned)", fixtures::versioned(), ""),
         (
-            "larger (envelope-router)",
+            "code (envelope-router)",
             fixtures::envelope_router(),
             r#"plugin_config = { "a" = "b" }"#,
         ),
+        ("large (4 MiB table)", fixtures::large(), ""),
     ];
     println!("{SWAPS} swaps each; time from the new file written to the new version routing");
     println!(
