@@ -49,15 +49,20 @@ fn config(group: &str, routes: &str) -> RouterConfig {
     switchyard_tests::router_config(group, routes).unwrap()
 }
 
-/// One route from `source` to `target` through `plugin`.
-fn one_route(source: &str, plugin: &Path, target: &str) -> RouterConfig {
+/// One route from `source` to `target` through `plugin`, in `group`.
+fn route_in_group(group: &str, source: &str, plugin: &Path, target: &str) -> RouterConfig {
     config(
-        &random_topic("group"),
+        group,
         &format!(
             "[[routes]]\nname = \"r\"\nsource_topics = [\"{source}\"]\nplugin = \"{}\"\ndefault_target = \"{target}\"\n",
             plugin.display()
         ),
     )
+}
+
+/// One route from `source` to `target` through `plugin`, in a new group.
+fn one_route(source: &str, plugin: &Path, target: &str) -> RouterConfig {
+    route_in_group(&random_topic("group"), source, plugin, target)
 }
 
 fn start(config: &RouterConfig) -> (RouterHandle, Arc<Failures>) {
@@ -97,19 +102,7 @@ fn tenant_partitioner_puts_10000_records_where_fnv1a_says_in_source_order() {
     produce(&src, &inputs).unwrap();
 
     let group = random_topic("group");
-    let config = config(
-        &group,
-        &format!(
-            r#"
-[[routes]]
-name = "orders"
-source_topics = ["{src}"]
-plugin = "{}"
-default_target = "{dst}"
-"#,
-            fixtures::tenant_partitioner().display()
-        ),
-    );
+    let config = route_in_group(&group, &src, &fixtures::tenant_partitioner(), &dst);
     let (router, failures) = start(&config);
     let outputs = consume(&dst, inputs.len(), READ_TIMEOUT).unwrap();
     stop(router);
@@ -412,19 +405,7 @@ fn after_a_clean_stop_a_restarted_router_resumes_after_the_last_record() {
             .collect()
     };
     let group = random_topic("group");
-    let config = config(
-        &group,
-        &format!(
-            r#"
-[[routes]]
-name = "copy"
-source_topics = ["{src}"]
-plugin = "{}"
-default_target = "{dst}"
-"#,
-            fixtures::hello().display()
-        ),
-    );
+    let config = route_in_group(&group, &src, &fixtures::hello(), &dst);
     produce(&src, &batch(0, 500)).unwrap();
     let (router, _) = start(&config);
     consume(&dst, 500, READ_TIMEOUT).unwrap();
