@@ -28,6 +28,8 @@ pub struct Route {
     /// Its configuration.
     pub config: RouteConfig,
     plugin: ArcSwapOption<Plugin>,
+    /// `config.default_target`, shared by every output that goes there.
+    default_target: Arc<str>,
     /// Bumped on every swap; workers compare it (one atomic load per
     /// record, no lock) with the generation their instance was built from.
     generation: AtomicU64,
@@ -66,6 +68,7 @@ impl Route {
     /// A route with its (already loaded) plugin.
     pub fn new(config: RouteConfig, plugin: Option<Plugin>, topics: Arc<dyn Topics>) -> Self {
         Self {
+            default_target: config.default_target.as_str().into(),
             config,
             plugin: ArcSwapOption::from(plugin.map(Arc::new)),
             generation: AtomicU64::new(0),
@@ -146,7 +149,7 @@ impl std::fmt::Debug for RouteInstance {
 #[derive(Debug, Clone)]
 pub struct Routed {
     /// Target topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The output.
     pub output: Output,
 }
@@ -193,14 +196,15 @@ impl RouteInstance {
         }
     }
 
-    fn check(&self, i: usize, output: Output) -> Result<Routed, RouteFailure> {
+    fn check(&self, i: usize, mut output: Output) -> Result<Routed, RouteFailure> {
         let invalid = |message: String| {
             RouteFailure::new(FailureKind::Invalid, format!("output {i}: {message}"))
         };
-        let topic = output
-            .topic
-            .clone()
-            .unwrap_or_else(|| self.route.config.default_target.clone());
+        // Per output: the default target is shared, not copied.
+        let topic: Arc<str> = match output.topic.take() {
+            Some(topic) => topic.into(),
+            None => self.route.default_target.clone(),
+        };
         if !self.route.config.allows(&topic) {
             return Err(invalid(format!(
                 "topic '{topic}' is not an allowed target of route '{}'",
