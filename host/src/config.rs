@@ -136,6 +136,106 @@ pub struct RouteConfig {
     /// Resource limits of the plugin.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where records the route cannot route go, with their reasons in
+    /// headers.
+    pub dead_letter_topic: Option<String>,
+    /// What a record the route cannot route does; must be said when there
+    /// is no `dead_letter_topic` (see [`RouteConfig::failure_policy`]).
+    pub on_failure: Option<OnFailure>,
+    /// How `retry` answers are retried.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// The `on_failure` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// To the route's `dead_letter_topic`.
+    DeadLetter,
+    /// Logged and counted; the partition moves on.
+    Skip,
+    /// The partition waits at the record (nothing past it is committed)
+    /// until a new plugin version is swapped in or the router restarts.
+    Stop,
+}
+
+/// What happens to a record that failed for good, resolved from
+/// `dead_letter_topic` and `on_failure`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Produce it to this topic, with headers that say why.
+    DeadLetter(String),
+    /// Log, count, move on.
+    Skip,
+    /// Hold the partition at the record.
+    Stop,
+}
+
+/// A route's `[routes.retry]` table: exponential backoff with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Calls of the plugin for one record, the first included.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Wait before the second attempt, in milliseconds.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Each wait is this many times the previous one.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// No wait is longer than this, in milliseconds.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Each wait is drawn from ±`jitter` × its nominal value (0 to 1).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+}
+
+const fn default_max_attempts() -> u32 {
+    5
+}
+
+const fn default_initial_backoff_ms() -> u64 {
+    100
+}
+
+const fn default_multiplier() -> f64 {
+    2.0
+}
+
+const fn default_max_backoff_ms() -> u64 {
+    10_000
+}
+
+const fn default_jitter() -> f64 {
+    0.2
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            initial_backoff_ms: default_initial_backoff_ms(),
+            multiplier: default_multiplier(),
+            max_backoff_ms: default_max_backoff_ms(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The schedule these settings describe.
+    #[must_use]
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff {
+            initial: Duration::from_millis(self.initial_backoff_ms),
+            multiplier: self.multiplier,
+            max: Duration::from_millis(self.max_backoff_ms),
+            jitter: self.jitter,
+        }
+    }
 }
 
 /// A route's `[routes.limits]` table.
@@ -151,6 +251,22 @@ pub struct LimitsConfig {
     /// Wall time for the plugin's `init`, in milliseconds.
     #[serde(default = "default_init_timeout_ms")]
     pub init_timeout_ms: u64,
+    /// Outputs one record may have.
+    #[serde(default = "default_max_outputs")]
+    pub max_outputs: u32,
+    /// Bytes (key, value and headers) one output may have.
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: u64,
+}
+
+const fn default_max_outputs() -> u32 {
+    1000
+}
+
+/// librdkafka's own default `message.max.bytes`: a larger output would be
+/// refused by the producer anyway.
+const fn default_max_output_bytes() -> u64 {
+    1_000_000
 }
 
 const fn default_memory_mib() -> u32 {
@@ -171,6 +287,8 @@ impl Default for LimitsConfig {
             memory_mib: default_memory_mib(),
             route_timeout_ms: default_route_timeout_ms(),
             init_timeout_ms: default_init_timeout_ms(),
+            max_outputs: default_max_outputs(),
+            max_output_bytes: default_max_output_bytes(),
         }
     }
 }
@@ -375,12 +493,110 @@ impl RouterConfig {
             if limits.route_timeout_ms == 0 || limits.init_timeout_ms == 0 {
                 return Err(self.invalid(format!("{at}.limits"), "timeouts must be positive"));
             }
+            if limits.max_outputs == 0 {
+                return Err(self.invalid(format!("{at}.limits.max_outputs"), "must be at least 1"));
+            }
+            if let Some(max) = self.kafka.producer.get("message.max.bytes")
+                && let Ok(max) = max.to_string().parse::<u64>()
+                && limits.max_output_bytes > max
+            {
+                return Err(self.invalid(
+                    format!("{at}.limits.max_output_bytes"),
+                    format!("{} is more than kafka.producer.\"message.max.bytes\" ({max}): the producer would refuse such outputs", limits.max_output_bytes),
+                ));
+            }
+            self.validate_failures(i, route)?;
+        }
+        Ok(())
+    }
+}
+
+impl RouterConfig {
+    fn validate_failures(&self, i: usize, route: &RouteConfig) -> Result<(), ConfigError> {
+        let at = format!("routes[{i}] ('{}')", route.name);
+        match (&route.dead_letter_topic, route.on_failure) {
+            (None, None) => {
+                return Err(self.invalid(
+                    at.clone(),
+                    "say where a record the route cannot route goes: dead_letter_topic = \"<topic>\", or on_failure = \"skip\" (log, count, move on) or \"stop\" (hold the partition at that record)",
+                ));
+            }
+            (None, Some(OnFailure::DeadLetter)) => {
+                return Err(self.invalid(
+                    format!("{at}.on_failure"),
+                    "is \"dead-letter\" but the route has no dead_letter_topic",
+                ));
+            }
+            (Some(_), Some(policy @ (OnFailure::Skip | OnFailure::Stop))) => {
+                return Err(self.invalid(
+                    format!("{at}.on_failure"),
+                    format!(
+                        "is \"{}\" but dead_letter_topic is set: choose one",
+                        if policy == OnFailure::Skip {
+                            "skip"
+                        } else {
+                            "stop"
+                        }
+                    ),
+                ));
+            }
+            (Some(topic), _) => {
+                if topic.trim().is_empty() {
+                    return Err(
+                        self.invalid(format!("{at}.dead_letter_topic"), "must not be empty")
+                    );
+                }
+                if route.source_topics.contains(topic) {
+                    return Err(self.invalid(
+                        format!("{at}.dead_letter_topic"),
+                        format!("'{topic}' is also a source of this route: failed records would come back"),
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        let retry = &route.retry;
+        let field = |name: &str| format!("{at}.retry.{name}");
+        if retry.max_attempts == 0 {
+            return Err(self.invalid(
+                field("max_attempts"),
+                "must be at least 1 (the first call counts)",
+            ));
+        }
+        if retry.initial_backoff_ms == 0 {
+            return Err(self.invalid(field("initial_backoff_ms"), "must be positive"));
+        }
+        if !(retry.multiplier.is_finite() && retry.multiplier >= 1.0) {
+            return Err(self.invalid(field("multiplier"), "must be a number of at least 1"));
+        }
+        if retry.max_backoff_ms < retry.initial_backoff_ms {
+            return Err(self.invalid(
+                field("max_backoff_ms"),
+                format!(
+                    "{} is less than initial_backoff_ms ({})",
+                    retry.max_backoff_ms, retry.initial_backoff_ms
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&retry.jitter) {
+            return Err(self.invalid(field("jitter"), "must be between 0 and 1"));
         }
         Ok(())
     }
 }
 
 impl RouteConfig {
+    /// What happens to a record that failed for good (validated: exactly
+    /// one is configured).
+    #[must_use]
+    pub fn failure_policy(&self) -> FailurePolicy {
+        match (&self.dead_letter_topic, self.on_failure) {
+            (Some(topic), _) => FailurePolicy::DeadLetter(topic.clone()),
+            (None, Some(OnFailure::Stop)) => FailurePolicy::Stop,
+            (None, _) => FailurePolicy::Skip,
+        }
+    }
+
     /// Whether outputs may go to `topic`.
     #[must_use]
     pub fn allows(&self, topic: &str) -> bool {

@@ -143,12 +143,14 @@ name = "orders"
 source_topics = ["orders"]
 plugin = "{partitioner}"
 default_target = "orders-by-tenant"
+on_failure = "skip"
 
 [[routes]]
 name = "events"
 source_topics = ["events"]
 plugin = "{envelope_router}"
 default_target = "orders.created"
+on_failure = "skip"
 allowed_targets = ["orders.*"]
 plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.paid", "order.shipped" = "orders.shipped" }}
 "#,

@@ -19,6 +19,7 @@
 //! - [`demo`]: `switchyard demo`, the record path on an embedded Kafka.
 //! - [`cli`]: the `switchyard` command line; `src/main.rs` only calls it.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -8,7 +8,7 @@
 //! number.
 //!
 //! Output: `{"offset":N,"outputs":[...]}` or
-//! `{"offset":N,"error":{"kind":"retry|reject|trap|timeout|memory|invalid","message":"..."}}`;
+//! `{"offset":N,"error":{"kind":"retry|reject|trap|timeout|memory|invalid-output","message":"..."}}`;
 //! a line that is not a valid record gives `{"line":N,"error":{"kind":"input",...}}`
 //! and processing goes on.
 

@@ -1,12 +1,14 @@
 //! A configured route at run time: its plugin, and the checks every output
 //! passes before it is produced.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use crate::config::RouteConfig;
+use crate::config::{FailurePolicy, RouteConfig};
 use crate::plugin::{
     FailureKind, PartitionCounts, Plugin, PluginError, PluginInstance, RouteContext, RouteFailure,
 };
@@ -34,6 +36,101 @@ pub struct Route {
     /// record, no lock) with the generation their instance was built from.
     generation: AtomicU64,
     topics: Arc<dyn Topics>,
+    /// What happens to records that fail for good.
+    policy: FailurePolicy,
+    /// Counts of what the route did.
+    pub stats: RouteStats,
+    /// Partitions held at a failed record (`on_failure = "stop"`).
+    halted: Mutex<BTreeMap<(String, i32), Halt>>,
+    /// Wakes workers waiting for a swap (held partitions, backoff) when a
+    /// plugin is swapped or a worker is told to stop.
+    wake: (Mutex<()>, Condvar),
+}
+
+/// A partition held at a record (`on_failure = "stop"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Halt {
+    /// The record's offset: nothing from here on is committed.
+    pub offset: i64,
+    /// Why the record failed.
+    pub reason: String,
+}
+
+/// What a route did, counted since it started. Read with
+/// [`RouteStats::snapshot`].
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    routed: AtomicU64,
+    outputs: AtomicU64,
+    filtered: AtomicU64,
+    retries: AtomicU64,
+    dead_lettered: AtomicU64,
+    skipped: AtomicU64,
+    failures: [AtomicU64; FailureKind::ALL.len()],
+}
+
+/// [`RouteStats`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    /// Records the plugin routed (one or more outputs, or none).
+    pub routed: u64,
+    /// Outputs handed to the producer (dead-letter records not included).
+    pub outputs: u64,
+    /// Routed records with no output.
+    pub filtered: u64,
+    /// Calls repeated after a `retry` answer.
+    pub retries: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Failed records skipped (`on_failure = "skip"`).
+    pub skipped: u64,
+    /// Failed records by kind (one count per record, after its last
+    /// attempt).
+    pub failures: BTreeMap<&'static str, u64>,
+}
+
+impl RouteStats {
+    pub(crate) fn add_routed(&self, outputs: usize) {
+        self.routed.fetch_add(1, Ordering::Relaxed);
+        if outputs == 0 {
+            self.filtered.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.outputs.fetch_add(outputs as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn add_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_failure(&self, kind: FailureKind, policy: &FailurePolicy) {
+        self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
+        match policy {
+            FailurePolicy::DeadLetter(_) => &self.dead_lettered,
+            FailurePolicy::Skip => &self.skipped,
+            FailurePolicy::Stop => return,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    #[must_use]
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        StatsSnapshot {
+            routed: get(&self.routed),
+            outputs: get(&self.outputs),
+            filtered: get(&self.filtered),
+            retries: get(&self.retries),
+            dead_lettered: get(&self.dead_lettered),
+            skipped: get(&self.skipped),
+            failures: FailureKind::ALL
+                .iter()
+                .map(|kind| (kind.as_str(), get(&self.failures[*kind as usize])))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Route {
@@ -69,11 +166,74 @@ impl Route {
     pub fn new(config: RouteConfig, plugin: Option<Plugin>, topics: Arc<dyn Topics>) -> Self {
         Self {
             default_target: config.default_target.as_str().into(),
-            config,
             plugin: ArcSwapOption::from(plugin.map(Arc::new)),
             generation: AtomicU64::new(0),
             topics,
+            policy: config.failure_policy(),
+            stats: RouteStats::default(),
+            halted: Mutex::default(),
+            wake: (Mutex::new(()), Condvar::new()),
+            config,
         }
+    }
+
+    /// What happens to records that fail for good.
+    #[must_use]
+    pub fn policy(&self) -> &FailurePolicy {
+        &self.policy
+    }
+
+    /// Partitions held at a failed record, with the record and the reason.
+    #[must_use]
+    pub fn halted(&self) -> BTreeMap<(String, i32), Halt> {
+        self.halted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_halted(&self, topic: &str, partition: i32, halt: Option<Halt>) {
+        let mut halted = self.halted.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (topic.to_owned(), partition);
+        match halt {
+            Some(halt) => halted.insert(key, halt),
+            None => halted.remove(&key),
+        };
+    }
+
+    /// The generation of the plugin routing now (bumped by each swap).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `timeout` for a swap past `generation` or for `done` to
+    /// turn true (checked under the lock [`Route::wake_all`] takes, so no
+    /// wake-up is missed). Returns early on either.
+    pub(crate) fn wait(&self, generation: u64, timeout: Duration, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + timeout;
+        let (lock, condvar) = &self.wake;
+        let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if done() || self.generation() != generation {
+                return;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            guard = condvar
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Wakes every worker in [`Route::wait`] to look at its conditions.
+    pub(crate) fn wake_all(&self) {
+        let (lock, condvar) = &self.wake;
+        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        condvar.notify_all();
     }
 
     /// The route's name.
@@ -111,6 +271,7 @@ impl Route {
     pub fn swap_plugin(&self, plugin: Plugin) {
         self.plugin.store(Some(Arc::new(plugin)));
         self.generation.fetch_add(1, Ordering::Release);
+        self.wake_all();
     }
 
     /// A new router for one partition worker (with its own plugin instance).
@@ -155,15 +316,38 @@ pub struct Routed {
 }
 
 impl RouteInstance {
+    /// The route's name.
+    #[must_use]
+    pub fn route_name(&self) -> &str {
+        self.route.name()
+    }
+
+    /// The plugin this instance routes with, if any.
+    #[must_use]
+    pub fn plugin(&self) -> Option<&Plugin> {
+        self.plugin.as_ref().map(PluginInstance::plugin)
+    }
+
     /// The plugin's decision for `record` (passthrough without a plugin),
-    /// with every output checked: topic allowed and existing, partition in
-    /// range.
+    /// with every output checked: not too many, not too large, topic
+    /// allowed and existing, partition in range.
     pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Vec<Routed>, RouteFailure> {
         self.follow_swaps();
         let outputs = match &mut self.plugin {
             Some(plugin) => plugin.route(record)?,
             None => vec![Output::forward(record.clone())],
         };
+        let limits = &self.route.config.limits;
+        if outputs.len() > limits.max_outputs as usize {
+            return Err(RouteFailure::new(
+                FailureKind::Invalid,
+                format!(
+                    "{} outputs for one record: the route's limit (limits.max_outputs) is {}",
+                    outputs.len(),
+                    limits.max_outputs
+                ),
+            ));
+        }
         outputs
             .into_iter()
             .enumerate()
@@ -200,6 +384,13 @@ impl RouteInstance {
         let invalid = |message: String| {
             RouteFailure::new(FailureKind::Invalid, format!("output {i}: {message}"))
         };
+        let max_bytes = self.route.config.limits.max_output_bytes;
+        let size = output.size() as u64;
+        if size > max_bytes {
+            return Err(invalid(format!(
+                "{size} bytes: the route's limit (limits.max_output_bytes) is {max_bytes}"
+            )));
+        }
         // Per output: the default target is shared, not copied.
         let topic: Arc<str> = match output.topic.take() {
             Some(topic) => topic.into(),

@@ -438,7 +438,7 @@ fn an_output_partition_out_of_range_is_reported_as_invalid() {
     );
     assert_eq!(
         out[0]["error"],
-        json!({"kind": "invalid", "message": "output 0: partition 9999 is out of range for topic 'output' (6 partitions)"})
+        json!({"kind": "invalid-output", "message": "output 0: partition 9999 is out of range for topic 'output' (6 partitions)"})
     );
 }
 

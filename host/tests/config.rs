@@ -69,7 +69,7 @@ fn write_config(dir: &Path, bootstrap: &str, plugin: &str) -> std::path::PathBuf
     std::fs::write(
         &path,
         format!(
-            "[kafka]\nbootstrap_servers = \"{bootstrap}\"\n\n[[routes]]\nname = \"orders\"\nsource_topics = [\"orders\"]\nplugin = \"{plugin}\"\ndefault_target = \"out\"\n"
+            "[kafka]\nbootstrap_servers = \"{bootstrap}\"\n\n[[routes]]\nname = \"orders\"\nsource_topics = [\"orders\"]\nplugin = \"{plugin}\"\ndefault_target = \"out\"\non_failure = \"skip\"\n"
         ),
     )
     .unwrap();

@@ -40,6 +40,7 @@ name = "copy"
 source_topics = ["{src}"]
 plugin = "{}"
 default_target = "{dst}"
+on_failure = "skip"
 "#,
             broker(),
             switchyard_plugin_fixtures::hello().display()

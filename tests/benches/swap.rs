@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         let config = RouterConfig::parse(
             Path::new("swap.toml"),
             &format!(
-                "[kafka]\nbootstrap_servers = \"127.0.0.1:9\"\n[[routes]]\nname = \"r\"\nsource_topics = [\"in\"]\nplugin = \"{}\"\ndefault_target = \"out\"\n{plugin_config}\n",
+                "[kafka]\nbootstrap_servers = \"127.0.0.1:9\"\n[[routes]]\nname = \"r\"\nsource_topics = [\"in\"]\nplugin = \"{}\"\ndefault_target = \"out\"\non_failure = \"skip\"\n{plugin_config}\n",
                 path.display()
             ),
         )?;

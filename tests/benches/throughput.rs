@@ -164,7 +164,7 @@ fn router(source: &str, target: &str, plugin: Option<&Path>) -> anyhow::Result<B
     let config = switchyard_tests::router_config(
         &random_topic("bench-group"),
         &format!(
-            "[[routes]]\nname = \"bench\"\nsource_topics = [\"{source}\"]\n{plugin_line}\ndefault_target = \"{target}\"\n"
+            "[[routes]]\nname = \"bench\"\nsource_topics = [\"{source}\"]\n{plugin_line}\ndefault_target = \"{target}\"\non_failure = \"skip\"\n"
         ),
     )?;
     let engine = PluginEngine::new()?;

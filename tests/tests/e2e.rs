@@ -54,7 +54,7 @@ fn route_in_group(group: &str, source: &str, plugin: &Path, target: &str) -> Rou
     config(
         group,
         &format!(
-            "[[routes]]\nname = \"r\"\nsource_topics = [\"{source}\"]\nplugin = \"{}\"\ndefault_target = \"{target}\"\n",
+            "[[routes]]\nname = \"r\"\nsource_topics = [\"{source}\"]\nplugin = \"{}\"\ndefault_target = \"{target}\"\non_failure = \"skip\"\n",
             plugin.display()
         ),
     )
@@ -179,6 +179,7 @@ name = "events"
 source_topics = ["{src}"]
 plugin = "{}"
 default_target = "{created}"
+on_failure = "skip"
 allowed_targets = ["{created}", "{paid}"]
 plugin_config = {{ "order.created" = "{created}", "order.paid" = "{paid}" }}
 "#,
@@ -283,6 +284,7 @@ name = "fan"
 source_topics = ["{fan_src}"]
 plugin = "{fan}"
 default_target = "{a}"
+on_failure = "skip"
 allowed_targets = ["{a}", "{b}", "{c}"]
 plugin_config = {{ topics = "{a},{b},{c}" }}
 
@@ -291,6 +293,7 @@ name = "filter"
 source_topics = ["{filter_src}"]
 plugin = "{filter}"
 default_target = "{paid}"
+on_failure = "skip"
 plugin_config = {{ field = "status", equals = "paid" }}
 
 [[routes]]
@@ -298,6 +301,7 @@ name = "redact"
 source_topics = ["{redact_src}"]
 plugin = "{redact}"
 default_target = "{clean}"
+on_failure = "skip"
 plugin_config = {{ fields = "password,card.number" }}
 "#,
             fan = fixtures::fan_out().display(),
@@ -376,6 +380,7 @@ fn one_route_consumes_several_source_topics() {
 name = "merge"
 source_topics = ["{s1}", "{s2}"]
 default_target = "{dst}"
+on_failure = "skip"
 "#
         ),
     );

@@ -113,7 +113,7 @@ fn plugin_swaps_by_every_method_lose_and_reorder_nothing() {
     let config = switchyard_tests::router_config(
         &random_topic("group"),
         &format!(
-            "[[routes]]\nname = \"swap\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\n",
+            "[[routes]]\nname = \"swap\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\non_failure = \"skip\"\n",
             plugin.display()
         ),
     )
@@ -269,7 +269,7 @@ fn the_routes_endpoint_shows_the_plugin_version_routing_now() {
     let config = switchyard_tests::router_config(
         &random_topic("group"),
         &format!(
-            "[[routes]]\nname = \"ep\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            "[[routes]]\nname = \"ep\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\non_failure = \"skip\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
             plugin.display()
         ),
     )

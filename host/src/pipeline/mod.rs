@@ -23,7 +23,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use self::offsets::{OffsetStore, PartitionOffsets};
 use self::worker::{Offer, Worker, WorkerParts};
-use crate::config::RouterConfig;
+use crate::config::{FailurePolicy, RouterConfig};
 use crate::kafka::{self, OutputProducer, TopicCache};
 use crate::plugin::{PluginEngine, PluginError, RouteFailure};
 use crate::record::{Header, SourceRecord};
@@ -44,30 +44,41 @@ pub struct RecordFailure<'a> {
     pub route: &'a str,
     /// The record.
     pub record: &'a SourceRecord,
-    /// What went wrong.
+    /// What went wrong (at the last attempt).
     pub failure: &'a RouteFailure,
+    /// Calls of the plugin for the record.
+    pub attempts: u32,
+    /// What happens to the record now.
+    pub policy: &'a FailurePolicy,
 }
 
-/// Told about every record that could not be routed.
+/// Told about every record that failed for good (after its retries),
+/// before the route's failure policy is applied to it.
 pub trait FailureSink: Send + Sync {
-    /// `failure` happened; the record is skipped after this returns.
+    /// `failure` happened.
     fn failed(&self, failure: &RecordFailure<'_>);
 }
 
-/// Logs each failed record with its coordinates and skips it.
+/// Logs each failed record with its coordinates, reason and fate.
 #[derive(Debug, Default)]
 pub struct LogFailures;
 
 impl FailureSink for LogFailures {
     fn failed(&self, f: &RecordFailure<'_>) {
+        let fate = match f.policy {
+            FailurePolicy::DeadLetter(topic) => format!("to dead-letter topic '{topic}'"),
+            FailurePolicy::Skip => "skipped".to_owned(),
+            FailurePolicy::Stop => "the partition is held at it".to_owned(),
+        };
         tracing::warn!(
             route = f.route,
             topic = %f.record.topic,
             partition = f.record.partition,
             offset = f.record.offset,
             kind = %f.failure.kind,
+            attempts = f.attempts,
             reason = %f.failure.message,
-            "record not routed, skipped"
+            "record not routed: {fate}"
         );
     }
 }
@@ -91,11 +102,13 @@ pub enum StartError {
         /// librdkafka's error.
         error: KafkaError,
     },
-    /// A route's default target does not exist.
-    #[error("route '{route}': default_target '{topic}' does not exist on the cluster")]
+    /// A route's default target or dead-letter topic does not exist.
+    #[error("route '{route}': {field} '{topic}' does not exist on the cluster")]
     MissingTarget {
         /// The route.
         route: String,
+        /// `default_target` or `dead_letter_topic`.
+        field: &'static str,
         /// The topic.
         topic: String,
     },
@@ -244,15 +257,20 @@ pub fn start(
 
     let mut routes = HashMap::new();
     for (route_config, plugin) in config.routes.iter().zip(plugins) {
-        if topics
-            .cache
-            .partition_count(&route_config.default_target)
-            .is_none()
-        {
-            return Err(StartError::MissingTarget {
-                route: route_config.name.clone(),
-                topic: route_config.default_target.clone(),
-            });
+        let targets = [
+            ("default_target", Some(&route_config.default_target)),
+            ("dead_letter_topic", route_config.dead_letter_topic.as_ref()),
+        ];
+        for (field, topic) in targets {
+            if let Some(topic) = topic
+                && topics.cache.partition_count(topic).is_none()
+            {
+                return Err(StartError::MissingTarget {
+                    route: route_config.name.clone(),
+                    field,
+                    topic: topic.clone(),
+                });
+            }
         }
         let route = Arc::new(Route::new(route_config.clone(), plugin, topics.clone()));
         // Check the plugin accepts its configuration before consuming.

@@ -73,6 +73,18 @@ impl PartitionOffsets {
         }
     }
 
+    /// The source topic.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The source partition.
+    #[must_use]
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // The state stays consistent even if a holder panicked mid-way:
         // every update is a single push, pop or assignment.

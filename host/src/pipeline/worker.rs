@@ -7,19 +7,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
+
 use super::offsets::PartitionOffsets;
 use super::{FailureSink, RecordFailure};
+use crate::config::FailurePolicy;
 use crate::kafka::{Delivery, OutputProducer};
-use crate::record::SourceRecord;
-use crate::route::Route;
+use crate::plugin::{FailureKind, RouteFailure};
+use crate::record::{Header, Output, OutputHeaders, SourceRecord};
+use crate::route::{Halt, Route, RouteInstance, Routed};
 
 /// Records buffered between the consumer and one worker; beyond this the
 /// consumer pauses the partition.
 const QUEUE: usize = 1024;
 
+/// A held partition looks at its stop flag at least this often (it is also
+/// woken at once by a swap or a stop).
+const HALT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `dlq-error` is cut to this many bytes (a trap message carries what the
+/// plugin printed).
+const MAX_ERROR_HEADER: usize = 4096;
+
 /// The consumer's side of a worker.
 pub(super) struct Worker {
     tx: Option<SyncSender<SourceRecord>>,
+    route: Arc<Route>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub(super) offsets: Arc<PartitionOffsets>,
@@ -59,6 +72,7 @@ impl Worker {
         let (tx, rx) = sync_channel(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
         let offsets = parts.offsets.clone();
+        let route = parts.route.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{topic}-{partition}"))
             .spawn({
@@ -67,6 +81,7 @@ impl Worker {
             })?;
         Ok(Self {
             tx: Some(tx),
+            route,
             stop,
             thread: Some(thread),
             offsets,
@@ -125,6 +140,8 @@ impl Worker {
     /// are consumed again by whoever owns the partition next.
     pub(super) fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // A worker backing off or held at a record waits on its route.
+        self.route.wake_all();
         self.tx = None;
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
@@ -138,8 +155,8 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
     let WorkerParts {
         route,
         producer,
-        failures,
         offsets,
+        ..
     } = parts;
     let mut instance = match route.instance() {
         Ok(instance) => instance,
@@ -148,21 +165,14 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
             return;
         }
     };
+    let stopping = || stop.load(Ordering::Acquire) || offsets.is_stopped();
     while let Ok(record) = rx.recv() {
-        if stop.load(Ordering::Acquire) || offsets.is_stopped() {
+        if stopping() {
             break;
         }
         let record = Arc::new(record);
-        let routed = match instance.route(&record) {
-            Ok(routed) => routed,
-            Err(failure) => {
-                failures.failed(&RecordFailure {
-                    route: route.name(),
-                    record: &record,
-                    failure: &failure,
-                });
-                Vec::new()
-            }
+        let Some(routed) = decide(parts, &mut instance, &record, &stopping) else {
+            break;
         };
         let ack = offsets.begin(record.offset, routed.len());
         for out in &routed {
@@ -175,5 +185,175 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
                 break;
             }
         }
+    }
+    route.set_halted(offsets.topic(), offsets.partition(), None);
+}
+
+/// What to produce for `record`: its outputs, its dead-letter record, or
+/// nothing (filtered or skipped). `None` when the worker must stop first.
+fn decide(
+    parts: &WorkerParts,
+    instance: &mut RouteInstance,
+    record: &Arc<SourceRecord>,
+    stopping: &dyn Fn() -> bool,
+) -> Option<Vec<Routed>> {
+    let route = &parts.route;
+    loop {
+        let (failure, attempts) = match attempt(route, instance, record, stopping)? {
+            Ok(routed) => {
+                route.stats.add_routed(routed.len());
+                return Some(routed);
+            }
+            Err(failed) => failed,
+        };
+        route.stats.add_failure(failure.kind, route.policy());
+        parts.failures.failed(&RecordFailure {
+            route: route.name(),
+            record,
+            failure: &failure,
+            attempts,
+            policy: route.policy(),
+        });
+        match route.policy() {
+            FailurePolicy::DeadLetter(topic) => {
+                return Some(vec![dead_letter(
+                    topic, record, &failure, attempts, instance,
+                )]);
+            }
+            FailurePolicy::Skip => return Some(Vec::new()),
+            FailurePolicy::Stop => {
+                // Hold the partition at this record until a new plugin
+                // version is swapped in; then route it again.
+                let generation = route.generation();
+                tracing::error!(
+                    route = route.name(),
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    "partition held at a failed record (on_failure = \"stop\"): nothing past it is routed or committed until a new plugin version is swapped in"
+                );
+                route.set_halted(
+                    &record.topic,
+                    record.partition,
+                    Some(Halt {
+                        offset: record.offset,
+                        reason: failure.to_string(),
+                    }),
+                );
+                while !stopping() && route.generation() == generation {
+                    route.wait(generation, HALT_RECHECK, stopping);
+                }
+                if stopping() {
+                    return None;
+                }
+                route.set_halted(&record.topic, record.partition, None);
+                tracing::info!(
+                    route = route.name(),
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    "plugin swapped: routing the held record again"
+                );
+            }
+        }
+    }
+}
+
+/// Routes `record`, calling the plugin again after `retry` answers as the
+/// route's backoff says. Gives the failure and the number of calls made
+/// when the record fails for good; `None` when the worker must stop.
+fn attempt(
+    route: &Route,
+    instance: &mut RouteInstance,
+    record: &Arc<SourceRecord>,
+    stopping: &dyn Fn() -> bool,
+) -> Option<Result<Vec<Routed>, (RouteFailure, u32)>> {
+    let retry = &route.config.retry;
+    let backoff = retry.backoff();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let failure = match instance.route(record) {
+            Ok(routed) => return Some(Ok(routed)),
+            Err(failure) => failure,
+        };
+        if failure.kind != FailureKind::Retry || attempts >= retry.max_attempts {
+            return Some(Err((failure, attempts)));
+        }
+        route.stats.add_retry();
+        let wait = backoff.delay(attempts);
+        tracing::debug!(
+            route = route.name(),
+            topic = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
+            attempt = attempts,
+            wait_ms = wait.as_millis(),
+            reason = %failure.message,
+            "plugin asked to retry"
+        );
+        let generation = route.generation();
+        route.wait(generation, wait, stopping);
+        if stopping() {
+            return None;
+        }
+        if route.generation() != generation {
+            // A new plugin version gets a fresh set of attempts.
+            attempts = 0;
+        }
+    }
+}
+
+/// The dead-letter record of `record`: its key, value, timestamp and
+/// headers (earlier `dlq-*` headers replaced), plus headers that say why.
+fn dead_letter(
+    topic: &str,
+    record: &Arc<SourceRecord>,
+    failure: &RouteFailure,
+    attempts: u32,
+    instance: &RouteInstance,
+) -> Routed {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let (plugin, version) = instance
+        .plugin()
+        .map_or(("none", "none"), |p| (p.name(), p.version()));
+    let mut error = failure.message.clone();
+    if error.len() > MAX_ERROR_HEADER {
+        let mut end = MAX_ERROR_HEADER;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.truncate(end);
+        error.push_str("...");
+    }
+    let why = [
+        ("dlq-error", error),
+        ("dlq-error-kind", failure.kind.dead_letter_kind().to_owned()),
+        ("dlq-attempts", attempts.to_string()),
+        ("dlq-original-topic", record.topic.clone()),
+        ("dlq-original-partition", record.partition.to_string()),
+        ("dlq-original-offset", record.offset.to_string()),
+        ("dlq-timestamp", now_ms.to_string()),
+        ("dlq-route", instance.route_name().to_owned()),
+        ("dlq-plugin", plugin.to_owned()),
+        ("dlq-plugin-version", version.to_owned()),
+    ];
+    let headers = record
+        .headers
+        .iter()
+        .filter(|h| !h.key.starts_with("dlq-"))
+        .cloned()
+        .chain(why.into_iter().map(|(key, value)| Header {
+            key: key.to_owned(),
+            value: Bytes::from(value),
+        }))
+        .collect();
+    let mut output = Output::forward(record.clone());
+    output.headers = OutputHeaders::Replace(headers);
+    Routed {
+        topic: topic.into(),
+        output,
     }
 }

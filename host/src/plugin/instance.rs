@@ -34,7 +34,17 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    /// Lower-case name used in reports and dead-letter headers.
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [Self; 6] = [
+        Self::Retry,
+        Self::Reject,
+        Self::Trap,
+        Self::Timeout,
+        Self::Memory,
+        Self::Invalid,
+    ];
+
+    /// Lower-case name used in reports and metrics.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -43,7 +53,17 @@ impl FailureKind {
             Self::Trap => "trap",
             Self::Timeout => "timeout",
             Self::Memory => "memory",
-            Self::Invalid => "invalid",
+            Self::Invalid => "invalid-output",
+        }
+    }
+
+    /// The `dlq-error-kind` header of a record that failed for good this
+    /// way: a `retry` answer only fails for good once attempts run out.
+    #[must_use]
+    pub const fn dead_letter_kind(self) -> &'static str {
+        match self {
+            Self::Retry => "retry-exhausted",
+            other => other.as_str(),
         }
     }
 }
