@@ -260,7 +260,7 @@ pub struct LimitsConfig {
 }
 
 const fn default_max_outputs() -> u32 {
-    1000
+    Limits::DEFAULT_MAX_OUTPUTS as u32
 }
 
 /// librdkafka's own default `message.max.bytes`: a larger output would be
@@ -301,6 +301,7 @@ impl LimitsConfig {
             memory_bytes: (self.memory_mib as usize) << 20,
             route_timeout: Duration::from_millis(self.route_timeout_ms),
             init_timeout: Duration::from_millis(self.init_timeout_ms),
+            max_outputs: self.max_outputs as usize,
         }
     }
 }

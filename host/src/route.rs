@@ -329,7 +329,7 @@ impl RouteInstance {
     }
 
     /// The plugin's decision for `record` (passthrough without a plugin),
-    /// with every output checked: not too many, not too large, topic
+    /// with every output checked: not too large, topic
     /// allowed and existing, partition in range.
     pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Vec<Routed>, RouteFailure> {
         self.follow_swaps();
@@ -337,17 +337,6 @@ impl RouteInstance {
             Some(plugin) => plugin.route(record)?,
             None => vec![Output::forward(record.clone())],
         };
-        let limits = &self.route.config.limits;
-        if outputs.len() > limits.max_outputs as usize {
-            return Err(RouteFailure::new(
-                FailureKind::Invalid,
-                format!(
-                    "{} outputs for one record: the route's limit (limits.max_outputs) is {}",
-                    outputs.len(),
-                    limits.max_outputs
-                ),
-            ));
-        }
         outputs
             .into_iter()
             .enumerate()

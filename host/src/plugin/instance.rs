@@ -208,6 +208,7 @@ impl PluginInstance {
         }
         let state = self.store.data_mut();
         state.current = Some(record.clone());
+        state.limiter.exceeded = None;
         state.stderr.next_call();
         self.store
             .set_epoch_deadline(ticks(self.limits.route_timeout));
@@ -216,6 +217,14 @@ impl PluginInstance {
             .call_route(&mut self.store, Resource::<Inbound>::new_borrow(0));
         self.store.data_mut().current = None;
         match result {
+            Ok(Ok(outputs)) if outputs.len() > self.limits.max_outputs => Err(RouteFailure::new(
+                FailureKind::Invalid,
+                format!(
+                    "{} outputs for one record: the route's limit (limits.max_outputs) is {}",
+                    outputs.len(),
+                    self.limits.max_outputs
+                ),
+            )),
             Ok(Ok(outputs)) => Ok(outputs.into_iter().map(|o| convert(o, record)).collect()),
             Ok(Err(types::RouteError::Retry(reason))) => {
                 Err(RouteFailure::new(FailureKind::Retry, reason))
@@ -242,8 +251,8 @@ fn ticks(timeout: Duration) -> u64 {
 /// Classifies a failed call and says what happened in one line.
 fn describe_trap(e: &wasmtime::Error, store: &Store<HostState>) -> RouteFailure {
     let state = store.data();
-    if state.limiter.exceeded {
-        return RouteFailure::new(FailureKind::Memory, one_line(e));
+    if let Some(message) = &state.limiter.exceeded {
+        return RouteFailure::new(FailureKind::Memory, message.clone());
     }
     if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
         return RouteFailure::new(FailureKind::Timeout, "plugin ran past its time limit");

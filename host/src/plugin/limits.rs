@@ -14,6 +14,8 @@ pub struct Limits {
     pub route_timeout: Duration,
     /// Wall time `init` may take (plugins in other languages start slowly).
     pub init_timeout: Duration,
+    /// Outputs one record may have (checked before they are converted).
+    pub max_outputs: usize,
 }
 
 impl Limits {
@@ -25,6 +27,9 @@ impl Limits {
     pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(1);
     /// Ten seconds for `init`.
     pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// A thousand outputs per record: far above any fan-out seen in
+    /// practice, far below what would hurt the producer.
+    pub const DEFAULT_MAX_OUTPUTS: usize = 1000;
 }
 
 impl Default for Limits {
@@ -33,6 +38,7 @@ impl Default for Limits {
             memory_bytes: Self::DEFAULT_MEMORY_BYTES,
             route_timeout: Self::DEFAULT_ROUTE_TIMEOUT,
             init_timeout: Self::DEFAULT_INIT_TIMEOUT,
+            max_outputs: Self::DEFAULT_MAX_OUTPUTS,
         }
     }
 }
@@ -42,7 +48,8 @@ impl Default for Limits {
 #[derive(Debug)]
 pub(super) struct MemoryLimiter {
     max_bytes: usize,
-    pub(super) exceeded: bool,
+    /// Set when a growth was refused: what was asked for, in one line.
+    pub(super) exceeded: Option<String>,
 }
 
 /// Tables hold function references; no sane plugin needs more elements.
@@ -52,7 +59,7 @@ impl MemoryLimiter {
     pub(super) fn new(max_bytes: usize) -> Self {
         Self {
             max_bytes,
-            exceeded: false,
+            exceeded: None,
         }
     }
 }
@@ -65,12 +72,13 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.max_bytes {
-            self.exceeded = true;
-            wasmtime::bail!(
-                "memory limit exceeded: wanted {} MiB, limit is {} MiB",
-                desired >> 20,
+            let message = format!(
+                "plugin tried to grow its memory to {} MiB; the route's limit (limits.memory_mib) is {} MiB",
+                desired.div_ceil(1 << 20),
                 self.max_bytes >> 20
             );
+            self.exceeded = Some(message.clone());
+            wasmtime::bail!(message);
         }
         Ok(true)
     }

@@ -1,0 +1,149 @@
+//! Test fixture, not an example: everything a hostile or broken plugin
+//! might do, chosen by the record's value, so that tests can check the
+//! router contains it. Any other value is forwarded unchanged.
+//!
+//! | value | what the plugin does |
+//! |---|---|
+//! | `loop` | never returns |
+//! | `grow` | allocates 1 MiB after 1 MiB, forever |
+//! | `recurse` | recurses until the stack runs out |
+//! | `panic` | panics |
+//! | `trap` | executes `unreachable` |
+//! | `huge-output` | returns one output of 100 MiB |
+//! | `million-outputs` | returns 1,000,000 outputs |
+//! | `bad-partition` | writes to partition 9999 |
+//! | `bad-topic` | writes to the topic `forbidden` |
+//! | `retry` | asks for a retry, every time |
+//! | `retry-twice` | asks for a retry twice, then forwards with header `attempts: 3` |
+//! | `reject` | rejects the record |
+//! | `read-file` | reads `/etc/passwd`: forwards its content if it can, rejects with the error if not |
+//! | `read-env` | reads the environment: forwards it if there is any, rejects if not |
+//! | `socket:PORT` | connects to 127.0.0.1:PORT and writes to it; rejects with the error if it cannot |
+//! | `exit` | calls `exit(3)` |
+//!
+//! Config `init = "panic" | "loop" | "refuse"` makes `init` fail that way.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use switchyard_sdk::{Config, Message, Output, Plugin, RouteError, RouteResult};
+
+/// The fixture. Remembers how often each offset asked for a retry.
+pub struct Hostile {
+    retries: RefCell<HashMap<i64, u32>>,
+}
+
+#[switchyard_sdk::plugin]
+impl Plugin for Hostile {
+    #[allow(clippy::panic, reason = "failing init on demand is this fixture's job")]
+    fn init(config: &Config) -> Result<Self, String> {
+        config.deny_unknown(&["init"])?;
+        match config.get("init") {
+            Some("panic") => panic!("init asked to panic"),
+            Some("loop") => spin(),
+            Some("refuse") => Err("init asked to refuse".to_owned()),
+            Some(other) => Err(format!("unknown init behaviour '{other}'")),
+            None => Ok(Self {
+                retries: RefCell::default(),
+            }),
+        }
+    }
+
+    #[allow(clippy::panic, reason = "panicking on demand is this fixture's job")]
+    fn route(&self, msg: &Message) -> RouteResult {
+        let value = msg.value_str().unwrap_or_default();
+        if let Some(port) = value.strip_prefix("socket:") {
+            return connect(port);
+        }
+        match value {
+            "loop" => spin(),
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(black_box(vec![1; 1 << 20]));
+                    black_box(&hoard);
+                }
+            }
+            "recurse" => Ok(vec![
+                Output::forward().header("depth", recurse(0).to_string()),
+            ]),
+            "panic" => panic!("asked to panic at offset {}", msg.offset()),
+            "trap" => trap(),
+            "huge-output" => Ok(vec![Output::forward().value(vec![b'x'; 100 << 20])]),
+            "million-outputs" => Ok((0..1_000_000).map(|_| Output::forward()).collect()),
+            "bad-partition" => Ok(vec![Output::forward().partition(9999)]),
+            "bad-topic" => Ok(vec![Output::forward().to_topic("forbidden")]),
+            "retry" => Err(RouteError::retry("asked to retry, forever")),
+            "retry-twice" => {
+                let mut retries = self.retries.borrow_mut();
+                let seen = retries.entry(msg.offset()).or_default();
+                *seen += 1;
+                if *seen <= 2 {
+                    Err(RouteError::retry(format!("attempt {seen} asked to retry")))
+                } else {
+                    let attempts = seen.to_string();
+                    retries.remove(&msg.offset());
+                    Ok(vec![Output::forward().header("attempts", attempts)])
+                }
+            }
+            "reject" => Err(RouteError::reject("asked to reject")),
+            "read-file" => match std::fs::read("/etc/passwd") {
+                Ok(stolen) => Ok(vec![Output::forward().value(stolen)]),
+                Err(e) => Err(RouteError::reject(format!("cannot read /etc/passwd: {e}"))),
+            },
+            "read-env" => {
+                let env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                if env.is_empty() {
+                    Err(RouteError::reject("the environment is empty"))
+                } else {
+                    Ok(vec![Output::forward().value(env.join("\n"))])
+                }
+            }
+            "exit" => std::process::exit(3),
+            _ => Ok(vec![Output::forward()]),
+        }
+    }
+}
+
+fn connect(port: &str) -> RouteResult {
+    use std::io::Write;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| RouteError::reject(format!("bad port '{port}'")))?;
+    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+        Ok(mut stream) => {
+            let sent = stream.write_all(b"escaped the sandbox\n");
+            Ok(vec![
+                Output::forward().value(format!("connected to port {port}: {sent:?}")),
+            ])
+        }
+        Err(e) => Err(RouteError::reject(format!(
+            "cannot connect to 127.0.0.1:{port}: {e}"
+        ))),
+    }
+}
+
+fn spin() -> ! {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// Recurses with a frame the optimizer cannot remove, never returning.
+#[allow(unconditional_recursion, reason = "exhausting the stack is the point")]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 64]);
+    recurse(black_box(
+        frame[usize::try_from(depth % 64).unwrap_or(0)] + 1,
+    )) + frame[0]
+}
+
+#[cfg(target_arch = "wasm32")]
+fn trap() -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn trap() -> ! {
+    std::process::abort()
+}
