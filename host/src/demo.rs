@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -35,44 +35,22 @@ const MALFORMED: [&str; 4] = [
     r#"{"version":1,"payload":{}}"#,
     "",
 ];
-const TOPICS: [(&str, i32); 6] = [
+const TOPICS: [(&str, i32); 7] = [
     ("orders", 3),
     ("orders-by-tenant", 6),
     ("events", 3),
     ("orders.created", 2),
     ("orders.paid", 2),
     ("orders.shipped", 2),
+    ("events.dlq", 1),
 ];
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Collects failed records by route, kind and reason.
-#[derive(Default)]
-struct Failures(Mutex<BTreeMap<(String, String, String), usize>>);
+/// The dead-letter topic is the demo's record of failures: nothing to log.
+struct Quiet;
 
-impl FailureSink for Failures {
-    fn failed(&self, f: &RecordFailure<'_>) {
-        let key = (
-            f.route.to_owned(),
-            f.failure.kind.to_string(),
-            f.failure.message.clone(),
-        );
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default() += 1;
-    }
-}
-
-impl Failures {
-    fn total(&self) -> usize {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .sum()
-    }
+impl FailureSink for Quiet {
+    fn failed(&self, _: &RecordFailure<'_>) {}
 }
 
 /// Runs the demo with the example plugins found in `plugins_dir`.
@@ -143,14 +121,14 @@ name = "orders"
 source_topics = ["orders"]
 plugin = "{partitioner}"
 default_target = "orders-by-tenant"
-on_failure = "skip"
+on_failure = "stop"
 
 [[routes]]
 name = "events"
 source_topics = ["events"]
 plugin = "{envelope_router}"
 default_target = "orders.created"
-on_failure = "skip"
+dead_letter_topic = "events.dlq"
 allowed_targets = ["orders.*"]
 plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.paid", "order.shipped" = "orders.shipped" }}
 "#,
@@ -158,18 +136,17 @@ plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.pa
         envelope_router = envelope_router.display(),
     );
     println!("Routes:\n  orders --[tenant_partitioner]--> orders-by-tenant (6 partitions)");
-    println!("  events --[envelope_router]--> orders.created | orders.paid | orders.shipped\n");
+    println!(
+        "  events --[envelope_router]--> orders.created | orders.paid | orders.shipped; failures -> events.dlq\n"
+    );
     let config = RouterConfig::parse(Path::new("demo.toml"), &toml)?;
-    let failures = Arc::new(Failures::default());
     let started = Instant::now();
-    let router = pipeline::start(&config, engine, failures.clone())?;
+    let router = pipeline::start(&config, engine, Arc::new(Quiet))?;
 
     let routed_events = EVENTS / EVENT_TYPES.len() * 3;
-    let expected_failures = EVENTS / EVENT_TYPES.len() + MALFORMED.len();
+    let dead_letters = EVENTS / EVENT_TYPES.len() + MALFORMED.len();
     let mut reader = TargetReader::new(&bootstrap)?;
-    reader.read_until(half + routed_events, || {
-        failures.total() >= expected_failures
-    })?;
+    reader.read_until(half + routed_events, dead_letters)?;
 
     // Hot swap: a new build of the partitioner replaces the file (written
     // aside, then renamed into place) while the router runs.
@@ -210,9 +187,7 @@ plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.pa
         "Replaced the partitioner's file while routing; then produced {} more orders\n",
         ORDERS - half
     );
-    reader.read_until(ORDERS + routed_events, || {
-        failures.total() >= expected_failures
-    })?;
+    reader.read_until(ORDERS + routed_events, dead_letters)?;
     let read = reader.read;
     let elapsed = started.elapsed();
     router.shutdown();
@@ -240,14 +215,15 @@ plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.pa
         };
         println!("  {tenant:<9} -> {:<4} ({verdict})", list.join(","));
     }
-    println!("\nNot routed (the route logs and skips them):");
-    for ((route, kind, reason), count) in failures
-        .0
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-    {
-        println!("  {count:>4} x route '{route}': {kind}: {reason}");
+    println!("\nDead-lettered to 'events.dlq' (each record as it was, plus headers that say why):");
+    for ((kind, error), count) in &read.dead_letters {
+        println!("  {count:>4} x {kind}: {error}");
+    }
+    if let Some(example) = &read.dead_letter_example {
+        println!("  the headers of one of them:");
+        for (key, value) in example {
+            println!("    {key}: {value}");
+        }
     }
     println!(
         "\nRouted {} records in {:.1}s (joining the consumer group included); offsets were committed only after every output was acknowledged.",
@@ -306,6 +282,10 @@ fn produce_workload(
 #[derive(Default)]
 struct TargetRead {
     total: usize,
+    /// Dead-letter records by (`dlq-error-kind`, `dlq-error`).
+    dead_letters: BTreeMap<(String, String), usize>,
+    /// The headers of the first dead-letter record.
+    dead_letter_example: Option<Vec<(String, String)>>,
     per_partition: BTreeMap<(String, i32), usize>,
     tenant_partitions: BTreeMap<String, BTreeSet<i32>>,
 }
@@ -339,11 +319,12 @@ impl TargetReader {
         })
     }
 
-    /// Reads until `expected` records in all arrived and `done()` holds.
-    fn read_until(&mut self, expected: usize, done: impl Fn() -> bool) -> anyhow::Result<()> {
+    /// Reads until `expected` routed records and `dead` dead-letter records
+    /// in all arrived.
+    fn read_until(&mut self, expected: usize, dead: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + TIMEOUT;
         let read = &mut self.read;
-        while read.total < expected || !done() {
+        while read.total < expected || read.dead_letters.values().sum::<usize>() < dead {
             if Instant::now() > deadline {
                 bail!(
                     "the demo did not finish within {TIMEOUT:?}: {} of {expected} records routed",
@@ -354,6 +335,32 @@ impl TargetReader {
                 continue;
             };
             let message = message?;
+            if message.topic() == "events.dlq" {
+                let headers: Vec<(String, String)> = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                                (h.key.to_owned(), value.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let get = |key: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                *read
+                    .dead_letters
+                    .entry((get("dlq-error-kind"), get("dlq-error")))
+                    .or_default() += 1;
+                read.dead_letter_example.get_or_insert(headers);
+                continue;
+            }
             read.total += 1;
             *read
                 .per_partition

@@ -3,7 +3,8 @@
 //!
 //! - `GET /routes`: every route with its sources, targets and the plugin
 //!   version routing now (content hash, file, size, when it was loaded),
-//!   plus hot-swap counts.
+//!   what happens to failed records, what the route did so far, partitions
+//!   held at a failed record, plus hot-swap counts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::config::FailurePolicy;
 use crate::reload::ReloadStats;
 use crate::route::Route;
 
@@ -115,11 +117,31 @@ async fn list_routes(State(shown): State<Shown>) -> Json<Value> {
                     "loaded_at_ms": p.loaded_at_ms(),
                 })
             });
+            let on_failure = match route.policy() {
+                FailurePolicy::DeadLetter(topic) => json!({ "dead_letter_topic": topic }),
+                FailurePolicy::Skip => json!("skip"),
+                FailurePolicy::Stop => json!("stop"),
+            };
+            let halted: Vec<Value> = route
+                .halted()
+                .into_iter()
+                .map(|((topic, partition), halt)| {
+                    json!({
+                        "topic": topic,
+                        "partition": partition,
+                        "offset": halt.offset,
+                        "reason": halt.reason,
+                    })
+                })
+                .collect();
             json!({
                 "name": route.name(),
                 "source_topics": route.config.source_topics,
                 "default_target": route.config.default_target,
                 "plugin": plugin,
+                "on_failure": on_failure,
+                "stats": route.stats.snapshot(),
+                "halted": halted,
             })
         })
         .collect();

@@ -536,8 +536,10 @@ fn the_demo_routes_its_workload_swaps_a_plugin_and_accounts_for_every_record() {
     );
     assert!(!out.contains("SPLIT"), "{out}");
     assert!(
-        out.contains("150 x route 'events': reject: unknown envelope type 'order.refunded'"),
+        out.contains("150 x reject: unknown envelope type 'order.refunded'"),
         "{out}"
     );
+    assert!(out.contains("    dlq-original-topic: events\n"), "{out}");
+    assert!(out.contains("    dlq-error-kind: reject\n"), "{out}");
     assert!(out.contains("Routed 3450 records"), "{out}");
 }

@@ -457,12 +457,12 @@ fn outputs_outside_the_allowed_targets_or_partitions_are_reported_and_the_route_
         vec![
             (
                 1,
-                "invalid".into(),
+                "invalid-output".into(),
                 "output 0: topic 'forbidden' is not an allowed target of route 'r'".into()
             ),
             (
                 3,
-                "invalid".into(),
+                "invalid-output".into(),
                 format!(
                     "output 0: partition 9999 is out of range for topic '{dst}' (3 partitions)"
                 )

@@ -141,13 +141,71 @@ fn stop_holds_the_partition_at_the_failed_record_until_a_new_plugin_version_is_s
 }
 
 #[test]
+fn a_record_backing_off_holds_only_its_partition_and_does_not_delay_a_stop() {
+    let (src, dst) = (random_topic("backoff-in"), random_topic("backoff-out"));
+    create_topics(&[(&src, 2), (&dst, 2)]).unwrap();
+    let group = random_topic("group");
+    // After its first `retry` the record waits a minute before its second
+    // and last attempt.
+    let router = start(&config(
+        &group,
+        &src,
+        &dst,
+        &fixtures::hostile(),
+        "on_failure = \"skip\"\n[routes.retry]\nmax_attempts = 2\ninitial_backoff_ms = 60000\nmax_backoff_ms = 60000\njitter = 0.0",
+    ));
+    let route = router.routes()[0].clone();
+    produce(&src, &["a", "retry", "b"].map(|v| on(0, v))).unwrap();
+    let flowing: Vec<TestRecord> = (0..200).map(|i| on(1, &format!("f{i}"))).collect();
+    produce(&src, &flowing).unwrap();
+
+    wait_until(TIMEOUT, || route.stats.snapshot().retries == 1).unwrap();
+    let out = consume(&dst, 1 + flowing.len(), TIMEOUT).unwrap();
+    assert_eq!(
+        values(&out, 0),
+        ["a"],
+        "'b' waits behind the retried record"
+    );
+    assert_eq!(values(&out, 1).len(), flowing.len(), "partition 1 flows");
+    wait_until(TIMEOUT, || {
+        committed(&group, &src, 2).is_ok_and(|c| c == HashMap::from([(0, 1), (1, 200)]))
+    })
+    .unwrap();
+
+    // Stopping cuts the wait short: the worker is woken, not left to sleep
+    // out its minute (the bound is far below it).
+    let stopping = std::time::Instant::now();
+    router.shutdown();
+    router.join();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "stopping waited for the backoff: {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        route.stats.snapshot().skipped,
+        0,
+        "the record was not given up"
+    );
+    assert_eq!(
+        committed(&group, &src, 2).unwrap()[&0],
+        1,
+        "the retried record is consumed again after a restart"
+    );
+}
+
+#[test]
 fn a_plugin_whose_init_fails_stops_the_start_with_the_file_and_the_reason() {
     let (src, dst) = (random_topic("init-in"), random_topic("init-out"));
     create_topics(&[(&src, 1), (&dst, 1)]).unwrap();
     let plugin = fixtures::hostile();
     let cases = [
         ("panic", "failed in init", "init asked to panic"),
-        ("refuse", "refused its configuration", "init asked to refuse"),
+        (
+            "refuse",
+            "refused its configuration",
+            "init asked to refuse",
+        ),
         ("loop", "failed in init", "plugin ran past its time limit"),
     ];
     for (how, what, reason) in cases {
@@ -160,10 +218,14 @@ fn a_plugin_whose_init_fails_stops_the_start_with_the_file_and_the_reason() {
                 "on_failure = \"skip\"\nplugin_config = {{ init = \"{how}\" }}\n[routes.limits]\ninit_timeout_ms = 300"
             ),
         );
-        let error = pipeline::start(&config, &PluginEngine::new().unwrap(), Arc::new(LogFailures))
-            .err()
-            .unwrap_or_else(|| panic!("init '{how}': the router started"))
-            .to_string();
+        let error = pipeline::start(
+            &config,
+            &PluginEngine::new().unwrap(),
+            Arc::new(LogFailures),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("init '{how}': the router started"))
+        .to_string();
         let expected = format!("route 'r': plugin '{}' {what}: ", plugin.display());
         assert!(
             error.starts_with(&expected) && error.contains(reason),
@@ -183,10 +245,14 @@ fn a_dead_letter_topic_that_does_not_exist_stops_the_start() {
         &fixtures::hello(),
         "dead_letter_topic = \"no-such-topic\"",
     );
-    let error = pipeline::start(&config, &PluginEngine::new().unwrap(), Arc::new(LogFailures))
-        .err()
-        .unwrap()
-        .to_string();
+    let error = pipeline::start(
+        &config,
+        &PluginEngine::new().unwrap(),
+        Arc::new(LogFailures),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert_eq!(
         error,
         "route 'r': dead_letter_topic 'no-such-topic' does not exist on the cluster"
