@@ -57,7 +57,6 @@ fn main() -> anyhow::Result<()> {
         ("routed normally (baseline)", "good", 20_000),
         ("reject", "reject", 20_000),
         ("retry (one call)", "retry", 20_000),
-        ("invalid output", "bad-partition", 20_000),
         ("panic: instance replaced", "panic", 2_000),
         ("trap: instance replaced", "trap", 2_000),
         ("exit: instance replaced", "exit", 2_000),
