@@ -69,15 +69,21 @@ ensure_nisshi() {
 # kafka-python (an independent, pure-Python Kafka client) for the interop
 # test, in a virtualenv of its own.
 KAFKA_PYTHON_VERSION="2.3.3"
+# Prometheus's own Python client parses the metrics in the tests.
+PROMETHEUS_CLIENT_VERSION="0.26.0"
 PYTHON_VENV="$TOOLS_DIR/venv-kafka-python-$KAFKA_PYTHON_VERSION"
 ensure_kafka_python() {
-    if [ -x "$PYTHON_VENV/bin/python" ] && "$PYTHON_VENV/bin/python" -c 'import kafka, lz4, zstandard' 2>/dev/null; then
+    if [ -x "$PYTHON_VENV/bin/python" ] && "$PYTHON_VENV/bin/python" -c "
+import kafka, lz4, zstandard, prometheus_client
+from importlib.metadata import version
+assert version('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'" 2>/dev/null; then
         return
     fi
-    log "installing kafka-python $KAFKA_PYTHON_VERSION into $PYTHON_VENV"
+    log "installing kafka-python $KAFKA_PYTHON_VERSION and prometheus-client $PROMETHEUS_CLIENT_VERSION into $PYTHON_VENV"
     python3 -m venv "$PYTHON_VENV"
     # lz4 and zstandard: to read what Switchyard produces compressed.
-    "$PYTHON_VENV/bin/pip" install --quiet "kafka-python==$KAFKA_PYTHON_VERSION" lz4 zstandard
+    "$PYTHON_VENV/bin/pip" install --quiet "kafka-python==$KAFKA_PYTHON_VERSION" lz4 zstandard \
+        "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
 }
 
 # Starts the test broker on a free loopback port in a fresh folder and

@@ -15,8 +15,24 @@ use crate::plugin::{ArtifactCache, Limits, PluginEngine, RouteContext};
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about)]
 pub struct Cli {
+    /// Log line format on stderr: `text` for people, `json` (one object
+    /// per line) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SWITCHYARD_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,11 +112,12 @@ fn topic_partitions(arg: &str) -> Result<(String, u32), String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints a summary; routine log lines would bury it.
-    init_logging(if matches!(cli.command, Command::Demo { .. }) {
+    let default = if matches!(cli.command, Command::Demo { .. }) {
         "warn"
     } else {
         "info"
-    });
+    };
+    init_logging(default, cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -110,14 +127,17 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields at the top level of each object, where collectors look.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 /// The engine, with compiled plugins cached on disk when a cache folder
@@ -155,6 +175,7 @@ impl PluginArgs {
         let plugin = engine.load(&self.plugin)?;
         let targets = self.targets();
         let context = RouteContext {
+            route: "offline".to_owned(),
             default_target: targets.default_target,
             partitions: std::sync::Arc::new(targets.partitions),
         };

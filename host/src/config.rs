@@ -50,9 +50,9 @@ pub struct RouterConfig {
     pub kafka: KafkaConfig,
     /// What to route. At least one.
     pub routes: Vec<RouteConfig>,
-    /// The HTTP endpoint; none without an `[http]` table.
+    /// The HTTP endpoint (health, readiness, metrics, routes).
     #[serde(default)]
-    pub http: Option<HttpConfig>,
+    pub http: HttpConfig,
     /// Where the file was read from (set by [`RouterConfig::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -110,7 +110,29 @@ impl std::fmt::Display for Property {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// `address:port` to listen on (port 0 picks a free one).
+    #[serde(default = "default_listen")]
     pub listen: String,
+    /// Whether to serve at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// Loopback: a sidecar's endpoint is for its pod, not the network.
+fn default_listen() -> String {
+    "127.0.0.1:9180".to_owned()
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            enabled: true,
+        }
+    }
 }
 
 /// One `[[routes]]` entry.
@@ -347,6 +369,19 @@ const GUARDED_PRODUCER: &[(&str, &[&str], &str)] = &[
 ];
 
 impl RouterConfig {
+    /// How often librdkafka reports statistics (what readiness and the lag
+    /// metrics are computed from).
+    #[must_use]
+    pub fn statistics_interval(&self) -> Duration {
+        let ms = self
+            .kafka
+            .consumer
+            .get("statistics.interval.ms")
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or(crate::kafka::STATISTICS_INTERVAL_MS);
+        Duration::from_millis(ms)
+    }
+
     /// Reads, parses and validates `path`; plugin paths become relative to
     /// the file's folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -407,6 +442,20 @@ impl RouterConfig {
                     format!("cannot be set: {why}"),
                 ));
             }
+        }
+        if let Some(interval) = self.kafka.consumer.get("statistics.interval.ms")
+            && interval.to_string().parse::<u64>().is_ok_and(|ms| ms == 0)
+        {
+            return Err(self.invalid(
+                "kafka.consumer.\"statistics.interval.ms\"",
+                "cannot be 0: readiness (is a broker reachable?) and the lag metrics come from librdkafka's statistics",
+            ));
+        }
+        if self.http.enabled && self.http.listen.trim().is_empty() {
+            return Err(self.invalid(
+                "http.listen",
+                "must not be empty (set http.enabled = false to serve nothing)",
+            ));
         }
         for (key, allowed, why) in GUARDED_PRODUCER {
             if let Some(value) = self.kafka.producer.get(*key)

@@ -116,6 +116,9 @@ group_id = "switchyard-demo"
 [kafka.consumer]
 "auto.commit.interval.ms" = 200
 
+[http]
+enabled = false
+
 [[routes]]
 name = "orders"
 source_topics = ["orders"]

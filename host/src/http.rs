@@ -1,6 +1,11 @@
 //! The router's HTTP endpoint (`[http] listen`): what is running, for
 //! operators and tools.
 //!
+//! - `GET /health`: 200 while the router's loops are alive, else 503.
+//! - `GET /ready`: 200 when the router is doing its job (broker reachable,
+//!   partitions assigned, plugins loaded, nothing held), else 503; the JSON
+//!   body lists what is missing.
+//! - `GET /metrics`: Prometheus metrics, OpenMetrics text format.
 //! - `GET /routes`: every route with its sources, targets and the plugin
 //!   version routing now (content hash, file, size, when it was loaded),
 //!   what happens to failed records, what the route did so far, partitions
@@ -12,20 +17,39 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::config::FailurePolicy;
+use crate::kafka::OutputProducer;
+use crate::metrics::Metrics;
 use crate::reload::ReloadStats;
 use crate::route::Route;
+use crate::status::{Status, Verdict};
 
 /// What the endpoint shows.
 #[derive(Clone)]
-struct Shown {
-    routes: Arc<Vec<Arc<Route>>>,
-    reload: Option<Arc<ReloadStats>>,
+pub struct Shown {
+    /// The routes.
+    pub routes: Arc<Vec<Arc<Route>>>,
+    /// Hot-swap counts.
+    pub reload: Option<Arc<ReloadStats>>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Liveness and readiness.
+    pub status: Arc<Status>,
+    /// The producer (its queue depth is a metric).
+    pub producer: Option<Arc<OutputProducer>>,
+}
+
+impl std::fmt::Debug for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shown").finish_non_exhaustive()
+    }
 }
 
 /// A running HTTP endpoint; dropping it stops it.
@@ -55,12 +79,8 @@ impl Drop for HttpServer {
     }
 }
 
-/// Binds `listen` and serves on a thread of its own.
-pub fn serve(
-    listen: &str,
-    routes: Vec<Arc<Route>>,
-    reload: Option<Arc<ReloadStats>>,
-) -> std::io::Result<HttpServer> {
+/// Binds `listen` and serves `shown` on a thread of its own.
+pub fn serve(listen: &str, shown: Shown) -> std::io::Result<HttpServer> {
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -69,11 +89,11 @@ pub fn serve(
         .build()?;
     let (shutdown, stopped) = oneshot::channel::<()>();
     let app = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/routes", get(list_routes))
-        .with_state(Shown {
-            routes: Arc::new(routes),
-            reload,
-        });
+        .with_state(shown);
     let thread = std::thread::Builder::new()
         .name("switchyard-http".to_owned())
         .spawn(move || {
@@ -101,6 +121,40 @@ pub fn serve(
         shutdown: Some(shutdown),
         thread: Some(thread),
     })
+}
+
+fn verdict(verdict: &Verdict) -> (StatusCode, Json<Value>) {
+    let code = if verdict.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(json!(verdict)))
+}
+
+async fn health(State(shown): State<Shown>) -> (StatusCode, Json<Value>) {
+    verdict(&shown.status.health())
+}
+
+async fn ready(State(shown): State<Shown>) -> (StatusCode, Json<Value>) {
+    let mut body = verdict(&shown.status.ready(&shown.routes));
+    body.1["partitions_assigned"] = json!(shown.status.assigned());
+    body
+}
+
+async fn metrics(State(shown): State<Shown>) -> impl IntoResponse {
+    let text = shown.metrics.encode(
+        &shown.routes,
+        shown.reload.as_deref(),
+        shown.producer.as_ref().map(|p| i64::from(p.in_flight())),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
 }
 
 async fn list_routes(State(shown): State<Shown>) -> Json<Value> {

@@ -15,7 +15,10 @@
 //! - [`route`]: a route at run time and the checks on every output.
 //! - [`offline`]: routing JSON-lines records through a plugin without Kafka
 //!   (`switchyard route`).
-//! - [`http`]: the HTTP endpoint (`GET /routes`).
+//! - [`http`]: the HTTP endpoint (`/health`, `/ready`, `/metrics`,
+//!   `/routes`).
+//! - [`metrics`]: the Prometheus metrics; [`status`]: liveness and
+//!   readiness.
 //! - [`demo`]: `switchyard demo`, the record path on an embedded Kafka.
 //! - [`cli`]: the `switchyard` command line; `src/main.rs` only calls it.
 
@@ -25,9 +28,11 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod offline;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;
 pub mod reload;
 pub mod route;
+pub mod status;

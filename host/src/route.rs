@@ -252,6 +252,7 @@ impl Route {
     /// context and limits (runs the plugin's `init`).
     pub fn instantiate(&self, plugin: &Plugin) -> Result<PluginInstance, PluginError> {
         let context = RouteContext {
+            route: self.config.name.clone(),
             default_target: self.config.default_target.clone(),
             partitions: Arc::new(AllowedTopics {
                 config: self.config.clone(),

@@ -122,5 +122,5 @@ fn run_says_which_broker_it_cannot_reach() {
 fn the_documented_example_config_is_valid() {
     let config = RouterConfig::load(Path::new("../docs/router.example.toml")).unwrap();
     assert_eq!(config.routes.len(), 3);
-    assert_eq!(config.http.unwrap().listen, "127.0.0.1:9180");
+    assert_eq!(config.http.listen, "127.0.0.1:9180");
 }

@@ -41,6 +41,9 @@ source_topics = ["{src}"]
 plugin = "{}"
 default_target = "{dst}"
 on_failure = "skip"
+
+[http]
+listen = "127.0.0.1:0"
 "#,
             broker(),
             switchyard_plugin_fixtures::hello().display()

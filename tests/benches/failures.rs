@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     let engine = PluginEngine::new()?;
     let plugin = engine.load(&fixtures::hostile())?;
     let context = RouteContext {
+        route: "bench".to_owned(),
         default_target: "output".to_owned(),
         partitions: Arc::new(std::collections::HashMap::from([("output".to_owned(), 6)])),
     };

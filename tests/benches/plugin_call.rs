@@ -61,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let engine = PluginEngine::new()?;
     let context = RouteContext {
+        route: "bench".to_owned(),
         default_target: "output".to_owned(),
         partitions: Arc::new(std::collections::HashMap::from([("output".to_owned(), 6)])),
     };

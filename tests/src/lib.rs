@@ -56,36 +56,108 @@ fn nisshi() -> anyhow::Result<PathBuf> {
 }
 
 fn start_broker() -> anyhow::Result<String> {
-    let bin = nisshi()?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let dir = std::env::temp_dir().join(format!("switchyard-broker-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let url = format!("tcp://127.0.0.1:{port}");
-    // The shell starts the broker and kills it when its stdin closes.
-    let script = format!(
-        "'{}' broker --listener-url {url} --advertised-listener-url {url} --storage-engine memory://nisshi/ >broker.log 2>&1 & b=$!; cat >/dev/null; kill $b",
-        bin.display()
-    );
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .spawn()?;
-    let stdin = child.stdin.take().context("no stdin")?;
+    let (child, stdin) = spawn_broker(port, "memory://nisshi/", &dir)?;
     *SUPERVISOR
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((child, stdin));
     let addr = format!("127.0.0.1:{port}");
-    wait_until(Duration::from_secs(30), || {
-        TcpStream::connect(&addr).is_ok()
-    })
-    .with_context(|| {
+    wait_for_broker(&addr, &dir)?;
+    Ok(addr)
+}
+
+/// Starts nisshi on `port` with `storage`, logging into `dir`, under a
+/// shell that kills it when its stdin closes (so it cannot outlive the
+/// test process).
+fn spawn_broker(
+    port: u16,
+    storage: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Child, ChildStdin)> {
+    let bin = nisshi()?;
+    std::fs::create_dir_all(dir)?;
+    let url = format!("tcp://127.0.0.1:{port}");
+    let script = format!(
+        "'{}' broker --listener-url {url} --advertised-listener-url {url} --storage-engine {storage} >>broker.log 2>&1 & b=$!; cat >/dev/null; kill $b; wait $b",
+        bin.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .spawn()?;
+    let stdin = child.stdin.take().context("no stdin")?;
+    Ok((child, stdin))
+}
+
+fn wait_for_broker(addr: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(30), || TcpStream::connect(addr).is_ok()).with_context(|| {
         format!(
             "broker did not listen on {addr}; see {}",
             dir.join("broker.log").display()
         )
-    })?;
-    Ok(addr)
+    })
+}
+
+/// A broker of a test's own, for tests that stop it: the shared one must
+/// stay up for the others. Stopped when dropped.
+#[derive(Debug)]
+pub struct OwnBroker {
+    addr: String,
+    port: u16,
+    storage: String,
+    dir: PathBuf,
+    running: Option<(Child, ChildStdin)>,
+}
+
+impl OwnBroker {
+    /// Starts a broker keeping its data in memory.
+    pub fn start() -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-own-broker-{}-{port}",
+            std::process::id()
+        ));
+        let mut broker = Self {
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            storage: "memory://nisshi/".to_owned(),
+            dir,
+            running: None,
+        };
+        broker.resume()?;
+        Ok(broker)
+    }
+
+    /// Its `host:port`.
+    #[must_use]
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Stops it and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some((mut child, stdin)) = self.running.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        if self.running.is_none() {
+            self.running = Some(spawn_broker(self.port, &self.storage, &self.dir)?);
+            wait_for_broker(&self.addr, &self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Stops a broker this process started (for tests that need it gone).
@@ -116,11 +188,18 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> any
 }
 
 /// A router configuration for the test broker: consumer group `group`,
-/// settings the test broker needs, and `routes` (TOML `[[routes]]` tables).
+/// settings the test broker needs, and `routes` (TOML `[[routes]]` tables,
+/// maybe an `[http]` table; without one the HTTP endpoint listens on a free
+/// loopback port).
 pub fn router_config(
     group: &str,
     routes: &str,
 ) -> anyhow::Result<switchyard::config::RouterConfig> {
+    let http = if routes.contains("[http]") {
+        ""
+    } else {
+        "[http]\nlisten = \"127.0.0.1:0\"\n"
+    };
     let text = format!(
         r#"
 [kafka]
@@ -132,7 +211,7 @@ group_id = "{group}"
 "auto.commit.interval.ms" = 100
 
 {routes}
-"#,
+{http}"#,
         broker()
     );
     Ok(switchyard::config::RouterConfig::parse(
@@ -159,8 +238,13 @@ pub fn random_topic(prefix: &str) -> String {
 /// Creates topics (name, partitions) and waits until the broker reports
 /// them.
 pub fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    create_topics_on(broker(), topics)
+}
+
+/// [`create_topics`] on the broker at `bootstrap`.
+pub fn create_topics_on(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+        .set("bootstrap.servers", bootstrap)
         .create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
@@ -174,7 +258,7 @@ pub fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
         result.map_err(|(topic, e)| anyhow::anyhow!("cannot create topic '{topic}': {e}"))?;
     }
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+        .set("bootstrap.servers", bootstrap)
         .create()?;
     wait_until(Duration::from_secs(15), || {
         topics.iter().all(|(name, partitions)| {
@@ -369,4 +453,139 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> anyhow::Result<Ha
             _ => None,
         })
         .collect())
+}
+
+/// The Python of the test tools (kafka-python, Prometheus's client),
+/// installed by `scripts/setup`.
+#[must_use]
+pub fn test_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("SWITCHYARD_TEST_PYTHON") {
+        return python.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    let python = PathBuf::from(home).join(".cache/switchyard/venv-kafka-python-2.3.3/bin/python");
+    if !python.is_file() {
+        panic!("{} not found: run scripts/setup", python.display());
+    }
+    python
+}
+
+/// One sample of a metrics exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The sample's name (`..._total`, `..._bucket`, ...).
+    pub name: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// A parsed metrics exposition.
+#[derive(Debug, Clone, Default)]
+pub struct Exposition {
+    /// Family name → type.
+    pub families: HashMap<String, String>,
+    /// Every sample.
+    pub samples: Vec<Sample>,
+}
+
+impl Exposition {
+    /// The value of the sample `name` whose labels include `labels`, if
+    /// exactly one matches.
+    #[must_use]
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut matching = self.samples.iter().filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).is_some_and(|l| l == v))
+        });
+        let first = matching.next()?;
+        matching.next().is_none().then_some(first.value)
+    }
+}
+
+/// Parses OpenMetrics text with Prometheus's own parser (a malformed
+/// exposition is an error).
+pub fn parse_metrics(text: &str) -> anyhow::Result<Exposition> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/parse_metrics.py");
+    let mut child = Command::new(test_python())
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "the metrics do not parse: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut exposition = Exposition::default();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        if let Some(family) = v["family"].as_str() {
+            exposition.families.insert(
+                family.to_owned(),
+                v["type"].as_str().unwrap_or_default().to_owned(),
+            );
+            continue;
+        }
+        exposition.samples.push(Sample {
+            name: v["name"].as_str().unwrap_or_default().to_owned(),
+            labels: serde_json::from_value(v["labels"].clone())?,
+            value: v["value"].as_f64().context("sample without a number")?,
+        });
+    }
+    Ok(exposition)
+}
+
+/// `GET path` on `addr`: status code and body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::Read as _;
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no end of headers")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut body: &str) -> anyhow::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("bad chunk")?;
+        let size = usize::from_str_radix(size.trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).context("short chunk")?);
+        body = rest.get(size + 2..).context("short chunk")?;
+    }
 }

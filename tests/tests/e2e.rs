@@ -500,24 +500,9 @@ fn partition_counts_reach_the_plugin_only_for_allowed_targets() {
     }
 }
 
-/// kafka-python, installed by `scripts/setup`.
-fn kafka_python() -> std::path::PathBuf {
-    if let Some(python) = std::env::var_os("SWITCHYARD_TEST_PYTHON") {
-        return python.into();
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    let python = Path::new(&home).join(".cache/switchyard/venv-kafka-python-2.3.3/bin/python");
-    assert!(
-        python.is_file(),
-        "{} not found: run scripts/setup",
-        python.display()
-    );
-    python
-}
-
 fn python_client(command: &str, topic: &str, count: usize) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/kafka_python_client.py");
-    let out = std::process::Command::new(kafka_python())
+    let out = std::process::Command::new(switchyard_tests::test_python())
         .arg(script)
         .args([command, broker(), topic, &count.to_string()])
         .output()

@@ -4,6 +4,9 @@ use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
 
+/// How often librdkafka reports statistics by default, in milliseconds.
+pub const STATISTICS_INTERVAL_MS: u64 = 1000;
+
 /// Consumer settings. Offsets are stored by the pipeline only once a record
 /// is fully acknowledged (`enable.auto.offset.store=false`) and committed
 /// in the background from what was stored.
@@ -17,7 +20,9 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.commit", "true")
         // A router that starts on a topic should not skip what is there.
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Broker state and lag for readiness and metrics.
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
     for (key, value) in &kafka.consumer {
         config.set(key, value.to_string());
     }

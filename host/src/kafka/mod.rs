@@ -5,7 +5,7 @@ mod client;
 mod metadata;
 mod producer;
 
-pub use client::{consumer_config, producer_config};
+pub use client::{STATISTICS_INTERVAL_MS, consumer_config, producer_config};
 pub use metadata::TopicCache;
 pub use producer::{Delivery, OutputProducer};
 

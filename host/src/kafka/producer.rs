@@ -18,6 +18,8 @@ pub struct Delivery {
     pub ack: Arc<RecordAck>,
     /// Its partition's tracking.
     pub offsets: Arc<PartitionOffsets>,
+    /// Counts the output once acknowledged (none for dead-letter records).
+    pub produced: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 /// Routes delivery reports to the offset tracking and librdkafka's log
@@ -40,7 +42,12 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
         match result {
-            Ok(_) => delivery.offsets.acknowledge(&delivery.ack),
+            Ok(_) => {
+                if let Some(produced) = &delivery.produced {
+                    produced.inc();
+                }
+                delivery.offsets.acknowledge(&delivery.ack);
+            }
             Err((error, _)) => delivery.offsets.fail(&delivery.ack, error.to_string()),
         }
     }

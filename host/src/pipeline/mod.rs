@@ -25,9 +25,11 @@ use self::offsets::{OffsetStore, PartitionOffsets};
 use self::worker::{Offer, Worker, WorkerParts};
 use crate::config::{FailurePolicy, RouterConfig};
 use crate::kafka::{self, OutputProducer, TopicCache};
+use crate::metrics::Metrics;
 use crate::plugin::{PluginEngine, PluginError, RouteFailure};
 use crate::record::{Header, SourceRecord};
 use crate::route::{Route, Topics};
+use crate::status::Status;
 
 /// How long stopping may wait for outputs in flight before it gives up
 /// (what was not acknowledged by then is not committed, so nothing is lost).
@@ -137,12 +139,15 @@ pub struct RouterHandle {
     watcher: Option<crate::reload::PluginWatcher>,
     http: Option<crate::http::HttpServer>,
     routes: Vec<Arc<Route>>,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
 }
 
 impl RouterHandle {
     /// Asks the router to stop: stop fetching, finish records in flight,
     /// wait for their outputs, commit, leave the group.
     pub fn shutdown(&self) {
+        self.status.set_stopping();
         self.stop.store(true, Ordering::Release);
         if let Some(refresher) = &self.refresher {
             refresher.thread().unpark();
@@ -153,6 +158,18 @@ impl RouterHandle {
     #[must_use]
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
+    }
+
+    /// The router's metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether the router is alive and ready.
+    #[must_use]
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
     }
 
     /// Where the HTTP endpoint listens, if configured.
@@ -296,16 +313,24 @@ pub fn start(
     }
     let watcher =
         crate::reload::watch(&unique, engine).map_err(|e| StartError::Watch(e.to_string()))?;
-    let http = match &config.http {
-        None => None,
-        Some(http) => Some(
-            crate::http::serve(&http.listen, unique.clone(), Some(watcher.stats.clone())).map_err(
-                |e| StartError::Http {
-                    listen: http.listen.clone(),
-                    error: e,
-                },
-            )?,
-        ),
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(Status::new(config.statistics_interval()));
+    let http = if config.http.enabled {
+        let shown = crate::http::Shown {
+            routes: Arc::new(unique.clone()),
+            reload: Some(watcher.stats.clone()),
+            metrics: metrics.clone(),
+            status: status.clone(),
+            producer: Some(producer.clone()),
+        };
+        Some(
+            crate::http::serve(&config.http.listen, shown).map_err(|e| StartError::Http {
+                listen: config.http.listen.clone(),
+                error: e,
+            })?,
+        )
+    } else {
+        None
     };
 
     let store = Arc::new(ConsumerStore::default());
@@ -315,6 +340,8 @@ pub fn start(
         failures,
         store: store.clone(),
         workers: Mutex::default(),
+        metrics: metrics.clone(),
+        status: status.clone(),
     });
     let consumer: Arc<BaseConsumer<RouterContext>> = Arc::new(
         kafka::consumer_config(&config.kafka)
@@ -351,6 +378,8 @@ pub fn start(
         watcher: Some(watcher),
         http,
         routes: unique,
+        metrics,
+        status,
     };
     // On error the handle's drop stops the refresher again.
     handle.thread = Some(
@@ -374,6 +403,8 @@ struct Shared {
     /// Workers of the assigned partitions. Only the consumer thread touches
     /// it (rebalance callbacks run inside its `poll`).
     workers: Mutex<HashMap<(String, i32), Worker>>,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
 }
 
 impl Shared {
@@ -389,6 +420,7 @@ impl Shared {
             producer: self.producer.clone(),
             failures: self.failures.clone(),
             offsets,
+            metrics: self.metrics.clone(),
         };
         match Worker::spawn(topic, partition, parts) {
             Ok(worker) => Some(worker),
@@ -397,6 +429,11 @@ impl Shared {
                 None
             }
         }
+    }
+
+    fn set_assigned(&self, count: usize) {
+        self.status.set_assigned(count);
+        self.metrics.set_assigned(count);
     }
 
     /// Stops the workers of `partitions` (all if `None`), waits for their
@@ -420,9 +457,11 @@ impl Shared {
             for key in keys {
                 if let Some(mut worker) = workers.remove(&key) {
                     worker.stop();
+                    self.metrics.remove_lag(&key.0, key.1);
                     stopped.push((key, worker));
                 }
             }
+            self.set_assigned(workers.len());
         }
         if stopped.is_empty() {
             return;
@@ -481,6 +520,39 @@ impl ClientContext for RouterContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(client = "consumer", %error, "{reason}");
     }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let shared = &self.shared;
+        let up = statistics.brokers.values().any(|b| b.state == "UP");
+        shared.status.set_broker_up(up);
+        shared.metrics.set_broker_up(up);
+        let workers = shared.workers();
+        for ((topic, partition), worker) in workers.iter() {
+            let Some(p) = statistics
+                .topics
+                .get(topic)
+                .and_then(|t| t.partitions.get(partition))
+            else {
+                continue;
+            };
+            // Records not finished: from what this router finished (its
+            // stored offset), else the group's commit, else the start of
+            // the log (where a new group begins); to the high watermark,
+            // known once the partition was fetched.
+            let done = worker
+                .offsets
+                .stored()
+                .or((p.committed_offset >= 0).then_some(p.committed_offset))
+                .or((p.lo_offset >= 0).then_some(p.lo_offset));
+            if let Some(done) = done
+                && p.hi_offset >= 0
+            {
+                shared
+                    .metrics
+                    .set_lag(topic, *partition, (p.hi_offset - done).max(0));
+            }
+        }
+    }
 }
 
 impl ConsumerContext for RouterContext {
@@ -510,6 +582,7 @@ impl ConsumerContext for RouterContext {
                     workers.insert(key, worker);
                 }
             }
+            self.shared.set_assigned(workers.len());
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
@@ -517,7 +590,9 @@ impl ConsumerContext for RouterContext {
 
 fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &AtomicBool) {
     let mut paused: Vec<(String, i32)> = Vec::new();
+    shared.status.set_consumer_running(true);
     while !stop.load(Ordering::Acquire) {
+        shared.status.polled();
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
@@ -563,6 +638,7 @@ fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &Ato
     }
     shared.drain(consumer, None);
     consumer.unsubscribe();
+    shared.status.set_consumer_running(false);
     tracing::info!("router stopped");
 }
 

@@ -12,8 +12,14 @@ use bytes::Bytes;
 use super::offsets::PartitionOffsets;
 use super::{FailureSink, RecordFailure};
 use crate::config::FailurePolicy;
+use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::kafka::{Delivery, OutputProducer};
-use crate::plugin::{FailureKind, RouteFailure};
+use crate::metrics::{Metrics, RouteCounters};
+use crate::plugin::{FailureKind, Plugin, RouteFailure};
 use crate::record::{Header, Output, OutputHeaders, SourceRecord};
 use crate::route::{Halt, Route, RouteInstance, Routed};
 
@@ -65,6 +71,75 @@ pub(super) struct WorkerParts {
     pub producer: Arc<OutputProducer>,
     pub failures: Arc<dyn FailureSink>,
     pub offsets: Arc<PartitionOffsets>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Where a worker counts what it does: the route's totals (`GET /routes`)
+/// and the metrics of the plugin version routing now (handles looked up
+/// again only when the version changes).
+struct Meters {
+    route: Arc<Route>,
+    metrics: Arc<Metrics>,
+    call: Histogram,
+    counters: RouteCounters,
+}
+
+impl Meters {
+    fn new(parts: &WorkerParts, instance: &RouteInstance) -> Self {
+        let name = parts.route.name();
+        Self {
+            route: parts.route.clone(),
+            metrics: parts.metrics.clone(),
+            call: parts.metrics.call_duration(name),
+            counters: parts.metrics.route_counters(name, version_of(instance)),
+        }
+    }
+
+    /// The counters of the version `instance` runs now.
+    fn counters(&mut self, instance: &RouteInstance) -> &RouteCounters {
+        let version = version_of(instance);
+        if self.counters.version != version {
+            self.counters = self.metrics.route_counters(self.route.name(), version);
+        }
+        &self.counters
+    }
+
+    /// A record was routed to `outputs` outputs; gives the counter of
+    /// acknowledged outputs.
+    fn routed(&mut self, instance: &RouteInstance, outputs: usize) -> Counter {
+        self.route.stats.add_routed(outputs);
+        let counters = self.counters(instance);
+        counters.consumed.inc();
+        if outputs == 0 {
+            counters.filtered.inc();
+        }
+        counters.produced.clone()
+    }
+
+    /// The plugin asked for a retry, and will be asked again.
+    fn retried(&mut self, instance: &RouteInstance) {
+        self.route.stats.add_retry();
+        self.counters(instance).retries.inc();
+    }
+
+    /// A record failed for good.
+    fn failed(&mut self, instance: &RouteInstance, kind: FailureKind) {
+        let route = self.route.clone();
+        route.stats.add_failure(kind, route.policy());
+        let counters = self.counters(instance);
+        counters.failures[kind as usize].inc();
+        match route.policy() {
+            FailurePolicy::DeadLetter(_) => counters.dead_lettered.inc(),
+            FailurePolicy::Skip => counters.skipped.inc(),
+            // Not consumed yet: it is routed again after a swap.
+            FailurePolicy::Stop => return,
+        };
+        counters.consumed.inc();
+    }
+}
+
+fn version_of(instance: &RouteInstance) -> &str {
+    instance.plugin().map_or("none", Plugin::version)
 }
 
 impl Worker {
@@ -166,12 +241,15 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
         }
     };
     let stopping = || stop.load(Ordering::Acquire) || offsets.is_stopped();
+    let mut meters = Meters::new(parts, &instance);
     while let Ok(record) = rx.recv() {
         if stopping() {
             break;
         }
         let record = Arc::new(record);
-        let Some(routed) = decide(parts, &mut instance, &record, &stopping) else {
+        let Some((routed, produced)) =
+            decide(parts, &mut instance, &record, &mut meters, &stopping)
+        else {
             break;
         };
         let ack = offsets.begin(record.offset, routed.len());
@@ -179,6 +257,7 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
             let delivery = Box::new(Delivery {
                 ack: ack.clone(),
                 offsets: offsets.clone(),
+                produced: produced.clone(),
             });
             if let Err(e) = producer.send(&out.topic, &out.output, delivery) {
                 offsets.fail(&ack, format!("cannot produce to '{}': {e}", out.topic));
@@ -189,24 +268,27 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
     route.set_halted(offsets.topic(), offsets.partition(), None);
 }
 
-/// What to produce for `record`: its outputs, its dead-letter record, or
-/// nothing (filtered or skipped). `None` when the worker must stop first.
+/// What to produce for `record`: its outputs (with the counter of their
+/// acknowledgements), its dead-letter record, or nothing (filtered or
+/// skipped). `None` when the worker must stop first.
 fn decide(
     parts: &WorkerParts,
     instance: &mut RouteInstance,
     record: &Arc<SourceRecord>,
+    meters: &mut Meters,
     stopping: &dyn Fn() -> bool,
-) -> Option<Vec<Routed>> {
+) -> Option<(Vec<Routed>, Option<Counter>)> {
     let route = &parts.route;
     loop {
-        let (failure, attempts) = match attempt(route, instance, record, stopping)? {
+        let (result, attempts) = attempt(route, instance, record, meters, stopping)?;
+        let failure = match result {
             Ok(routed) => {
-                route.stats.add_routed(routed.len());
-                return Some(routed);
+                let produced = meters.routed(instance, routed.len());
+                return Some((routed, Some(produced)));
             }
-            Err(failed) => failed,
+            Err(failure) => failure,
         };
-        route.stats.add_failure(failure.kind, route.policy());
+        meters.failed(instance, failure.kind);
         parts.failures.failed(&RecordFailure {
             route: route.name(),
             record,
@@ -216,11 +298,10 @@ fn decide(
         });
         match route.policy() {
             FailurePolicy::DeadLetter(topic) => {
-                return Some(vec![dead_letter(
-                    topic, record, &failure, attempts, instance,
-                )]);
+                let dead = dead_letter(topic, record, &failure, attempts, instance);
+                return Some((vec![dead], None));
             }
-            FailurePolicy::Skip => return Some(Vec::new()),
+            FailurePolicy::Skip => return Some((Vec::new(), None)),
             FailurePolicy::Stop => {
                 // Hold the partition at this record until a new plugin
                 // version is swapped in; then route it again.
@@ -260,27 +341,31 @@ fn decide(
 }
 
 /// Routes `record`, calling the plugin again after `retry` answers as the
-/// route's backoff says. Gives the failure and the number of calls made
-/// when the record fails for good; `None` when the worker must stop.
+/// route's backoff says. Gives the result and the number of calls made for
+/// the plugin version routing now; `None` when the worker must stop.
 fn attempt(
     route: &Route,
     instance: &mut RouteInstance,
     record: &Arc<SourceRecord>,
+    meters: &mut Meters,
     stopping: &dyn Fn() -> bool,
-) -> Option<Result<Vec<Routed>, (RouteFailure, u32)>> {
+) -> Option<(Result<Vec<Routed>, RouteFailure>, u32)> {
     let retry = &route.config.retry;
     let backoff = retry.backoff();
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let failure = match instance.route(record) {
-            Ok(routed) => return Some(Ok(routed)),
+        let started = Instant::now();
+        let result = instance.route(record);
+        meters.call.observe(started.elapsed().as_secs_f64());
+        let failure = match result {
+            Ok(routed) => return Some((Ok(routed), attempts)),
             Err(failure) => failure,
         };
         if failure.kind != FailureKind::Retry || attempts >= retry.max_attempts {
-            return Some(Err((failure, attempts)));
+            return Some((Err(failure), attempts));
         }
-        route.stats.add_retry();
+        meters.retried(instance);
         let wait = backoff.delay(attempts);
         tracing::debug!(
             route = route.name(),

@@ -13,7 +13,7 @@ use super::bindings::{Router, types};
 use super::engine::{EPOCH_TICK, Plugin, PluginError, one_line};
 use super::limits::{Limits, MemoryLimiter};
 use super::state::{HostState, Inbound, RouteContext};
-use super::stdio::{LogStream, RecentLines};
+use super::stdio::{LogStream, LogTag, RecentLines};
 use crate::record::{Data, Header, Output, OutputHeaders, SourceRecord};
 
 /// Why a record was not routed.
@@ -144,9 +144,14 @@ impl Plugin {
         let stderr = Arc::new(RecentLines::default());
         // No preopened directories, no environment, no arguments, no
         // network: the plugin sees nothing of the machine.
+        let tag = Arc::new(LogTag {
+            route: context.route.clone(),
+            plugin: self.name.clone(),
+            version: self.version.clone(),
+        });
         let wasi = WasiCtx::builder()
-            .stdout(LogStream::new(self.name.clone(), "stdout"))
-            .stderr(LogStream::new(self.name.clone(), "stderr").keeping_recent(stderr.clone()))
+            .stdout(LogStream::new(tag.clone(), "stdout"))
+            .stderr(LogStream::new(tag.clone(), "stderr").keeping_recent(stderr.clone()))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -156,7 +161,7 @@ impl Plugin {
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits.memory_bytes),
             stderr,
-            plugin: self.name.clone(),
+            tag,
             context: context.clone(),
             current: None,
         };

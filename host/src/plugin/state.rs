@@ -25,6 +25,8 @@ impl PartitionCounts for HashMap<String, u32> {
 /// What a route tells its plugin about the world outside.
 #[derive(Clone)]
 pub struct RouteContext {
+    /// The route's name (in the plugin's log lines).
+    pub route: String,
     /// Where outputs without a topic go.
     pub default_target: String,
     /// Partition counts of the topics the route may write to.
@@ -52,7 +54,8 @@ pub struct HostState {
     pub(super) limiter: super::limits::MemoryLimiter,
     /// What the plugin recently wrote to stderr (a panic message, typically).
     pub(super) stderr: Arc<super::stdio::RecentLines>,
-    pub(super) plugin: Arc<str>,
+    /// Fields of the plugin's log lines.
+    pub(super) tag: Arc<super::stdio::LogTag>,
     pub(super) context: RouteContext,
     /// The record lent to the plugin during a `route` call.
     pub(super) current: Option<Arc<SourceRecord>>,
@@ -144,13 +147,24 @@ fn len(bytes: Option<&[u8]>) -> Option<u32> {
 
 impl host_api::Host for HostState {
     fn log(&mut self, level: host_api::Level, message: String) -> wasmtime::Result<()> {
-        let plugin = &*self.plugin;
+        let tag = &*self.tag;
+        let (route, plugin, version) = (tag.route.as_str(), &*tag.plugin, tag.version.as_str());
         match level {
-            host_api::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
-            host_api::Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
-            host_api::Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
-            host_api::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
-            host_api::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
+            host_api::Level::Trace => {
+                tracing::trace!(target: "plugin", route, plugin, version, "{message}");
+            }
+            host_api::Level::Debug => {
+                tracing::debug!(target: "plugin", route, plugin, version, "{message}");
+            }
+            host_api::Level::Info => {
+                tracing::info!(target: "plugin", route, plugin, version, "{message}");
+            }
+            host_api::Level::Warn => {
+                tracing::warn!(target: "plugin", route, plugin, version, "{message}");
+            }
+            host_api::Level::Error => {
+                tracing::error!(target: "plugin", route, plugin, version, "{message}");
+            }
         }
         Ok(())
     }

@@ -15,10 +15,21 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 /// newlines must not grow the router's memory).
 const MAX_LINE: usize = 16 * 1024;
 
+/// Who wrote a log line: the fields every plugin log line carries.
+#[derive(Debug)]
+pub struct LogTag {
+    /// The route running the plugin.
+    pub route: String,
+    /// The plugin's name (its file name without `.wasm`).
+    pub plugin: Arc<str>,
+    /// The plugin's version.
+    pub version: String,
+}
+
 /// One of a plugin's output streams.
 #[derive(Debug, Clone)]
 pub struct LogStream {
-    plugin: Arc<str>,
+    tag: Arc<LogTag>,
     stream: &'static str,
     /// Where recent lines go too, if someone wants them.
     recent: Option<Arc<RecentLines>>,
@@ -68,10 +79,11 @@ impl RecentLines {
 }
 
 impl LogStream {
-    /// Logs lines of `stream` ("stdout", "stderr") of `plugin`.
-    pub fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    /// Logs lines of `stream` ("stdout", "stderr") of the plugin `tag`
+    /// says.
+    pub fn new(tag: Arc<LogTag>, stream: &'static str) -> Self {
         Self {
-            plugin,
+            tag,
             stream,
             recent: None,
         }
@@ -129,9 +141,12 @@ impl LineWriter {
         if !self.line.is_empty() {
             let text = String::from_utf8_lossy(&self.line);
             let text = text.trim_end_matches('\r');
+            let tag = &self.target.tag;
             tracing::info!(
                 target: "plugin",
-                plugin = &*self.target.plugin,
+                route = tag.route,
+                plugin = &*tag.plugin,
+                version = tag.version,
                 stream = self.target.stream,
                 "{text}"
             );

@@ -1,0 +1,337 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text format).
+//!
+//! Counters are incremented where things happen, through handles a worker
+//! keeps per route and plugin version (one atomic add each, no lookup per
+//! record). Gauges that mirror state kept elsewhere (plugin versions, held
+//! partitions, the producer's queue, reload counts) are set when scraped.
+//!
+//! Labels stay bounded: routes come from the config, kinds are a fixed set,
+//! partitions are the assigned ones (removed when revoked), and plugin
+//! versions are the ones this process has run.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::plugin::FailureKind;
+use crate::reload::ReloadStats;
+use crate::route::Route;
+
+/// Upper bounds of the plugin call latency buckets, in seconds: 1 µs to
+/// the default time limit.
+const CALL_BUCKETS: [f64; 14] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    route: String,
+    plugin_version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    route: String,
+    plugin_version: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    route: String,
+    plugin: String,
+    plugin_version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+fn call_histogram() -> Histogram {
+    Histogram::new(CALL_BUCKETS)
+}
+
+/// Every metric the router exports.
+pub struct Metrics {
+    registry: Registry,
+    consumed: Family<VersionLabels, Counter>,
+    produced: Family<VersionLabels, Counter>,
+    filtered: Family<VersionLabels, Counter>,
+    dead_lettered: Family<VersionLabels, Counter>,
+    skipped: Family<VersionLabels, Counter>,
+    retries: Family<VersionLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    call_seconds: Family<RouteLabels, Histogram>,
+    plugin_info: Family<InfoLabels, Gauge>,
+    held: Family<RouteLabels, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
+    lag: Family<PartitionLabels, Gauge>,
+    assigned: Gauge,
+    broker_up: Gauge,
+    producer_queue: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics, registered, at zero.
+    #[must_use]
+    pub fn new() -> Self {
+        let mut metrics = Self {
+            registry: Registry::with_prefix("switchyard"),
+            consumed: Family::default(),
+            produced: Family::default(),
+            filtered: Family::default(),
+            dead_lettered: Family::default(),
+            skipped: Family::default(),
+            retries: Family::default(),
+            failures: Family::default(),
+            call_seconds: Family::new_with_constructor(call_histogram),
+            plugin_info: Family::default(),
+            held: Family::default(),
+            reloads: Family::default(),
+            lag: Family::default(),
+            assigned: Gauge::default(),
+            broker_up: Gauge::default(),
+            producer_queue: Gauge::default(),
+        };
+        let r = &mut metrics.registry;
+        r.register(
+            "records_consumed",
+            "Records a route took from its source topics",
+            metrics.consumed.clone(),
+        );
+        r.register(
+            "records_produced",
+            "Outputs the broker acknowledged (dead-letter records not included)",
+            metrics.produced.clone(),
+        );
+        r.register(
+            "records_filtered",
+            "Records the plugin answered with no output",
+            metrics.filtered.clone(),
+        );
+        r.register(
+            "records_dead_lettered",
+            "Failed records produced to the route's dead-letter topic",
+            metrics.dead_lettered.clone(),
+        );
+        r.register(
+            "records_skipped",
+            "Failed records skipped (on_failure = \"skip\")",
+            metrics.skipped.clone(),
+        );
+        r.register(
+            "record_retries",
+            "Plugin calls repeated after a retry answer",
+            metrics.retries.clone(),
+        );
+        r.register(
+            "record_failures",
+            "Records that failed for good, by kind (reject, retry, trap, timeout, memory, invalid-output)",
+            metrics.failures.clone(),
+        );
+        r.register_with_unit(
+            "plugin_call_duration",
+            "Time of one plugin route call, output checks included",
+            Unit::Seconds,
+            metrics.call_seconds.clone(),
+        );
+        r.register(
+            "plugin_info",
+            "The plugin version routing now, per route (always 1)",
+            metrics.plugin_info.clone(),
+        );
+        r.register(
+            "partitions_held",
+            "Partitions held at a failed record (on_failure = \"stop\")",
+            metrics.held.clone(),
+        );
+        r.register(
+            "plugin_reloads",
+            "Plugin file changes: swapped in, refused, or unreadable",
+            metrics.reloads.clone(),
+        );
+        r.register(
+            "consumer_lag_records",
+            "Records on a source partition not yet finished (high watermark minus stored offset), per assigned partition",
+            metrics.lag.clone(),
+        );
+        r.register(
+            "partitions_assigned",
+            "Source partitions assigned to this instance",
+            metrics.assigned.clone(),
+        );
+        r.register(
+            "broker_up",
+            "1 when a connection to a broker is up (from the consumer's statistics)",
+            metrics.broker_up.clone(),
+        );
+        r.register(
+            "producer_queue_messages",
+            "Outputs handed to the producer and not yet acknowledged",
+            metrics.producer_queue.clone(),
+        );
+        metrics
+    }
+
+    /// Counter handles for `route` running plugin `version`.
+    #[must_use]
+    pub fn route_counters(&self, route: &str, version: &str) -> RouteCounters {
+        let labels = VersionLabels {
+            route: route.to_owned(),
+            plugin_version: version.to_owned(),
+        };
+        RouteCounters {
+            version: version.to_owned(),
+            consumed: self.consumed.get_or_create_owned(&labels),
+            produced: self.produced.get_or_create_owned(&labels),
+            filtered: self.filtered.get_or_create_owned(&labels),
+            dead_lettered: self.dead_lettered.get_or_create_owned(&labels),
+            skipped: self.skipped.get_or_create_owned(&labels),
+            retries: self.retries.get_or_create_owned(&labels),
+            failures: FailureKind::ALL.map(|kind| {
+                self.failures.get_or_create_owned(&FailureLabels {
+                    route: route.to_owned(),
+                    plugin_version: version.to_owned(),
+                    kind: kind.as_str(),
+                })
+            }),
+        }
+    }
+
+    /// The call latency histogram of `route`.
+    #[must_use]
+    pub fn call_duration(&self, route: &str) -> Histogram {
+        self.call_seconds.get_or_create_owned(&RouteLabels {
+            route: route.to_owned(),
+        })
+    }
+
+    /// Sets the lag of a source partition.
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag
+            .get_or_create(&PartitionLabels {
+                topic: topic.to_owned(),
+                partition,
+            })
+            .set(lag);
+    }
+
+    /// Forgets a source partition's lag (revoked).
+    pub fn remove_lag(&self, topic: &str, partition: i32) {
+        self.lag.remove(&PartitionLabels {
+            topic: topic.to_owned(),
+            partition,
+        });
+    }
+
+    /// Sets how many partitions are assigned.
+    pub fn set_assigned(&self, count: usize) {
+        self.assigned.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets whether a broker connection is up.
+    pub fn set_broker_up(&self, up: bool) {
+        self.broker_up.set(i64::from(up));
+    }
+
+    /// The metrics in OpenMetrics text format, gauges refreshed from
+    /// `routes`, `reload` and the producer's queue first.
+    pub fn encode(
+        &self,
+        routes: &[Arc<Route>],
+        reload: Option<&ReloadStats>,
+        producer_queue: Option<i64>,
+    ) -> String {
+        self.plugin_info.clear();
+        for route in routes {
+            let labels = RouteLabels {
+                route: route.name().to_owned(),
+            };
+            if let Some(plugin) = route.plugin() {
+                self.plugin_info
+                    .get_or_create(&InfoLabels {
+                        route: route.name().to_owned(),
+                        plugin: plugin.name().to_owned(),
+                        plugin_version: plugin.version().to_owned(),
+                    })
+                    .set(1);
+            }
+            let held = i64::try_from(route.halted().len()).unwrap_or(i64::MAX);
+            self.held.get_or_create(&labels).set(held);
+            // Every route has a latency series, even before its first call.
+            let _ = self.call_seconds.get_or_create(&labels);
+        }
+        if let Some(reload) = reload {
+            for (result, count) in [
+                ("swapped", &reload.swaps),
+                ("refused", &reload.failures),
+                ("unreadable", &reload.unreadable),
+            ] {
+                let counter = self.reloads.get_or_create(&ReloadLabels { result });
+                let now = count.load(Ordering::Relaxed);
+                let seen = counter.get();
+                if now > seen {
+                    counter.inc_by(now - seen);
+                }
+            }
+        }
+        if let Some(queue) = producer_queue {
+            self.producer_queue.set(queue);
+        }
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The counters of one route and plugin version, as a worker keeps them.
+#[derive(Debug, Clone)]
+pub struct RouteCounters {
+    /// The plugin version they count for.
+    pub version: String,
+    /// Records taken from the source.
+    pub consumed: Counter,
+    /// Outputs acknowledged.
+    pub produced: Counter,
+    /// Records with no output.
+    pub filtered: Counter,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: Counter,
+    /// Failed records skipped.
+    pub skipped: Counter,
+    /// Calls repeated after `retry`.
+    pub retries: Counter,
+    /// Failed records by [`FailureKind`] (indexed by `kind as usize`).
+    pub failures: [Counter; FailureKind::ALL.len()],
+}
