@@ -43,6 +43,16 @@ fn switchyard(args: &[&str], stdin: &str) -> Run {
     }
 }
 
+/// The first 12 hex digits of the file's SHA-256 (a plugin's version),
+/// computed here independently of the router.
+fn sha256_prefix(path: &Path) -> String {
+    let sha: String = Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    sha[..12].to_owned()
+}
+
 fn check(plugin: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["check", plugin.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -91,12 +101,9 @@ fn check_accepts_every_example_plugin_and_prints_its_version() {
     for (plugin, config) in cases {
         let run = check(plugin, config);
         assert_eq!(run.code, 0, "{}: {}", plugin.display(), run.stderr);
-        let sha: String = Sha256::digest(std::fs::read(plugin).unwrap())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         assert!(
-            run.stdout.contains(&format!("version:  {}\n", &sha[..12])),
+            run.stdout
+                .contains(&format!("version:  {}\n", sha256_prefix(plugin))),
             "{}",
             run.stdout
         );
@@ -512,7 +519,33 @@ fn plugin_logs_and_output_reach_the_router_log_tagged_with_the_plugin() {
             .find(|l| l.contains(line))
             .unwrap_or_else(|| panic!("{line} not in {}", run.stderr));
         assert!(logged.contains("plugin=\"misbehave\""), "{logged}");
+        assert!(logged.contains("route=\"offline\""), "{logged}");
     }
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_plugin_lines_carry_route_and_version() {
+    let plugin = fixtures::misbehave();
+    let version = sha256_prefix(&plugin);
+    let run = switchyard(
+        &["--log-format", "json", "route", plugin.to_str().unwrap()],
+        "{\"value\":\"log\"}\n",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let logged = lines
+        .iter()
+        .find(|l| l["message"] == "log line from the plugin")
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    assert_eq!(logged["level"], "WARN");
+    assert_eq!(logged["route"], "offline");
+    assert_eq!(logged["plugin"], "misbehave");
+    assert_eq!(logged["version"], version);
+    assert!(lines.iter().any(|l| l["message"] == "route finished"));
 }
 
 #[test]
