@@ -61,6 +61,17 @@ enum Command {
         #[command(flatten)]
         plugin: PluginArgs,
     },
+    /// Ask a running router whether it is alive (`/health`) or ready
+    /// (`/ready`); exit 0 if so. For container health checks: no HTTP
+    /// client needed in the image.
+    Health {
+        /// The router's `http.listen` address.
+        #[arg(long, default_value = "127.0.0.1:9180", value_name = "HOST:PORT")]
+        addr: String,
+        /// Ask `/ready` instead of `/health`.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Route records from JSON lines through a plugin, with no Kafka: one
     /// JSON line out per record, with its outputs or its error.
     Route {
@@ -159,7 +170,44 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { plugin } => check(&plugin),
         Command::Route { plugin, input } => route(&plugin, &input),
+        Command::Health { addr, ready } => {
+            let path = if ready { "/ready" } else { "/health" };
+            let (ok, body) = probe(&addr, path)?;
+            println!("{body}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
+}
+
+/// `GET path` on `addr` over plain HTTP/1.1: whether it answered 200, and
+/// the body. A dozen lines of std beat an HTTP client dependency here.
+fn probe(addr: &str, path: &str) -> anyhow::Result<(bool, String)> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let timeout = std::time::Duration::from_secs(5);
+    let socket = addr
+        .to_socket_addrs()
+        .with_context(|| format!("bad address '{addr}'"))?
+        .next()
+        .with_context(|| format!("'{addr}' resolves to nothing"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout)
+        .with_context(|| format!("cannot reach the router at {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .with_context(|| format!("no answer from {addr}{path}"))?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let ok = head.split_whitespace().nth(1) == Some("200");
+    Ok((ok, body.to_owned()))
 }
 
 impl PluginArgs {

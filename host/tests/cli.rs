@@ -532,7 +532,7 @@ fn json_logs_are_one_object_per_line_and_plugin_lines_carry_route_and_version() 
         "{\"value\":\"log\"}\n",
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let lines: Vec<serde_json::Value> = run
+    let lines: Vec<Value> = run
         .stderr
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -575,4 +575,17 @@ fn the_demo_routes_its_workload_swaps_a_plugin_and_accounts_for_every_record() {
     assert!(out.contains("    dlq-original-topic: events\n"), "{out}");
     assert!(out.contains("    dlq-error-kind: reject\n"), "{out}");
     assert!(out.contains("Routed 3450 records"), "{out}");
+}
+
+#[test]
+fn health_says_which_router_it_cannot_reach() {
+    // Port 1 on loopback: nothing listens there.
+    let run = switchyard(&["health", "--addr", "127.0.0.1:1"], "");
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .starts_with("error: cannot reach the router at 127.0.0.1:1: "),
+        "{}",
+        run.stderr
+    );
 }

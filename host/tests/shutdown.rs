@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchyard_tests::{
-    TestRecord, broker, committed, consume, create_topics, produce, random_topic,
+    TestRecord, broker, committed, consume, create_topics, produce, random_topic, wait_until,
 };
 
 #[test]
@@ -60,6 +60,40 @@ listen = "127.0.0.1:0"
         .spawn()
         .unwrap();
     consume(&dst, records.len(), Duration::from_secs(120)).unwrap();
+
+    // `switchyard health` (the container health check) asks the running
+    // router; the log says where it listens.
+    let mut addr = String::new();
+    wait_until(Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        addr = log
+            .lines()
+            .find(|l| l.contains("HTTP endpoint listening"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        !addr.is_empty()
+    })
+    .unwrap();
+    let health = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["health", "--addr", &addr])
+            .args(extra)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap()
+    };
+    let alive = health(&[]);
+    assert!(alive.status.success(), "{alive:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&alive.stdout).trim(),
+        r#"{"ok":true,"problems":[]}"#
+    );
+    wait_until(Duration::from_secs(30), || {
+        health(&["--ready"]).status.success()
+    })
+    .unwrap();
 
     let killed = Command::new("kill")
         .args(["-TERM", &router.id().to_string()])
