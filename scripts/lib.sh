@@ -40,9 +40,15 @@ ensure_toolchain() {
 }
 
 # C toolchain pieces librdkafka's build needs (OpenSSL headers for TLS/SASL).
+# Debian packages: what building needs, and what the tests need too.
+BUILD_PACKAGES=(build-essential pkg-config libssl-dev)
+TEST_PACKAGES=("${BUILD_PACKAGES[@]}" python3-venv)
+
+# Installs the Debian packages named (default: the tests' ones) if missing.
 ensure_system_packages() {
-    local missing=()
-    for pkg in build-essential pkg-config libssl-dev python3-venv; do
+    local missing=() wanted=("$@")
+    [ "${#wanted[@]}" -gt 0 ] || wanted=("${TEST_PACKAGES[@]}")
+    for pkg in "${wanted[@]}"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
@@ -113,4 +119,25 @@ start_test_broker() {
     done
     echo "the test broker did not listen on 127.0.0.1:$port within 30 s" >&2
     exit 1
+}
+
+# The example plugins a release ships (the crates of plugins/ that are not
+# test fixtures), as their .wasm names.
+EXAMPLE_PLUGINS=(hello tenant_partitioner envelope_router redact fan_out filter)
+
+# Builds what a deployment runs into dist/: the release binary and the
+# example plugins. scripts/demo and the Dockerfile both build this way.
+build_release() {
+    log "building the example plugins (wasm32-wasip2) and the router (release)"
+    (cd "$ROOT/plugins" && cargo build --release --target wasm32-wasip2 --workspace --locked --quiet)
+    (cd "$ROOT" && cargo build --release --locked --quiet -p switchyard)
+    rm -rf "$ROOT/dist"
+    mkdir -p "$ROOT/dist/plugins"
+    # Debug info stays in target/release (for profiling); the shipped
+    # binary keeps its symbols but not the line tables: 160 MB -> 35 MB.
+    strip --strip-debug -o "$ROOT/dist/switchyard" "$ROOT/target/release/switchyard"
+    local plugin
+    for plugin in "${EXAMPLE_PLUGINS[@]}"; do
+        cp "$ROOT/plugins/target/wasm32-wasip2/release/$plugin.wasm" "$ROOT/dist/plugins/"
+    done
 }
