@@ -237,7 +237,7 @@ fn run_router(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let router = crate::pipeline::start(
         &config,
         &engine,
-        std::sync::Arc::new(crate::pipeline::LogFailures),
+        std::sync::Arc::new(crate::pipeline::LogFailures::default()),
     )?;
     tracing::info!(routes = config.routes.len(), group = %config.kafka.group_id, "routing");
     tokio::runtime::Builder::new_current_thread()

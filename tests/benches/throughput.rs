@@ -171,6 +171,6 @@ fn router(source: &str, target: &str, plugin: Option<&Path>) -> anyhow::Result<B
     Ok(Box::new(pipeline::start(
         &config,
         &engine,
-        Arc::new(LogFailures),
+        Arc::new(LogFailures::default()),
     )?))
 }

@@ -35,7 +35,12 @@ fn config(group: &str, src: &str, dst: &str, plugin: &Path, extra: &str) -> Rout
 }
 
 fn start(config: &RouterConfig) -> RouterHandle {
-    pipeline::start(config, &PluginEngine::new().unwrap(), Arc::new(LogFailures)).unwrap()
+    pipeline::start(
+        config,
+        &PluginEngine::new().unwrap(),
+        Arc::new(LogFailures::default()),
+    )
+    .unwrap()
 }
 
 fn values(records: &[TestRecord], partition: i32) -> Vec<&str> {
@@ -221,7 +226,7 @@ fn a_plugin_whose_init_fails_stops_the_start_with_the_file_and_the_reason() {
         let error = pipeline::start(
             &config,
             &PluginEngine::new().unwrap(),
-            Arc::new(LogFailures),
+            Arc::new(LogFailures::default()),
         )
         .err()
         .unwrap_or_else(|| panic!("init '{how}': the router started"))
@@ -248,7 +253,7 @@ fn a_dead_letter_topic_that_does_not_exist_stops_the_start() {
     let error = pipeline::start(
         &config,
         &PluginEngine::new().unwrap(),
-        Arc::new(LogFailures),
+        Arc::new(LogFailures::default()),
     )
     .err()
     .unwrap()

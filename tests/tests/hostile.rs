@@ -147,7 +147,7 @@ max_backoff_ms = 40
     )
     .unwrap();
     let engine = PluginEngine::new().unwrap();
-    let router = pipeline::start(&config, &engine, Arc::new(LogFailures)).unwrap();
+    let router = pipeline::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
     let route = router.routes()[0].clone();
     let version = route.plugin().unwrap().version().to_owned();
 

@@ -119,7 +119,7 @@ fn plugin_swaps_by_every_method_lose_and_reorder_nothing() {
     )
     .unwrap();
     let engine = PluginEngine::new().unwrap();
-    let router = pipeline::start(&config, &engine, Arc::new(LogFailures)).unwrap();
+    let router = pipeline::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
 
     // Records flow the whole time: batches until the swaps are done and at
     // least MIN_RECORDS were written. The key pins each source partition's
@@ -266,7 +266,7 @@ fn the_routes_endpoint_shows_the_plugin_version_routing_now() {
     )
     .unwrap();
     let engine = PluginEngine::new().unwrap();
-    let router = pipeline::start(&config, &engine, Arc::new(LogFailures)).unwrap();
+    let router = pipeline::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
     let addr = router.http_addr().unwrap();
 
     let shown = http_get(addr, "/routes");

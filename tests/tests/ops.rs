@@ -24,8 +24,12 @@ use switchyard_tests::{
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn start(config: &RouterConfig) -> (RouterHandle, SocketAddr) {
-    let router =
-        pipeline::start(config, &PluginEngine::new().unwrap(), Arc::new(LogFailures)).unwrap();
+    let router = pipeline::start(
+        config,
+        &PluginEngine::new().unwrap(),
+        Arc::new(LogFailures::default()),
+    )
+    .unwrap();
     let addr = router
         .http_addr()
         .expect("the HTTP endpoint is on by default");

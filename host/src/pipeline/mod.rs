@@ -61,12 +61,77 @@ pub trait FailureSink: Send + Sync {
     fn failed(&self, failure: &RecordFailure<'_>);
 }
 
-/// Logs each failed record with its coordinates, reason and fate.
+/// Failure lines logged per route per second; past this they are counted
+/// and their number logged when the second is over (the metrics count
+/// every failed record).
+const FAILURE_LOG_BURST: u32 = 20;
+
+/// Logs each failed record (WARN) with its coordinates, reason and fate,
+/// at most [`FAILURE_LOG_BURST`] lines per route per second: a plugin
+/// failing every record must not flood the log.
 #[derive(Debug, Default)]
-pub struct LogFailures;
+pub struct LogFailures {
+    windows: Mutex<HashMap<String, LogWindow>>,
+}
+
+/// One route's current second of failure lines.
+#[derive(Debug)]
+struct LogWindow {
+    start: std::time::Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogWindow {
+    fn new(now: std::time::Instant) -> Self {
+        Self {
+            start: now,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether a line may be logged at `now`, and how many lines the
+    /// second that just ended suppressed (to report once).
+    fn admit(&mut self, now: std::time::Instant) -> (bool, u64) {
+        let mut ended = 0;
+        if now.duration_since(self.start) >= Duration::from_secs(1) {
+            ended = self.suppressed;
+            *self = Self::new(now);
+        }
+        if self.logged < FAILURE_LOG_BURST {
+            self.logged += 1;
+            (true, ended)
+        } else {
+            self.suppressed += 1;
+            (false, ended)
+        }
+    }
+}
 
 impl FailureSink for LogFailures {
     fn failed(&self, f: &RecordFailure<'_>) {
+        let now = std::time::Instant::now();
+        let (log, suppressed) = {
+            let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+            match windows.get_mut(f.route) {
+                Some(window) => window.admit(now),
+                None => windows
+                    .entry(f.route.to_owned())
+                    .or_insert_with(|| LogWindow::new(now))
+                    .admit(now),
+            }
+        };
+        if suppressed > 0 {
+            tracing::warn!(
+                route = f.route,
+                suppressed,
+                "{suppressed} more failed records of this route were not logged in the last second (switchyard_record_failures_total counts them all)"
+            );
+        }
+        if !log {
+            return;
+        }
         let fate = match f.policy {
             FailurePolicy::DeadLetter(topic) => format!("to dead-letter topic '{topic}'"),
             FailurePolicy::Skip => "skipped".to_owned(),
@@ -676,5 +741,24 @@ fn source_record<M: Message>(message: &M) -> SourceRecord {
         key: message.key().map(bytes::Bytes::copy_from_slice),
         value: message.payload().map(bytes::Bytes::copy_from_slice),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_lines_are_limited_per_second_and_the_rest_reported_once() {
+        let start = std::time::Instant::now();
+        let mut window = LogWindow::new(start);
+        let admitted = (0..100).filter(|_| window.admit(start).0).count();
+        assert_eq!(admitted, FAILURE_LOG_BURST as usize);
+        let next = start + Duration::from_secs(1);
+        assert_eq!(
+            window.admit(next),
+            (true, 100 - u64::from(FAILURE_LOG_BURST))
+        );
+        assert_eq!(window.admit(next), (true, 0), "reported once");
     }
 }
