@@ -247,7 +247,22 @@ fn run_router(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .block_on(shutdown_signal())?;
     tracing::info!("shutting down: finishing records in flight");
     router.shutdown();
-    router.join();
+    // The drain waits at most shutdown.timeout_ms for outputs; leaving the
+    // group gets a little more. Past that, exit anyway: what was not
+    // committed is consumed again after the restart.
+    let deadline = config.shutdown.timeout() + std::time::Duration::from_secs(5);
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        router.join();
+        let _ = done.send(());
+    });
+    if stopped.recv_timeout(deadline).is_err() {
+        tracing::error!(
+            deadline = ?deadline,
+            "the router did not stop in time (shutdown.timeout_ms): exiting; records not committed will be consumed again"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -53,6 +53,9 @@ pub struct RouterConfig {
     /// The HTTP endpoint (health, readiness, metrics, routes).
     #[serde(default)]
     pub http: HttpConfig,
+    /// How the router stops.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
     /// Where the file was read from (set by [`RouterConfig::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -102,6 +105,36 @@ impl std::fmt::Display for Property {
             Self::Float(x) => write!(f, "{x}"),
             Self::Bool(b) => write!(f, "{b}"),
         }
+    }
+}
+
+/// The `[shutdown]` table.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long a stop (and the drain of revoked partitions) may wait for
+    /// outputs in flight, in milliseconds.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+const fn default_shutdown_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: default_shutdown_timeout_ms(),
+        }
+    }
+}
+
+impl ShutdownConfig {
+    /// [`ShutdownConfig::timeout_ms`] as a duration.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
     }
 }
 
@@ -450,6 +483,9 @@ impl RouterConfig {
                 "kafka.consumer.\"statistics.interval.ms\"",
                 "cannot be 0: readiness (is a broker reachable?) and the lag metrics come from librdkafka's statistics",
             ));
+        }
+        if self.shutdown.timeout_ms == 0 {
+            return Err(self.invalid("shutdown.timeout_ms", "must be positive"));
         }
         if self.http.enabled && self.http.listen.trim().is_empty() {
             return Err(self.invalid(

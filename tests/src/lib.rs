@@ -114,6 +114,16 @@ pub struct OwnBroker {
 impl OwnBroker {
     /// Starts a broker keeping its data in memory.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with("memory://nisshi/")
+    }
+
+    /// Starts a broker keeping its data in a SQLite file of its own, so
+    /// that it survives the broker's restart.
+    pub fn start_durable() -> anyhow::Result<Self> {
+        Self::start_with("sqlite://broker.db")
+    }
+
+    fn start_with(storage: &str) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!(
             "switchyard-own-broker-{}-{port}",
@@ -122,7 +132,7 @@ impl OwnBroker {
         let mut broker = Self {
             addr: format!("127.0.0.1:{port}"),
             port,
-            storage: "memory://nisshi/".to_owned(),
+            storage: storage.to_owned(),
             dir,
             running: None,
         };
@@ -334,8 +344,13 @@ impl TestRecord {
 
 /// Writes `records` to `topic` and waits until all are acknowledged.
 pub fn produce(topic: &str, records: &[TestRecord]) -> anyhow::Result<()> {
+    produce_on(broker(), topic, records)
+}
+
+/// [`produce`] to the broker at `bootstrap`.
+pub fn produce_on(bootstrap: &str, topic: &str, records: &[TestRecord]) -> anyhow::Result<()> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+        .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()?;
@@ -381,8 +396,37 @@ pub fn produce(topic: &str, records: &[TestRecord]) -> anyhow::Result<()> {
 /// Reads `topic` from the beginning until `count` records arrived (fails
 /// after `timeout`), then checks for 300 ms that no more arrive.
 pub fn consume(topic: &str, count: usize, timeout: Duration) -> anyhow::Result<Vec<TestRecord>> {
+    consume_on(broker(), topic, count, timeout)
+}
+
+/// The end offset (high watermark) of every partition of `topic`, in
+/// partition order, on the broker at `bootstrap`.
+pub fn end_offsets_on(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    (0..partitions)
+        .map(|p| {
+            let (_, high) = consumer.fetch_watermarks(topic, p as i32, Duration::from_secs(5))?;
+            Ok(high)
+        })
+        .collect()
+}
+
+/// [`consume`] from the broker at `bootstrap`.
+pub fn consume_on(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<TestRecord>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", random_topic("reader"))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")

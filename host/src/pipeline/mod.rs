@@ -31,9 +31,6 @@ use crate::record::{Header, SourceRecord};
 use crate::route::{Route, Topics};
 use crate::status::Status;
 
-/// How long stopping may wait for outputs in flight before it gives up
-/// (what was not acknowledged by then is not committed, so nothing is lost).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long startup waits for the cluster's metadata.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often partition counts are read again (partitions can be added).
@@ -407,6 +404,7 @@ pub fn start(
         workers: Mutex::default(),
         metrics: metrics.clone(),
         status: status.clone(),
+        drain_timeout: config.shutdown.timeout(),
     });
     let consumer: Arc<BaseConsumer<RouterContext>> = Arc::new(
         kafka::consumer_config(&config.kafka)
@@ -470,6 +468,9 @@ struct Shared {
     workers: Mutex<HashMap<(String, i32), Worker>>,
     metrics: Arc<Metrics>,
     status: Arc<Status>,
+    /// How long stopping or a revocation may wait for outputs in flight
+    /// (what is not acknowledged by then is not committed: nothing is lost).
+    drain_timeout: Duration,
 }
 
 impl Shared {
@@ -531,8 +532,8 @@ impl Shared {
         if stopped.is_empty() {
             return;
         }
-        if let Err(e) = self.producer.flush(DRAIN_TIMEOUT) {
-            tracing::error!(error = %e, "outputs still unacknowledged after {DRAIN_TIMEOUT:?}: their records will be consumed again");
+        if let Err(e) = self.producer.flush(self.drain_timeout) {
+            tracing::error!(error = %e, timeout = ?self.drain_timeout, "outputs still unacknowledged (shutdown.timeout_ms): their records will be consumed again");
         }
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(())
@@ -635,8 +636,14 @@ impl ConsumerContext for RouterContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            // A partition paused before it was revoked (its worker was
+            // behind) comes back with a new, empty worker: make sure it is
+            // not still paused.
+            if let Err(e) = consumer.resume(tpl) {
+                tracing::warn!(error = %e, "cannot resume the assigned partitions");
+            }
             let mut workers = self.shared.workers();
             for elem in tpl.elements() {
                 let key = (elem.topic().to_owned(), elem.partition());
