@@ -244,7 +244,16 @@ fn run_router(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the signal handler")?
-        .block_on(shutdown_signal())?;
+        .block_on(async {
+            tokio::select! {
+                signal = shutdown_signal() => signal,
+                () = stopped_by_itself(&router) => Ok(()),
+            }
+        })?;
+    if let Some(reason) = router.fatal() {
+        router.join();
+        bail!("the router stopped: {reason}");
+    }
     tracing::info!("shutting down: finishing records in flight");
     router.shutdown();
     // The drain waits at most shutdown.timeout_ms for outputs; leaving the
@@ -264,6 +273,13 @@ fn run_router(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when the router stopped without being asked (a fatal error).
+async fn stopped_by_itself(router: &crate::pipeline::RouterHandle) {
+    while router.is_running() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -76,10 +76,58 @@ pub struct KafkaConfig {
     /// librdkafka producer properties, passed through.
     #[serde(default)]
     pub producer: BTreeMap<String, Property>,
+    /// At-least-once (the default) or exactly-once.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// The producer's transactional id in exactly-once mode: stable for
+    /// this instance across restarts, unique among instances. Default:
+    /// `<group_id>-<hostname>`.
+    pub transactional_id: Option<String>,
+    /// Exactly-once mode: how often the transaction (outputs and consumed
+    /// offsets together) is committed, in milliseconds.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+}
+
+/// The `kafka.delivery` field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Offsets committed after every output is acknowledged; a crash may
+    /// route a record again.
+    #[default]
+    AtLeastOnce,
+    /// Outputs and consumed offsets committed in one Kafka transaction;
+    /// `read_committed` consumers see each record's outputs once.
+    ExactlyOnce,
 }
 
 fn default_group_id() -> String {
     "switchyard".to_owned()
+}
+
+/// Kafka Streams' choice for exactly-once: short transactions keep the
+/// latency `read_committed` readers see low.
+const fn default_commit_interval_ms() -> u64 {
+    100
+}
+
+impl KafkaConfig {
+    /// The transactional id in exactly-once mode (none otherwise).
+    #[must_use]
+    pub fn transactional_id(&self) -> Option<String> {
+        if self.delivery != Delivery::ExactlyOnce {
+            return None;
+        }
+        Some(self.transactional_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .unwrap_or_default();
+            let host = host.trim();
+            let host = if host.is_empty() { "localhost" } else { host };
+            format!("{}-{host}", self.group_id)
+        }))
+    }
 }
 
 /// A librdkafka property value: TOML strings, integers, floats and booleans
@@ -392,7 +440,7 @@ const GUARDED_PRODUCER: &[(&str, &[&str], &str)] = &[
     (
         "transactional.id",
         &[],
-        "transactions are not configured through producer properties",
+        "set kafka.delivery = \"exactly-once\" (and kafka.transactional_id if the default <group_id>-<hostname> does not suit)",
     ),
     (
         "bootstrap.servers",
@@ -482,6 +530,41 @@ impl RouterConfig {
             return Err(self.invalid(
                 "kafka.consumer.\"statistics.interval.ms\"",
                 "cannot be 0: readiness (is a broker reachable?) and the lag metrics come from librdkafka's statistics",
+            ));
+        }
+        if self.kafka.delivery == Delivery::ExactlyOnce {
+            for (key, why) in [
+                (
+                    "enable.auto.commit",
+                    "in exactly-once mode offsets are committed in the transaction, with the outputs",
+                ),
+                (
+                    "isolation.level",
+                    "in exactly-once mode only committed records are read (read_committed)",
+                ),
+            ] {
+                if self.kafka.consumer.contains_key(key) {
+                    return Err(self.invalid(
+                        format!("kafka.consumer.\"{key}\""),
+                        format!("cannot be set: {why}"),
+                    ));
+                }
+            }
+            if self.kafka.commit_interval_ms == 0 {
+                return Err(self.invalid("kafka.commit_interval_ms", "must be positive"));
+            }
+            if self
+                .kafka
+                .transactional_id
+                .as_deref()
+                .is_some_and(|id| id.trim().is_empty())
+            {
+                return Err(self.invalid("kafka.transactional_id", "must not be empty"));
+            }
+        } else if self.kafka.transactional_id.is_some() {
+            return Err(self.invalid(
+                "kafka.transactional_id",
+                "is only used with kafka.delivery = \"exactly-once\"",
             ));
         }
         if self.shutdown.timeout_ms == 0 {

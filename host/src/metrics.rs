@@ -87,6 +87,12 @@ pub struct Metrics {
     assigned: Gauge,
     broker_up: Gauge,
     producer_queue: Gauge,
+    transactions: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -122,6 +128,7 @@ impl Metrics {
             assigned: Gauge::default(),
             broker_up: Gauge::default(),
             producer_queue: Gauge::default(),
+            transactions: Family::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -200,7 +207,27 @@ impl Metrics {
             "Outputs handed to the producer and not yet acknowledged",
             metrics.producer_queue.clone(),
         );
+        r.register(
+            "transactions",
+            "Exactly-once mode: transactions committed or aborted",
+            metrics.transactions.clone(),
+        );
         metrics
+    }
+
+    /// Counts a transaction that was `result` (`committed`, `aborted`).
+    pub fn transaction(&self, result: &'static str) {
+        self.transactions
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Transactions that ended as `result` so far.
+    #[must_use]
+    pub fn transactions(&self, result: &'static str) -> u64 {
+        self.transactions
+            .get(&ResultLabels { result })
+            .map_or(0, |c| c.get())
     }
 
     /// Counter handles for `route` running plugin `version`.

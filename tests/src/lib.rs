@@ -480,8 +480,18 @@ pub fn consume_on(
 
 /// Committed offsets of `group` on `topic`, by partition.
 pub fn committed(group: &str, topic: &str, partitions: i32) -> anyhow::Result<HashMap<i32, i64>> {
+    committed_on(broker(), group, topic, partitions)
+}
+
+/// [`committed`] on the broker at `bootstrap`.
+pub fn committed_on(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<HashMap<i32, i64>> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .create()?;
     let mut tpl = TopicPartitionList::new();

@@ -2,7 +2,7 @@
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaConfig;
+use crate::config::{Delivery, KafkaConfig};
 
 /// How often librdkafka reports statistics by default, in milliseconds.
 pub const STATISTICS_INTERVAL_MS: u64 = 1000;
@@ -23,6 +23,13 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.partition.eof", "false")
         // Broker state and lag for readiness and metrics.
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
+    if kafka.delivery == Delivery::ExactlyOnce {
+        // Offsets go into the transactions; only committed records are
+        // read (what an upstream exactly-once producer aborted is skipped).
+        config
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+    }
     for (key, value) in &kafka.consumer {
         config.set(key, value.to_string());
     }
@@ -42,6 +49,9 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("compression.type", "lz4")
         // Same key, same partition as records produced by Java clients.
         .set("partitioner", "murmur2_random");
+    if let Some(id) = kafka.transactional_id() {
+        config.set("transactional.id", id);
+    }
     for (key, value) in &kafka.producer {
         config.set(key, value.to_string());
     }

@@ -72,6 +72,12 @@ impl OutputProducer {
         })
     }
 
+    /// The librdkafka producer (transactions).
+    #[must_use]
+    pub fn inner(&self) -> &ThreadedProducer<DeliveryContext> {
+        &self.inner
+    }
+
     /// The underlying client (metadata requests).
     #[must_use]
     pub fn client(&self) -> &rdkafka::client::Client<DeliveryContext> {

@@ -8,6 +8,7 @@
 //! when partitions are revoked and when it stops.
 
 pub mod offsets;
+mod transactions;
 mod worker;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use self::offsets::{OffsetStore, PartitionOffsets};
+use self::transactions::{Transactions, TxnError};
 use self::worker::{Offer, Worker, WorkerParts};
 use crate::config::{FailurePolicy, RouterConfig};
 use crate::kafka::{self, OutputProducer, TopicCache};
@@ -187,6 +189,9 @@ pub enum StartError {
     /// The plugin files cannot be watched for changes.
     #[error("cannot watch the plugin files: {0}")]
     Watch(String),
+    /// Exactly-once mode could not start its transactions.
+    #[error("exactly-once mode: {0}")]
+    Transactions(String),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -203,9 +208,35 @@ pub struct RouterHandle {
     routes: Vec<Arc<Route>>,
     metrics: Arc<Metrics>,
     status: Arc<Status>,
+    shared: Arc<Shared>,
 }
 
 impl RouterHandle {
+    /// Why the router stopped by itself (exactly-once mode, fenced by
+    /// another instance with the same transactional id, say), if it did.
+    #[must_use]
+    pub fn fatal(&self) -> Option<String> {
+        self.shared.fatal()
+    }
+
+    /// Exactly-once mode: the source offsets committed in transactions so
+    /// far, by (topic, partition); empty in at-least-once mode.
+    #[must_use]
+    pub fn transaction_offsets(&self) -> HashMap<(String, i32), i64> {
+        self.shared
+            .transactions
+            .as_ref()
+            .map(Transactions::committed)
+            .unwrap_or_default()
+    }
+
+    /// Whether the router is still routing (it stops by itself only after
+    /// a fatal error).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Asks the router to stop: stop fetching, finish records in flight,
     /// wait for their outputs, commit, leave the group.
     pub fn shutdown(&self) {
@@ -253,6 +284,9 @@ impl RouterHandle {
         {
             tracing::error!("the consumer thread panicked");
         }
+        // The consumer loop may have ended by itself (a fatal error): the
+        // other threads still need telling.
+        self.shutdown();
         if let Some(refresher) = self.refresher.take() {
             let _ = refresher.join();
         }
@@ -395,8 +429,23 @@ pub fn start(
         None
     };
 
-    let store = Arc::new(ConsumerStore::default());
+    let transactions = match config.kafka.delivery {
+        crate::config::Delivery::AtLeastOnce => None,
+        crate::config::Delivery::ExactlyOnce => Some(
+            Transactions::start(
+                &producer,
+                Duration::from_millis(config.kafka.commit_interval_ms),
+            )
+            .map_err(|e| StartError::Transactions(e.to_string()))?,
+        ),
+    };
+    let store = Arc::new(ConsumerStore {
+        consumer: OnceLock::new(),
+        enabled: transactions.is_none(),
+    });
     let shared = Arc::new(Shared {
+        transactions,
+        fatal: Mutex::default(),
         routes,
         producer,
         failures,
@@ -443,6 +492,7 @@ pub fn start(
         routes: unique,
         metrics,
         status,
+        shared: shared.clone(),
     };
     // On error the handle's drop stops the refresher again.
     handle.thread = Some(
@@ -458,6 +508,10 @@ pub fn start(
 
 /// What the consumer thread, the rebalance callbacks and the workers share.
 struct Shared {
+    /// Exactly-once mode's transactions; none in at-least-once mode.
+    transactions: Option<Transactions>,
+    /// Why the router stopped by itself, if it did.
+    fatal: Mutex<Option<String>>,
     /// Route of each source topic.
     routes: HashMap<String, Arc<Route>>,
     producer: Arc<OutputProducer>,
@@ -471,6 +525,12 @@ struct Shared {
     /// How long stopping or a revocation may wait for outputs in flight
     /// (what is not acknowledged by then is not committed: nothing is lost).
     drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -487,6 +547,7 @@ impl Shared {
             failures: self.failures.clone(),
             offsets,
             metrics: self.metrics.clone(),
+            gate: self.transactions.as_ref().map(|t| t.gate.clone()),
         };
         match Worker::spawn(topic, partition, parts) {
             Ok(worker) => Some(worker),
@@ -500,6 +561,136 @@ impl Shared {
     fn set_assigned(&self, count: usize) {
         self.status.set_assigned(count);
         self.metrics.set_assigned(count);
+    }
+
+    /// Exactly-once: holds the workers at a record boundary, waits for every
+    /// output, and commits them with the offsets the workers (and
+    /// `extra`, workers just stopped) finished.
+    fn commit_transaction(
+        &self,
+        consumer: &BaseConsumer<RouterContext>,
+        extra: &[&Worker],
+    ) -> Result<(), TxnError> {
+        let Some(txn) = &self.transactions else {
+            return Ok(());
+        };
+        let _held = txn.gate.write().unwrap_or_else(PoisonError::into_inner);
+        self.producer
+            .flush(self.drain_timeout)
+            .map_err(|e| TxnError::Abort(format!("outputs not acknowledged in time: {e}")))?;
+        let mut tpl = TopicPartitionList::new();
+        let workers = self.workers();
+        for worker in workers.values().chain(extra.iter().copied()) {
+            if let Some(failure) = worker.offsets.failure() {
+                return Err(TxnError::Abort(format!(
+                    "{}[{}] {failure}",
+                    worker.offsets.topic(),
+                    worker.offsets.partition()
+                )));
+            }
+            if let Some(next) = worker.offsets.stored() {
+                tpl.add_partition_offset(
+                    worker.offsets.topic(),
+                    worker.offsets.partition(),
+                    rdkafka::Offset::Offset(next),
+                )
+                .map_err(|e| TxnError::Abort(e.to_string()))?;
+            }
+        }
+        drop(workers);
+        if txn.unchanged(&tpl) {
+            // Nothing routed since the last commit.
+            return Ok(());
+        }
+        let result = txn.commit(&self.producer, &tpl, consumer.group_metadata().as_ref());
+        if result.is_ok() {
+            self.metrics.transaction("committed");
+        }
+        result
+    }
+
+    /// Exactly-once: what to do after a transaction failed — abort and
+    /// route again from the committed offsets, or stop for good.
+    fn transaction_failed(&self, consumer: &BaseConsumer<RouterContext>, error: &TxnError) {
+        let Some(txn) = &self.transactions else {
+            return;
+        };
+        match error {
+            TxnError::Fatal(reason) => self.stop_for_good(reason),
+            TxnError::Abort(reason) => {
+                tracing::warn!(reason = %reason, "transaction aborted: routing again from the committed offsets");
+                self.metrics.transaction("aborted");
+                // Stop every worker first (one may be waiting at the gate
+                // to hand its record over: it finishes into the doomed
+                // transaction), then abort what they produced.
+                let mut workers = self.workers();
+                let keys: Vec<(String, i32)> = workers.keys().cloned().collect();
+                for key in &keys {
+                    if let Some(mut worker) = workers.remove(key) {
+                        worker.stop();
+                    }
+                }
+                drop(workers);
+                if let Err(e) = txn.abort(&self.producer) {
+                    self.stop_for_good(&e.to_string());
+                    return;
+                }
+                if let Err(e) = self.rewind(consumer, &keys) {
+                    self.stop_for_good(&format!("cannot rewind after an abort: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Seeks `partitions` back to their committed offsets and starts fresh
+    /// workers for them.
+    fn rewind(
+        &self,
+        consumer: &BaseConsumer<RouterContext>,
+        partitions: &[(String, i32)],
+    ) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = consumer.committed_offsets(tpl.clone(), self.drain_timeout)?;
+        for element in committed.elements() {
+            // Nothing committed yet: the start of the log, where a new
+            // group begins (auto.offset.reset = earliest).
+            let offset = match element.offset() {
+                rdkafka::Offset::Offset(n) => rdkafka::Offset::Offset(n),
+                _ => rdkafka::Offset::Beginning,
+            };
+            consumer.seek(
+                element.topic(),
+                element.partition(),
+                offset,
+                self.drain_timeout,
+            )?;
+        }
+        consumer.resume(&tpl)?;
+        let mut workers = self.workers();
+        for (topic, partition) in partitions {
+            if let Some(worker) = self.spawn_worker(topic, *partition) {
+                workers.insert((topic.clone(), *partition), worker);
+            }
+        }
+        self.set_assigned(workers.len());
+        Ok(())
+    }
+
+    /// The router cannot go on: say why, and stop.
+    fn stop_for_good(&self, reason: &str) {
+        tracing::error!(reason, "the router stops: it cannot go on");
+        self.status.set_stopping();
+        *self.fatal.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.to_owned());
+    }
+
+    fn fatal(&self) -> Option<String> {
+        self.fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Stops the workers of `partitions` (all if `None`), waits for their
@@ -532,14 +723,28 @@ impl Shared {
         if stopped.is_empty() {
             return;
         }
-        if let Err(e) = self.producer.flush(self.drain_timeout) {
-            tracing::error!(error = %e, timeout = ?self.drain_timeout, "outputs still unacknowledged (shutdown.timeout_ms): their records will be consumed again");
-        }
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(())
-            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "commit failed: the last records may be consumed again")
+        if self.transactions.is_some() {
+            if self.fatal().is_some() {
+                // The producer cannot commit any more: what was routed is
+                // routed again by whoever owns the partitions next.
+                return;
+            }
+            // The revoked partitions' offsets go into this transaction,
+            // with the outputs of every worker.
+            let extra: Vec<&Worker> = stopped.iter().map(|(_, w)| w).collect();
+            if let Err(e) = self.commit_transaction(consumer, &extra) {
+                self.transaction_failed(consumer, &e);
+            }
+        } else {
+            if let Err(e) = self.producer.flush(self.drain_timeout) {
+                tracing::error!(error = %e, timeout = ?self.drain_timeout, "outputs still unacknowledged (shutdown.timeout_ms): their records will be consumed again");
+            }
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(())
+                | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit failed: the last records may be consumed again")
+                }
             }
         }
         for ((topic, partition), worker) in &stopped {
@@ -550,13 +755,17 @@ impl Shared {
 
 /// The consumer's offset store, reached from the producer's delivery
 /// thread.
-#[derive(Default)]
 struct ConsumerStore {
     consumer: OnceLock<Weak<BaseConsumer<RouterContext>>>,
+    /// Off in exactly-once mode: offsets go into the transactions.
+    enabled: bool,
 }
 
 impl OffsetStore for ConsumerStore {
     fn store(&self, topic: &str, partition: i32, next_offset: i64) {
+        if !self.enabled {
+            return;
+        }
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             return;
         };
@@ -663,8 +872,14 @@ impl ConsumerContext for RouterContext {
 fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &AtomicBool) {
     let mut paused: Vec<(String, i32)> = Vec::new();
     shared.status.set_consumer_running(true);
-    while !stop.load(Ordering::Acquire) {
+    while !stop.load(Ordering::Acquire) && shared.fatal().is_none() {
         shared.status.polled();
+        if let Some(txn) = &shared.transactions
+            && txn.due()
+            && let Err(e) = shared.commit_transaction(consumer, &[])
+        {
+            shared.transaction_failed(consumer, &e);
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),

@@ -72,6 +72,9 @@ pub(super) struct WorkerParts {
     pub failures: Arc<dyn FailureSink>,
     pub offsets: Arc<PartitionOffsets>,
     pub metrics: Arc<Metrics>,
+    /// Exactly-once mode: held (read) while a record's outputs are handed
+    /// over, so that a commit never splits a record.
+    pub gate: Option<Arc<std::sync::RwLock<()>>>,
 }
 
 /// Where a worker counts what it does: the route's totals (`GET /routes`)
@@ -252,6 +255,10 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
         else {
             break;
         };
+        let _held = parts.gate.as_ref().map(|gate| {
+            gate.read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
         let ack = offsets.begin(record.offset, routed.len());
         for out in &routed {
             let delivery = Box::new(Delivery {

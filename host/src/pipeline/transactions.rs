@@ -1,0 +1,179 @@
+//! Exactly-once mode (`kafka.delivery = "exactly-once"`): the outputs of
+//! the records routed since the last commit and the source offsets after
+//! them are committed in one Kafka transaction, the way Kafka Streams'
+//! `exactly_once_v2` and librdkafka's transactional examples do it:
+//!
+//! - one transactional producer per instance; `init_transactions` at start
+//!   fences any earlier producer with the same transactional id (a zombie
+//!   of this instance);
+//! - every `commit_interval_ms`, and before partitions are revoked or the
+//!   router stops: workers are held at a record boundary (the gate), the
+//!   producer is flushed, the offsets every worker finished are sent to the
+//!   transaction with the consumer's group metadata (so a fenced group
+//!   generation cannot commit), the transaction is committed and a new one
+//!   begun;
+//! - an abortable error aborts the transaction and rewinds every assigned
+//!   partition to its committed offset: the records are routed again into
+//!   the next transaction; a fatal error (fenced) stops the router.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
+
+use crate::kafka::OutputProducer;
+
+/// How long one transactional call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a transaction did not commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum TxnError {
+    /// Abort it, rewind, route again.
+    Abort(String),
+    /// The producer cannot go on (fenced by a newer instance with the same
+    /// transactional id, or the broker refuses transactions).
+    Fatal(String),
+}
+
+impl std::fmt::Display for TxnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Abort(e) | Self::Fatal(e) => f.write_str(e),
+        }
+    }
+}
+
+fn classify(what: &str, error: &KafkaError) -> TxnError {
+    let message = format!("{what}: {error}");
+    match error {
+        KafkaError::Transaction(e) if e.txn_requires_abort() => TxnError::Abort(message),
+        KafkaError::Transaction(e) if !e.is_fatal() && e.is_retriable() => TxnError::Abort(message),
+        _ => TxnError::Fatal(message),
+    }
+}
+
+/// The transaction state of one router.
+pub(super) struct Transactions {
+    /// Workers hand a record's outputs to the producer under a read guard;
+    /// committing takes the write guard, so a transaction never holds part
+    /// of a record.
+    pub(super) gate: Arc<RwLock<()>>,
+    interval: Duration,
+    next_commit: Mutex<Instant>,
+    /// The source offsets committed so far, by partition: what the last
+    /// committed transaction said (for operators and tests; the broker's
+    /// group offsets say the same on a real cluster).
+    committed: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl std::fmt::Debug for Transactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transactions")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transactions {
+    /// Initializes the producer's transactions (fencing earlier producers
+    /// with its transactional id) and begins the first one.
+    pub(super) fn start(producer: &OutputProducer, interval: Duration) -> Result<Self, TxnError> {
+        producer
+            .inner()
+            .init_transactions(CALL_TIMEOUT)
+            .map_err(|e| classify("cannot initialize transactions", &e))?;
+        producer
+            .inner()
+            .begin_transaction()
+            .map_err(|e| classify("cannot begin a transaction", &e))?;
+        Ok(Self {
+            gate: Arc::new(RwLock::new(())),
+            interval,
+            next_commit: Mutex::new(Instant::now() + interval),
+            committed: Mutex::default(),
+        })
+    }
+
+    /// Whether the commit interval has passed.
+    pub(super) fn due(&self) -> bool {
+        Instant::now()
+            >= *self
+                .next_commit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits the open transaction with `offsets` (the next offset to
+    /// consume of each partition) and begins the next one. The caller holds
+    /// the gate's write guard.
+    pub(super) fn commit(
+        &self,
+        producer: &OutputProducer,
+        offsets: &TopicPartitionList,
+        group: Option<&ConsumerGroupMetadata>,
+    ) -> Result<(), TxnError> {
+        *self
+            .next_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now() + self.interval;
+        let p = producer.inner();
+        if offsets.count() > 0 {
+            let group = group.ok_or_else(|| {
+                TxnError::Abort("no consumer group metadata (not in a group yet)".to_owned())
+            })?;
+            p.send_offsets_to_transaction(offsets, group, CALL_TIMEOUT)
+                .map_err(|e| classify("cannot add the offsets to the transaction", &e))?;
+        }
+        p.commit_transaction(CALL_TIMEOUT)
+            .map_err(|e| classify("cannot commit the transaction", &e))?;
+        let mut committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for element in offsets.elements() {
+            if let rdkafka::Offset::Offset(next) = element.offset() {
+                committed.insert((element.topic().to_owned(), element.partition()), next);
+            }
+        }
+        drop(committed);
+        p.begin_transaction()
+            .map_err(|e| classify("cannot begin a transaction", &e))
+    }
+
+    /// Whether `offsets` are all already committed (nothing to commit).
+    pub(super) fn unchanged(&self, offsets: &TopicPartitionList) -> bool {
+        let committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        offsets.elements().iter().all(|e| match e.offset() {
+            rdkafka::Offset::Offset(next) => {
+                committed.get(&(e.topic().to_owned(), e.partition())) == Some(&next)
+            }
+            _ => true,
+        })
+    }
+
+    /// The source offsets committed in transactions so far.
+    pub(super) fn committed(&self) -> HashMap<(String, i32), i64> {
+        self.committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Aborts the open transaction (its outputs are discarded) and begins
+    /// the next one.
+    pub(super) fn abort(&self, producer: &OutputProducer) -> Result<(), TxnError> {
+        let p = producer.inner();
+        p.abort_transaction(CALL_TIMEOUT)
+            .map_err(|e| classify("cannot abort the transaction", &e))?;
+        p.begin_transaction()
+            .map_err(|e| classify("cannot begin a transaction", &e))
+    }
+}
