@@ -349,3 +349,35 @@ fn a_broker_stopped_for_10_s_mid_stream_loses_nothing() {
     eprintln!("broker down 10 s after ~{stopped_at} routed: {report:?}");
     assert_eq!(report.missing, 0, "{report:?}");
 }
+
+#[test]
+fn a_stop_that_cannot_finish_ends_at_the_deadline_and_says_so() {
+    let _serial = one_at_a_time();
+    const COUNT: usize = 5_000;
+    let mut broker = OwnBroker::start().unwrap();
+    let mut setup = Setup::new(broker.addr(), 1);
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        format!("{text}\n[shutdown]\ntimeout_ms = 1000\n"),
+    )
+    .unwrap();
+    setup.produce(&sequence(COUNT, 10));
+    let router = setup.router();
+    setup.wait_routed(1);
+    // No broker to flush to, commit to or leave the group with.
+    broker.stop();
+    let log = router.log.clone();
+    let stopping = Instant::now();
+    let status = router.terminate();
+    let took = stopping.elapsed();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("the router did not stop in time (shutdown.timeout_ms)"),
+        "{log}"
+    );
+    // 1 s for the outputs, 5 s more for the rest: well under the 60 s the
+    // helper allows.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}
