@@ -454,6 +454,16 @@ pub fn start(
         metrics: metrics.clone(),
         status: status.clone(),
         drain_timeout: config.shutdown.timeout(),
+        reset_offset: match config
+            .kafka
+            .consumer
+            .get("auto.offset.reset")
+            .map(ToString::to_string)
+            .as_deref()
+        {
+            Some("latest" | "largest" | "end") => rdkafka::Offset::End,
+            _ => rdkafka::Offset::Beginning,
+        },
     });
     let consumer: Arc<BaseConsumer<RouterContext>> = Arc::new(
         kafka::consumer_config(&config.kafka)
@@ -525,6 +535,9 @@ struct Shared {
     /// How long stopping or a revocation may wait for outputs in flight
     /// (what is not acknowledged by then is not committed: nothing is lost).
     drain_timeout: Duration,
+    /// Where a partition with no committed offset starts again after an
+    /// abort: the consumer's `auto.offset.reset`.
+    reset_offset: rdkafka::Offset,
 }
 
 impl std::fmt::Debug for Shared {
@@ -655,11 +668,11 @@ impl Shared {
         }
         let committed = consumer.committed_offsets(tpl.clone(), self.drain_timeout)?;
         for element in committed.elements() {
-            // Nothing committed yet: the start of the log, where a new
-            // group begins (auto.offset.reset = earliest).
+            // Nothing committed yet: where a new group begins
+            // (auto.offset.reset).
             let offset = match element.offset() {
                 rdkafka::Offset::Offset(n) => rdkafka::Offset::Offset(n),
-                _ => rdkafka::Offset::Beginning,
+                _ => self.reset_offset,
             };
             consumer.seek(
                 element.topic(),
