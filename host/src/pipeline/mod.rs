@@ -588,19 +588,37 @@ impl Shared {
             return Ok(());
         };
         let _held = txn.gate.write().unwrap_or_else(PoisonError::into_inner);
-        self.producer
-            .flush(self.drain_timeout)
-            .map_err(|e| TxnError::Abort(format!("outputs not acknowledged in time: {e}")))?;
-        let mut tpl = TopicPartitionList::new();
-        let workers = self.workers();
-        for worker in workers.values().chain(extra.iter().copied()) {
-            if let Some(failure) = worker.offsets.failure() {
+        // Wait for every output — but not for ones that will never be
+        // acknowledged: once one failed, the transaction must abort.
+        let failed = |workers: &HashMap<(String, i32), Worker>| {
+            workers
+                .values()
+                .chain(extra.iter().copied())
+                .find_map(|w| {
+                    w.offsets.failure().map(|failure| {
+                        format!("{}[{}] {failure}", w.offsets.topic(), w.offsets.partition())
+                    })
+                })
+                .map(TxnError::Abort)
+        };
+        let deadline = std::time::Instant::now() + self.drain_timeout;
+        while self.producer.flush(Duration::from_millis(10)).is_err() {
+            if let Some(error) = failed(&self.workers()) {
+                return Err(error);
+            }
+            if std::time::Instant::now() > deadline {
                 return Err(TxnError::Abort(format!(
-                    "{}[{}] {failure}",
-                    worker.offsets.topic(),
-                    worker.offsets.partition()
+                    "outputs not acknowledged within {:?}",
+                    self.drain_timeout
                 )));
             }
+        }
+        let mut tpl = TopicPartitionList::new();
+        let workers = self.workers();
+        if let Some(error) = failed(&workers) {
+            return Err(error);
+        }
+        for worker in workers.values().chain(extra.iter().copied()) {
             if let Some(next) = worker.offsets.stored() {
                 tpl.add_partition_offset(
                     worker.offsets.topic(),
@@ -613,6 +631,7 @@ impl Shared {
         drop(workers);
         if txn.unchanged(&tpl) {
             // Nothing routed since the last commit.
+            txn.postpone();
             return Ok(());
         }
         let result = txn.commit(&self.producer, &tpl, consumer.group_metadata().as_ref());
@@ -667,6 +686,9 @@ impl Shared {
             tpl.add_partition(topic, *partition);
         }
         let committed = consumer.committed_offsets(tpl.clone(), self.drain_timeout)?;
+        // Paused partitions (their old workers died) do not serve a seek:
+        // resume them first.
+        consumer.resume(&tpl)?;
         for element in committed.elements() {
             // Nothing committed yet: where a new group begins
             // (auto.offset.reset).
@@ -681,7 +703,6 @@ impl Shared {
                 self.drain_timeout,
             )?;
         }
-        consumer.resume(&tpl)?;
         let mut workers = self.workers();
         for (topic, partition) in partitions {
             if let Some(worker) = self.spawn_worker(topic, *partition) {

@@ -145,6 +145,14 @@ impl Transactions {
             .map_err(|e| classify("cannot begin a transaction", &e))
     }
 
+    /// Nothing to commit this time: look again after the interval.
+    pub(super) fn postpone(&self) {
+        *self
+            .next_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now() + self.interval;
+    }
+
     /// Whether `offsets` are all already committed (nothing to commit).
     pub(super) fn unchanged(&self, offsets: &TopicPartitionList) -> bool {
         let committed = self
