@@ -7,16 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 
+use std::time::Instant;
+
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::Histogram;
 
 use super::offsets::PartitionOffsets;
 use super::{FailureSink, RecordFailure};
 use crate::config::FailurePolicy;
-use std::time::Instant;
-
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
-
 use crate::kafka::{Delivery, OutputProducer};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::plugin::{FailureKind, Plugin, RouteFailure};
@@ -107,16 +105,14 @@ impl Meters {
         &self.counters
     }
 
-    /// A record was routed to `outputs` outputs; gives the counter of
-    /// acknowledged outputs.
-    fn routed(&mut self, instance: &RouteInstance, outputs: usize) -> Counter {
+    /// A record was routed to `outputs` outputs.
+    fn routed(&mut self, instance: &RouteInstance, outputs: usize) {
         self.route.stats.add_routed(outputs);
         let counters = self.counters(instance);
         counters.consumed.inc();
         if outputs == 0 {
             counters.filtered.inc();
         }
-        counters.produced.clone()
     }
 
     /// The plugin asked for a retry, and will be asked again.
@@ -250,11 +246,13 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
             break;
         }
         let record = Arc::new(record);
-        let Some((routed, produced)) =
+        let Some((routed, routed_normally)) =
             decide(parts, &mut instance, &record, &mut meters, &stopping)
         else {
             break;
         };
+        // Acknowledged outputs count as produced (dead-letter records not).
+        let produced = routed_normally.then_some(&meters.counters.produced);
         let _held = parts.gate.as_ref().map(|gate| {
             gate.read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -264,7 +262,7 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
             let delivery = Box::new(Delivery {
                 ack: ack.clone(),
                 offsets: offsets.clone(),
-                produced: produced.clone(),
+                produced: produced.cloned(),
             });
             if let Err(e) = producer.send(&out.topic, &out.output, delivery) {
                 offsets.fail(&ack, format!("cannot produce to '{}': {e}", out.topic));
@@ -275,23 +273,23 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
     route.set_halted(offsets.topic(), offsets.partition(), None);
 }
 
-/// What to produce for `record`: its outputs (with the counter of their
-/// acknowledgements), its dead-letter record, or nothing (filtered or
-/// skipped). `None` when the worker must stop first.
+/// What to produce for `record`: its outputs (then `true`), its
+/// dead-letter record, or nothing (filtered or skipped). `None` when the
+/// worker must stop first.
 fn decide(
     parts: &WorkerParts,
     instance: &mut RouteInstance,
     record: &Arc<SourceRecord>,
     meters: &mut Meters,
     stopping: &dyn Fn() -> bool,
-) -> Option<(Vec<Routed>, Option<Counter>)> {
+) -> Option<(Vec<Routed>, bool)> {
     let route = &parts.route;
     loop {
         let (result, attempts) = attempt(route, instance, record, meters, stopping)?;
         let failure = match result {
             Ok(routed) => {
-                let produced = meters.routed(instance, routed.len());
-                return Some((routed, Some(produced)));
+                meters.routed(instance, routed.len());
+                return Some((routed, true));
             }
             Err(failure) => failure,
         };
@@ -306,9 +304,9 @@ fn decide(
         match route.policy() {
             FailurePolicy::DeadLetter(topic) => {
                 let dead = dead_letter(topic, record, &failure, attempts, instance);
-                return Some((vec![dead], None));
+                return Some((vec![dead], false));
             }
-            FailurePolicy::Skip => return Some((Vec::new(), None)),
+            FailurePolicy::Skip => return Some((Vec::new(), false)),
             FailurePolicy::Stop => {
                 // Hold the partition at this record until a new plugin
                 // version is swapped in; then route it again.
