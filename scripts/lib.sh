@@ -141,3 +141,16 @@ build_release() {
         cp "$ROOT/plugins/target/wasm32-wasip2/release/$plugin.wasm" "$ROOT/dist/plugins/"
     done
 }
+
+# confluent-kafka (Python over the same librdkafka version the router
+# bundles) for the benchmark's hand-written Python router.
+CONFLUENT_KAFKA_VERSION="2.12.1"
+BENCH_VENV="$TOOLS_DIR/venv-confluent-kafka-$CONFLUENT_KAFKA_VERSION"
+ensure_bench_python() {
+    if [ -x "$BENCH_VENV/bin/python" ] && "$BENCH_VENV/bin/python" -c "import confluent_kafka" 2>/dev/null; then
+        return
+    fi
+    log "installing confluent-kafka $CONFLUENT_KAFKA_VERSION into $BENCH_VENV"
+    python3 -m venv "$BENCH_VENV"
+    "$BENCH_VENV/bin/pip" install --quiet "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+}

@@ -1,123 +1,236 @@
-//! What one plugin `route` call costs, per record, for the example plugins,
-//! against a baseline measured in the same run: `copy-through`, a plugin
-//! that reads the whole record and returns copies of it (what every record
-//! would cost if the contract passed records by value).
+//! What one plugin `route` call costs, per record, against the same logic
+//! compiled natively into the host and measured in the same run.
 //!
-//! Run: `cargo bench -p switchyard-tests --bench plugin_call`
+//! - identity (`hello`): forwards the record; the cost of the call itself.
+//! - tenant-partitioner: reads one header, asks the partition count, returns
+//!   one output with an explicit partition.
+//! - envelope-router (the JSON router): parses the value as a JSON envelope
+//!   and picks the topic from its `type`.
+//! - copy-through: reads the whole record and returns copies of it (what
+//!   every record would cost if the contract passed records by value).
+//!
+//! The native column runs the plugin crate's own `route` on a message built
+//! once (its fields already in memory), so it is the logic alone; the wasm
+//! column is everything the router pays per record: entering the sandbox,
+//! the host calls the plugin makes, lifting its outputs.
+//!
+//! Run: `cargo bench -p switchyard-tests --bench plugin_call [-- NAME...]`
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use switchyard::plugin::{Limits, PluginEngine, RouteContext};
-use switchyard::record::{Header, SourceRecord};
+use switchyard::record::{self, Header, SourceRecord};
 use switchyard_plugin_fixtures as fixtures;
+use switchyard_sdk::{Config, Message, Plugin};
 
 const WARMUP: u32 = 20_000;
-const ROUNDS: usize = 7;
-const CALLS_PER_ROUND: u32 = 50_000;
+const ROUNDS: usize = 9;
+/// Calls per round; a round lasts a few tens of milliseconds at most.
+const CALLS_PER_ROUND: u32 = 20_000;
+const SIZES: [usize; 3] = [100, 1024, 10 * 1024];
+const TARGET: &str = "output";
+
+type Native = Box<dyn Fn(&Message<'_>, &Arc<SourceRecord>) -> anyhow::Result<Vec<record::Output>>>;
 
 struct Case {
     name: &'static str,
-    plugin: PathBuf,
+    plugin: std::path::PathBuf,
     config: Vec<(String, String)>,
+    native: Option<Native>,
 }
 
 fn main() -> anyhow::Result<()> {
-    let config = |pairs: &[(&str, &str)]| {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    };
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let envelope_config = vec![("order.created".to_owned(), "orders.created".to_owned())];
+    switchyard_sdk::testing::set_default_target(TARGET);
+    switchyard_sdk::testing::set_partition_count(TARGET, 6);
     let cases = [
-        Case {
-            name: "copy-through (baseline)",
-            plugin: fixtures::copy_through(),
-            config: vec![],
-        },
         Case {
             name: "identity",
             plugin: fixtures::hello(),
             config: vec![],
+            // `hello`'s route, verbatim: the crate exports no Rust API.
+            native: Some(native(|_: &Message<'_>| {
+                Ok(vec![switchyard_sdk::Output::forward()])
+            })),
         },
         Case {
             name: "tenant-partitioner",
             plugin: fixtures::tenant_partitioner(),
             config: vec![],
+            native: Some(plugin::<tenant_partitioner::TenantPartitioner>(&[])?),
         },
         Case {
-            name: "envelope-router",
+            name: "envelope-router (JSON)",
             plugin: fixtures::envelope_router(),
-            config: config(&[("order.created", "orders.created")]),
+            native: Some(plugin::<envelope_router::EnvelopeRouter>(&envelope_config)?),
+            config: envelope_config,
+        },
+        Case {
+            name: "copy-through",
+            plugin: fixtures::copy_through(),
+            config: vec![],
+            native: None,
         },
     ];
-    // `cargo bench ... -- NAME` measures only the plugins whose name
-    // contains NAME (the baseline always runs).
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
     let engine = PluginEngine::new()?;
     let context = RouteContext {
         route: "bench".to_owned(),
-        default_target: "output".to_owned(),
-        partitions: Arc::new(std::collections::HashMap::from([("output".to_owned(), 6)])),
+        default_target: TARGET.to_owned(),
+        partitions: Arc::new(std::collections::HashMap::from([(TARGET.to_owned(), 6)])),
     };
 
     println!(
-        "ns per record (median of {ROUNDS} rounds of {CALLS_PER_ROUND} calls, one reused instance)"
+        "ns per record: median of {ROUNDS} rounds of {CALLS_PER_ROUND} calls, one reused instance"
     );
     println!(
-        "{:<26} {:>10} {:>10} {:>10}",
-        "plugin", "100 B", "1 KiB", "16 KiB"
+        "{:<24} {:>6} {:>9} {:>9} {:>8}",
+        "plugin", "value", "wasm", "native", "ratio"
     );
-    let sizes = [100, 1024, 16 * 1024];
-    let mut baseline = [0.0_f64; 3];
-    for (n, case) in cases.iter().enumerate() {
-        if n > 0 && !only.is_empty() && !only.iter().any(|o| case.name.contains(o.as_str())) {
+    for case in &cases {
+        if !only.is_empty() && !only.iter().any(|o| case.name.contains(o.as_str())) {
             continue;
         }
         let plugin = engine.load(&case.plugin)?;
         let mut instance = plugin.instantiate(&case.config, context.clone(), Limits::default())?;
-        let mut cells = Vec::new();
-        for (i, &size) in sizes.iter().enumerate() {
-            let record = Arc::new(record(size));
-            for _ in 0..WARMUP {
-                instance.route(&record)?;
-            }
-            let mut rounds = Vec::with_capacity(ROUNDS);
-            for _ in 0..ROUNDS {
-                let start = Instant::now();
-                for _ in 0..CALLS_PER_ROUND {
-                    std::hint::black_box(instance.route(&record)?);
+        for size in SIZES {
+            let source = Arc::new(source_record(size));
+            let wasm = median_ns(|| {
+                std::hint::black_box(instance.route(&source)).map(drop)?;
+                Ok(())
+            })?;
+            let (native_cell, ratio_cell) = match &case.native {
+                Some(route) => {
+                    let msg = message(&source);
+                    // Same outputs, or the comparison is meaningless.
+                    anyhow::ensure!(
+                        format!("{:?}", route(&msg, &source)?)
+                            == format!("{:?}", instance.route(&source)?),
+                        "{}: native and wasm outputs differ",
+                        case.name
+                    );
+                    let ns = median_ns(|| {
+                        std::hint::black_box(route(std::hint::black_box(&msg), &source)?);
+                        Ok(())
+                    })?;
+                    (format!("{ns:.0}"), format!("{:.1}x", wasm / ns))
                 }
-                rounds.push(start.elapsed().as_nanos() as f64 / f64::from(CALLS_PER_ROUND));
-            }
-            rounds.sort_by(f64::total_cmp);
-            let ns = rounds[ROUNDS / 2];
-            if baseline[i] == 0.0 {
-                baseline[i] = ns;
-                cells.push(format!("{ns:>10.0}"));
-            } else {
-                cells.push(format!("{ns:>4.0} {:>4.2}x", ns / baseline[i]));
-            }
+                None => ("-".to_owned(), "-".to_owned()),
+            };
+            println!(
+                "{:<24} {:>6} {:>9.0} {:>9} {:>8}",
+                case.name,
+                size_name(size),
+                wasm,
+                native_cell,
+                ratio_cell
+            );
         }
-        println!(
-            "{:<26} {:>10} {:>10} {:>10}",
-            case.name, cells[0], cells[1], cells[2]
-        );
     }
-    println!(
-        "(ratio: time relative to the copy-through baseline of the same size; lower is better)"
-    );
+    println!("(ratio: wasm time / native time for the same logic and record)");
     Ok(())
+}
+
+/// Median ns per call of `call` over [`ROUNDS`] rounds, after a warm-up.
+fn median_ns(mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    for _ in 0..WARMUP {
+        call()?;
+    }
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        for _ in 0..CALLS_PER_ROUND {
+            call()?;
+        }
+        rounds.push(start.elapsed().as_nanos() as f64 / f64::from(CALLS_PER_ROUND));
+    }
+    rounds.sort_by(f64::total_cmp);
+    Ok(rounds[ROUNDS / 2])
+}
+
+/// A native router: the plugin crate's `route`, its outputs converted to
+/// the router's as the host converts a plugin's.
+fn native(route: impl Fn(&Message<'_>) -> switchyard_sdk::RouteResult + 'static) -> Native {
+    Box::new(move |msg, source| match route(msg) {
+        Ok(outputs) => Ok(outputs.into_iter().map(|o| convert(o, source)).collect()),
+        Err(e) => Err(anyhow::anyhow!("native route failed: {e:?}")),
+    })
+}
+
+fn plugin<P: Plugin + 'static>(config: &[(String, String)]) -> anyhow::Result<Native> {
+    let plugin = P::init(&Config::from_pairs(
+        config.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+    .map_err(anyhow::Error::msg)?;
+    Ok(native(move |msg| plugin.route(msg)))
+}
+
+fn convert(out: switchyard_sdk::Output, source: &Arc<SourceRecord>) -> record::Output {
+    let data = |d| match d {
+        switchyard_sdk::Data::Original => record::Data::Original,
+        switchyard_sdk::Data::Null => record::Data::Null,
+        switchyard_sdk::Data::Bytes(b) => record::Data::Bytes(Bytes::from(b)),
+    };
+    let headers = |list: Vec<switchyard_sdk::Header>| {
+        list.into_iter()
+            .map(|h| Header {
+                key: h.key,
+                value: Bytes::from(h.value),
+            })
+            .collect()
+    };
+    record::Output {
+        source: source.clone(),
+        topic: out.topic,
+        partition: out.partition,
+        key: data(out.key),
+        value: data(out.value),
+        headers: match out.headers {
+            switchyard_sdk::OutputHeaders::Original => record::OutputHeaders::Original,
+            switchyard_sdk::OutputHeaders::Append(h) => record::OutputHeaders::Append(headers(h)),
+            switchyard_sdk::OutputHeaders::Replace(h) => record::OutputHeaders::Replace(headers(h)),
+        },
+        timestamp_ms: out.timestamp_ms,
+    }
+}
+
+/// The record as the SDK's native `Message` (every field filled in).
+fn message(source: &SourceRecord) -> Message<'static> {
+    let mut builder = Message::builder()
+        .topic(source.topic.clone())
+        .partition(source.partition)
+        .offset(source.offset);
+    if let Some(ts) = source.timestamp_ms {
+        builder = builder.timestamp_ms(ts);
+    }
+    if let Some(key) = &source.key {
+        builder = builder.key(key.to_vec());
+    }
+    if let Some(value) = &source.value {
+        builder = builder.value(value.to_vec());
+    }
+    for h in &source.headers {
+        builder = builder.header(h.key.clone(), h.value.to_vec());
+    }
+    builder.build()
+}
+
+fn size_name(size: usize) -> String {
+    if size >= 1024 {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
 }
 
 /// A JSON envelope of `size` bytes with a key and three headers, one of them
 /// the tenant.
-fn record(size: usize) -> SourceRecord {
+fn source_record(size: usize) -> SourceRecord {
     let head = r#"{"type":"order.created","version":1,"timestamp":"2026-11-28T12:00:00Z","payload":{"pad":""#;
     let tail = r#""}}"#;
     let pad = size.saturating_sub(head.len() + tail.len());

@@ -1,0 +1,893 @@
+//! Records through a router, end to end, side by side: Switchyard (no
+//! plugin, identity, tenant-partitioner, envelope-router) against the
+//! routers teams write by hand (a native Rust rdkafka loop and a Python
+//! confluent-kafka loop, both with the tenant partitioner's logic) and
+//! against the broker alone, all measured in the same run on the same
+//! brokers: nisshi (the test broker) and librdkafka's mock cluster hosted by
+//! a process of its own.
+//!
+//! Each row gets a fresh broker, fresh topics of 6 partitions and its
+//! router as a process of its own (so its CPU time and peak RSS are its
+//! own). The driver writes the records with at most a window of them not
+//! yet seen on the target (the mock keeps only ~5 MiB per partition) and
+//! reads the target back:
+//! - throughput: from the first output read to the last, every record
+//!   checked present (duplicates counted);
+//! - CPU: the router process's user + system time over the same span;
+//! - latency: afterwards, records written at a steady rate, each stamped
+//!   with its send time, measured when read back from the target;
+//! - peak RSS: the router process's `VmHWM` at the end.
+//!
+//! Run: `scripts/bench` (installs and builds what this needs), or
+//! `cargo bench -p switchyard-tests --bench pipeline -- [--records N]
+//! [--sizes 100,1024] [--brokers nisshi,mock] [--rounds N] [--only NAME]`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use switchyard_plugin_fixtures as fixtures;
+use switchyard_tests::{OwnBroker, create_topics_on, random_topic};
+
+const PARTITIONS: i32 = 6;
+/// Tenants the records are spread over (the `tenant-id` header).
+const TENANTS: usize = 64;
+/// Consumer properties every client gets: nisshi holds each fetch for the
+/// whole wait, so the default 500 ms would measure the wait.
+const CONSUMER_PROPERTIES: [(&str, &str); 1] = [("fetch.wait.max.ms", "10")];
+/// Records written but not yet read back, at most: the mock broker drops
+/// a partition's oldest records past ~5 MiB.
+const WINDOW_BYTES: usize = 12 << 20;
+const MAX_WINDOW: usize = 30_000;
+/// A run fails if nothing new arrives for this long.
+const STALL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum BrokerKind {
+    Nisshi,
+    Mock,
+}
+
+impl BrokerKind {
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Nisshi => "nisshi 0.8.1, memory storage (the test broker)",
+            Self::Mock => "librdkafka 2.12.1 mock cluster, in a process of its own",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RouterKind {
+    /// No router: the driver reads back what it wrote.
+    Ceiling,
+    Passthrough,
+    Identity,
+    Tenant,
+    Envelope,
+    Native,
+    Python,
+}
+
+impl RouterKind {
+    const ALL: [Self; 7] = [
+        Self::Ceiling,
+        Self::Passthrough,
+        Self::Identity,
+        Self::Tenant,
+        Self::Envelope,
+        Self::Native,
+        Self::Python,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ceiling => "broker ceiling (no router)",
+            Self::Passthrough => "switchyard, no plugin",
+            Self::Identity => "switchyard, identity",
+            Self::Tenant => "switchyard, tenant-partitioner",
+            Self::Envelope => "switchyard, envelope-router",
+            Self::Native => "native rust loop (rdkafka)",
+            Self::Python => "python loop (confluent-kafka)",
+        }
+    }
+}
+
+struct Options {
+    records: usize,
+    sizes: Vec<usize>,
+    brokers: Vec<BrokerKind>,
+    rounds: usize,
+    only: Vec<String>,
+    latency_records: usize,
+    latency_rate: u32,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut options = Options {
+        records: 1_000_000,
+        sizes: vec![100, 1024],
+        brokers: vec![BrokerKind::Nisshi, BrokerKind::Mock],
+        rounds: 1,
+        only: Vec::new(),
+        latency_records: 5_000,
+        latency_rate: 2_000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--bench" => {}
+            "--records" => options.records = value()?.parse()?,
+            "--rounds" => options.rounds = value()?.parse()?,
+            "--latency-records" => options.latency_records = value()?.parse()?,
+            "--latency-rate" => options.latency_rate = value()?.parse()?,
+            "--sizes" => {
+                options.sizes = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+            }
+            "--brokers" => {
+                options.brokers = value()?
+                    .split(',')
+                    .map(|b| match b {
+                        "nisshi" => Ok(BrokerKind::Nisshi),
+                        "mock" => Ok(BrokerKind::Mock),
+                        other => Err(anyhow::anyhow!("unknown broker '{other}'")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--only" => options.only.push(value()?),
+            other => bail!("unknown argument '{other}'"),
+        }
+    }
+    anyhow::ensure!(
+        options.records >= 2 && options.rounds >= 1,
+        "nothing to measure"
+    );
+    Ok(options)
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    let tools = Tools::find()?;
+    let routers: Vec<RouterKind> = RouterKind::ALL
+        .into_iter()
+        .filter(|r| {
+            options.only.is_empty() || options.only.iter().any(|o| r.name().contains(o.as_str()))
+        })
+        .collect();
+    let mut results: HashMap<(BrokerKind, usize, RouterKind), Vec<Measurement>> = HashMap::new();
+    for round in 1..=options.rounds {
+        for &broker in &options.brokers {
+            for &size in &options.sizes {
+                for &router in &routers {
+                    let m = run(&tools, broker, router, size, &options).with_context(|| {
+                        format!("{} on {broker:?}, {size} B records", router.name())
+                    })?;
+                    eprintln!(
+                        "round {round}: {broker:?} {size} B {:<32} {:>9.0} records/s",
+                        router.name(),
+                        m.rate
+                    );
+                    results.entry((broker, size, router)).or_default().push(m);
+                }
+            }
+        }
+    }
+    report(&options, &routers, &results);
+    Ok(())
+}
+
+/// What a row measured.
+#[derive(Debug, Clone, Copy)]
+struct Measurement {
+    /// Records per second through the router.
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Router CPU seconds per million records.
+    cpu_per_million: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    duplicates: u64,
+}
+
+fn report(
+    options: &Options,
+    routers: &[RouterKind],
+    results: &HashMap<(BrokerKind, usize, RouterKind), Vec<Measurement>>,
+) {
+    let median = |values: &mut Vec<f64>| -> Option<f64> {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    let summary = |key| -> Option<Measurement> {
+        let runs: &Vec<Measurement> = results.get(&key)?;
+        let pick = |f: &dyn Fn(&Measurement) -> Option<f64>| {
+            median(&mut runs.iter().filter_map(f).collect())
+        };
+        Some(Measurement {
+            rate: pick(&|m| Some(m.rate))?,
+            p50_ms: pick(&|m| Some(m.p50_ms))?,
+            p99_ms: pick(&|m| Some(m.p99_ms))?,
+            cpu_per_million: pick(&|m| m.cpu_per_million),
+            peak_rss_mib: pick(&|m| m.peak_rss_mib),
+            duplicates: runs.iter().map(|m| m.duplicates).sum(),
+        })
+    };
+    println!(
+        "\n{} records per row, {PARTITIONS} partitions in and out, median of {} round(s); \
+         latency: {} records at {}/s after the throughput run",
+        options.records, options.rounds, options.latency_records, options.latency_rate
+    );
+    for &broker in &options.brokers {
+        println!("\nbroker: {}", broker.describe());
+        println!(
+            "{:<6} {:<32} {:>10} {:>7} {:>7} {:>7} {:>9} {:>8}",
+            "value", "router", "records/s", "MB/s", "p50 ms", "p99 ms", "CPU s/1M", "RSS MiB"
+        );
+        for &size in &options.sizes {
+            for &router in routers {
+                let Some(m) = summary((broker, size, router)) else {
+                    continue;
+                };
+                let opt = |v: Option<f64>, digits: usize| {
+                    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+                };
+                println!(
+                    "{:<6} {:<32} {:>10.0} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>8}{}",
+                    size_name(size),
+                    router.name(),
+                    m.rate,
+                    m.rate * size as f64 / 1e6,
+                    m.p50_ms,
+                    m.p99_ms,
+                    opt(m.cpu_per_million, 2),
+                    opt(m.peak_rss_mib, 0),
+                    if m.duplicates > 0 {
+                        format!("  ({} duplicates)", m.duplicates)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            let rate = |r| summary((broker, size, r)).map(|m| m.rate);
+            let cpu = |r| summary((broker, size, r)).and_then(|m| m.cpu_per_million);
+            let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+            use RouterKind::{Identity, Native, Passthrough, Python, Tenant};
+            let targets = [
+                (
+                    "tenant-partitioner / native loop, records/s",
+                    ratio(rate(Tenant), rate(Native)),
+                    ">=",
+                    1.0,
+                ),
+                (
+                    "tenant-partitioner / native loop, CPU per record",
+                    ratio(cpu(Tenant), cpu(Native)),
+                    "<=",
+                    1.1,
+                ),
+                (
+                    "identity / no plugin, records/s",
+                    ratio(rate(Identity), rate(Passthrough)),
+                    ">=",
+                    0.95,
+                ),
+                (
+                    "tenant-partitioner / python loop, records/s",
+                    ratio(rate(Tenant), rate(Python)),
+                    ">=",
+                    1.5,
+                ),
+            ];
+            for (name, value, op, target) in targets {
+                let Some(value) = value else { continue };
+                let met = if op == ">=" {
+                    value >= target
+                } else {
+                    value <= target
+                };
+                println!(
+                    "{:<6}   {name:<50} {value:>5.2}x  target {op} {target:.2}x: {}",
+                    size_name(size),
+                    if met { "met" } else { "MISSED" }
+                );
+            }
+        }
+    }
+}
+
+/// Where the programs this benchmark runs are.
+struct Tools {
+    switchyard: PathBuf,
+    native_router: PathBuf,
+    mock_broker: PathBuf,
+    python: PathBuf,
+    python_router: PathBuf,
+    clock_ticks: f64,
+}
+
+impl Tools {
+    fn find() -> anyhow::Result<Self> {
+        let switchyard = match std::env::var_os("SWITCHYARD_BIN") {
+            Some(path) => PathBuf::from(path),
+            // target/release/deps/pipeline-HASH -> target/release/switchyard
+            None => std::env::current_exe()?
+                .parent()
+                .and_then(Path::parent)
+                .context("no target directory")?
+                .join("switchyard"),
+        };
+        let python = match std::env::var_os("SWITCHYARD_BENCH_PYTHON") {
+            Some(path) => PathBuf::from(path),
+            None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                .join(".cache/switchyard/venv-confluent-kafka-2.12.1/bin/python"),
+        };
+        for (path, what) in [
+            (&switchyard, "the release binary"),
+            (&python, "confluent-kafka's Python"),
+        ] {
+            anyhow::ensure!(
+                path.is_file(),
+                "{what} is not at {}: run scripts/bench, which builds and installs it",
+                path.display()
+            );
+        }
+        let ticks = Command::new("getconf").arg("CLK_TCK").output()?;
+        Ok(Self {
+            switchyard,
+            native_router: PathBuf::from(env!("CARGO_BIN_EXE_native-router")),
+            mock_broker: PathBuf::from(env!("CARGO_BIN_EXE_mock-broker")),
+            python,
+            python_router: Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_router.py"),
+            clock_ticks: String::from_utf8(ticks.stdout)?.trim().parse()?,
+        })
+    }
+}
+
+/// A broker of one row's own.
+enum Broker {
+    Nisshi(OwnBroker),
+    Mock {
+        addr: String,
+        child: Child,
+        stdin: Option<ChildStdin>,
+    },
+}
+
+impl Broker {
+    fn start(tools: &Tools, kind: BrokerKind, topics: &[&str]) -> anyhow::Result<Self> {
+        match kind {
+            BrokerKind::Nisshi => {
+                let broker = OwnBroker::start()?;
+                let topics: Vec<(&str, i32)> = topics.iter().map(|t| (*t, PARTITIONS)).collect();
+                create_topics_on(broker.addr(), &topics)?;
+                Ok(Self::Nisshi(broker))
+            }
+            BrokerKind::Mock => {
+                let mut child = Command::new(&tools.mock_broker)
+                    .args(topics.iter().map(|t| format!("{t}:{PARTITIONS}")))
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .context("cannot start the mock broker")?;
+                let stdin = child.stdin.take();
+                let mut line = String::new();
+                std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(child.stdout.take().context("no stdout")?),
+                    &mut line,
+                )?;
+                anyhow::ensure!(
+                    !line.trim().is_empty(),
+                    "the mock broker printed no address"
+                );
+                Ok(Self::Mock {
+                    addr: line.trim().to_owned(),
+                    child,
+                    stdin,
+                })
+            }
+        }
+    }
+
+    fn addr(&self) -> &str {
+        match self {
+            Self::Nisshi(broker) => broker.addr(),
+            Self::Mock { addr, .. } => addr,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Self::Mock { child, stdin, .. } = self {
+            drop(stdin.take());
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A router under test, as a process; killed when dropped.
+struct RouterProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl RouterProcess {
+    fn spawn(
+        tools: &Tools,
+        kind: RouterKind,
+        bootstrap: &str,
+        source: &str,
+        target: &str,
+        dir: &Path,
+    ) -> anyhow::Result<Option<Self>> {
+        let group = random_topic("bench-group");
+        let properties: Vec<String> = CONSUMER_PROPERTIES
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut command = match kind {
+            RouterKind::Ceiling => return Ok(None),
+            RouterKind::Native => {
+                let mut c = Command::new(&tools.native_router);
+                c.args([bootstrap, &group, source, target])
+                    .args(&properties);
+                c
+            }
+            RouterKind::Python => {
+                let mut c = Command::new(&tools.python);
+                c.arg(&tools.python_router)
+                    .args([bootstrap, &group, source, target])
+                    .args(&properties);
+                c
+            }
+            RouterKind::Passthrough
+            | RouterKind::Identity
+            | RouterKind::Tenant
+            | RouterKind::Envelope => {
+                let plugin = match kind {
+                    RouterKind::Identity => Some((fixtures::hello(), String::new())),
+                    RouterKind::Tenant => Some((fixtures::tenant_partitioner(), String::new())),
+                    RouterKind::Envelope => Some((
+                        fixtures::envelope_router(),
+                        format!("plugin_config = {{ \"order.created\" = \"{target}\" }}\n"),
+                    )),
+                    _ => None,
+                };
+                let plugin = plugin.map_or_else(String::new, |(path, config)| {
+                    format!("plugin = \"{}\"\n{config}", path.display())
+                });
+                let consumer: String = CONSUMER_PROPERTIES
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))
+                    .collect();
+                let config = dir.join("router.toml");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n\
+                         [kafka.consumer]\n{consumer}\n[http]\nenabled = false\n\n\
+                         [[routes]]\nname = \"bench\"\nsource_topics = [\"{source}\"]\n\
+                         default_target = \"{target}\"\non_failure = \"skip\"\n{plugin}"
+                    ),
+                )?;
+                let mut c = Command::new(&tools.switchyard);
+                c.arg("run")
+                    .arg("--config")
+                    .arg(&config)
+                    .env("RUST_LOG", "warn");
+                c
+            }
+        };
+        let log = dir.join("router.log");
+        let out = std::fs::File::create(&log)?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {}", kind.name()))?;
+        Ok(Some(Self { child, log }))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU seconds of the process so far.
+    fn cpu_seconds(&self, tools: &Tools) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        // Fields after the command name (which may hold spaces).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("odd /proc stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        Ok(ticks / tools.clock_ticks)
+    }
+
+    fn peak_rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .context("no VmHWM")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kib / 1024.0)
+    }
+
+    /// Fails with the end of its log if it has exited.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            bail!(
+                "the router exited ({status}); last lines of its log:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How many records the consumer has read back; the producer waits on it.
+#[derive(Default)]
+struct Progress {
+    received: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Progress {
+    fn advance(&self, received: usize) {
+        *self
+            .received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = received;
+        self.changed.notify_all();
+    }
+
+    /// Waits until fewer than `window` of the first `sent` records are
+    /// unread.
+    fn wait_window(&self, sent: usize, window: usize) {
+        let mut received = self
+            .received
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while sent.saturating_sub(*received) >= window {
+            received = self
+                .changed
+                .wait_timeout(received, Duration::from_millis(100))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+fn run(
+    tools: &Tools,
+    broker_kind: BrokerKind,
+    router_kind: RouterKind,
+    size: usize,
+    options: &Options,
+) -> anyhow::Result<Measurement> {
+    let source = random_topic("bench-src");
+    let target = if router_kind == RouterKind::Ceiling {
+        source.clone()
+    } else {
+        random_topic("bench-dst")
+    };
+    let topics: Vec<&str> = if source == target {
+        vec![&source]
+    } else {
+        vec![&source, &target]
+    };
+    let broker = Broker::start(tools, broker_kind, &topics)?;
+    let dir = tempfile::tempdir()?;
+    let mut router = RouterProcess::spawn(
+        tools,
+        router_kind,
+        broker.addr(),
+        &source,
+        &target,
+        dir.path(),
+    )?;
+
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()?;
+    let producer = Arc::new(producer);
+    let mut consumer_config = ClientConfig::new();
+    consumer_config
+        .set("bootstrap.servers", broker.addr())
+        .set("group.id", random_topic("bench-reader"))
+        .set("enable.auto.commit", "false");
+    for (k, v) in CONSUMER_PROPERTIES {
+        consumer_config.set(k, v);
+    }
+    let consumer: BaseConsumer = consumer_config.create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment.add_partition_offset(&target, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+
+    // Throughput: every record once, at most a window of them unread.
+    let n = options.records;
+    let values = Arc::new(values(size));
+    let progress = Arc::new(Progress::default());
+    let window = (WINDOW_BYTES / size.max(1)).clamp(1_000, MAX_WINDOW);
+    let writer = std::thread::spawn({
+        let (producer, values, progress, source) = (
+            producer.clone(),
+            values.clone(),
+            progress.clone(),
+            source.clone(),
+        );
+        move || -> anyhow::Result<()> {
+            for i in 0..n {
+                progress.wait_window(i, window);
+                let key = format!("t{i}");
+                let tenant = format!("tenant-{:02}", i % TENANTS);
+                send(
+                    &producer,
+                    &source,
+                    &key,
+                    &values[i % values.len()],
+                    &tenant,
+                    None,
+                )?;
+            }
+            Ok(())
+        }
+    });
+    let mut seen = vec![false; n];
+    let (mut unique, mut duplicates) = (0_usize, 0_u64);
+    let mut first: Option<(Instant, Option<f64>)> = None;
+    let mut last_progress = Instant::now();
+    let mut last = (Instant::now(), None);
+    while unique < n {
+        if let Some(r) = router.as_mut() {
+            r.check_alive()?;
+        }
+        if last_progress.elapsed() > STALL {
+            bail!(
+                "stalled: {unique} of {n} records read back, nothing new for {} s",
+                STALL.as_secs()
+            );
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message?;
+        let i = record_index(&message, b't')?;
+        if std::mem::replace(&mut seen[i], true) {
+            duplicates += 1;
+            continue;
+        }
+        unique += 1;
+        last_progress = Instant::now();
+        let cpu = || router.as_ref().map(|r| r.cpu_seconds(tools)).transpose();
+        if first.is_none() {
+            first = Some((Instant::now(), cpu()?));
+        }
+        if unique == n {
+            last = (Instant::now(), cpu()?);
+        }
+        if unique % 1_000 == 0 || unique == n {
+            progress.advance(unique);
+        }
+    }
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
+    let (started, cpu_start) = first.context("nothing read back")?;
+    let span = last.0.duration_since(started).as_secs_f64();
+    let rate = (n - 1) as f64 / span;
+    let cpu_per_million = match (cpu_start, last.1) {
+        (Some(a), Some(b)) => Some((b - a) / (n - 1) as f64 * 1e6),
+        _ => None,
+    };
+
+    // Latency: a steady rate well below every router's throughput.
+    let latencies = measure_latency(&producer, &consumer, &source, &values, options, &mut router)?;
+    let peak_rss_mib = router
+        .as_ref()
+        .map(RouterProcess::peak_rss_mib)
+        .transpose()?;
+    drop(router);
+    drop(broker);
+    Ok(Measurement {
+        rate,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        cpu_per_million,
+        peak_rss_mib,
+        duplicates,
+    })
+}
+
+/// Writes the latency records at the configured rate, each with its send
+/// time, and returns how long each took to come back, in ms.
+fn measure_latency(
+    producer: &Arc<ThreadedProducer<DefaultProducerContext>>,
+    consumer: &BaseConsumer,
+    source: &str,
+    values: &Arc<Vec<Vec<u8>>>,
+    options: &Options,
+    router: &mut Option<RouterProcess>,
+) -> anyhow::Result<Vec<f64>> {
+    let count = options.latency_records;
+    let interval = Duration::from_secs(1) / options.latency_rate.max(1);
+    let writer = std::thread::spawn({
+        let (producer, values, source) = (producer.clone(), values.clone(), source.to_owned());
+        move || -> anyhow::Result<()> {
+            let start = Instant::now();
+            for j in 0..count {
+                // Pacing: each record leaves at its slot of the schedule.
+                let slot = start + interval * u32::try_from(j)?;
+                if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let tenant = format!("tenant-{:02}", j % TENANTS);
+                send(
+                    &producer,
+                    &source,
+                    &format!("l{j}"),
+                    &values[j % values.len()],
+                    &tenant,
+                    Some(now_ns()),
+                )?;
+            }
+            Ok(())
+        }
+    });
+    let mut latencies = Vec::with_capacity(count);
+    let mut seen = vec![false; count];
+    let mut last_progress = Instant::now();
+    while latencies.len() < count {
+        if let Some(r) = router.as_mut() {
+            r.check_alive()?;
+        }
+        if last_progress.elapsed() > STALL {
+            bail!(
+                "stalled: {} of {count} latency records read back",
+                latencies.len()
+            );
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message?;
+        let received = now_ns();
+        if message.key().is_some_and(|k| k.starts_with(b"t")) {
+            continue; // a late duplicate of the throughput run
+        }
+        let j = record_index(&message, b'l')?;
+        if std::mem::replace(&mut seen[j], true) {
+            continue;
+        }
+        let sent: u128 = message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "sent-ns"))
+            .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+            .context("a latency record came back without its sent-ns header")?;
+        latencies.push(received.saturating_sub(sent) as f64 / 1e6);
+        last_progress = Instant::now();
+    }
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the latency writer panicked"))??;
+    Ok(latencies)
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+    tenant: &str,
+    sent_ns: Option<u128>,
+) -> anyhow::Result<()> {
+    let sent = sent_ns.map(|ns| ns.to_string());
+    let mut headers = OwnedHeaders::new().insert(Header {
+        key: "tenant-id",
+        value: Some(tenant),
+    });
+    if let Some(sent) = &sent {
+        headers = headers.insert(Header {
+            key: "sent-ns",
+            value: Some(sent.as_str()),
+        });
+    }
+    // The queue (100,000 messages by default) holds more than the window:
+    // it cannot fill.
+    let record = BaseRecord::to(topic)
+        .key(key)
+        .payload(value)
+        .headers(headers);
+    producer.send(record).map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+/// The number in a record's key `{prefix}{n}`.
+fn record_index(message: &impl Message, prefix: u8) -> anyhow::Result<usize> {
+    let key = message
+        .key()
+        .context("a record came back without its key")?;
+    match key.split_first() {
+        Some((p, digits)) if *p == prefix => Ok(std::str::from_utf8(digits)?.parse()?),
+        _ => bail!("unexpected record key {:?}", String::from_utf8_lossy(key)),
+    }
+}
+
+/// 1,024 different JSON envelopes of exactly `size` bytes (at least the
+/// envelope's own), their padding random letters so that compression sees
+/// something like real data.
+fn values(size: usize) -> Vec<Vec<u8>> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut letter = || {
+        // xorshift64: deterministic, good enough to defeat compression.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(state % 62) as usize]
+    };
+    (0..1024)
+        .map(|i| {
+            let head = format!(r#"{{"type":"order.created","id":{i},"payload":{{"pad":""#);
+            let tail = r#""}}"#;
+            let pad = size.saturating_sub(head.len() + tail.len());
+            let mut value = head.into_bytes();
+            value.extend((0..pad).map(|_| letter()));
+            value.extend_from_slice(tail.as_bytes());
+            value
+        })
+        .collect()
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or(f64::NAN)
+}
+
+fn size_name(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
