@@ -26,7 +26,9 @@ use switchyard_plugin_fixtures as fixtures;
 use switchyard_sdk::{Config, Message, Plugin};
 
 const WARMUP: u32 = 20_000;
-const ROUNDS: usize = 9;
+/// Interference from other work on the machine only ever adds time, so
+/// the fastest round is the estimate least disturbed by it.
+const ROUNDS: usize = 15;
 /// Calls per round; a round lasts a few tens of milliseconds at most.
 const CALLS_PER_ROUND: u32 = 20_000;
 const SIZES: [usize; 3] = [100, 1024, 10 * 1024];
@@ -85,72 +87,108 @@ fn main() -> anyhow::Result<()> {
         partitions: Arc::new(std::collections::HashMap::from([(TARGET.to_owned(), 6)])),
     };
 
-    println!(
-        "ns per record: median of {ROUNDS} rounds of {CALLS_PER_ROUND} calls, one reused instance"
-    );
-    println!(
-        "{:<24} {:>6} {:>9} {:>9} {:>8}",
-        "plugin", "value", "wasm", "native", "ratio"
-    );
+    // Every cell: a wasm instance and a record, and the native logic with
+    // the same record as a message.
+    struct Cell<'c> {
+        case: &'c Case,
+        size: usize,
+        instance: switchyard::plugin::PluginInstance,
+        source: Arc<SourceRecord>,
+        msg: Message<'static>,
+        wasm: f64,
+        native: f64,
+    }
+    let mut cells = Vec::new();
     for case in &cases {
         if !only.is_empty() && !only.iter().any(|o| case.name.contains(o.as_str())) {
             continue;
         }
         let plugin = engine.load(&case.plugin)?;
-        let mut instance = plugin.instantiate(&case.config, context.clone(), Limits::default())?;
         for size in SIZES {
+            let mut instance =
+                plugin.instantiate(&case.config, context.clone(), Limits::default())?;
             let source = Arc::new(source_record(size));
-            let wasm = median_ns(|| {
-                std::hint::black_box(instance.route(&source)).map(drop)?;
-                Ok(())
-            })?;
-            let (native_cell, ratio_cell) = match &case.native {
-                Some(route) => {
-                    let msg = message(&source);
-                    // Same outputs, or the comparison is meaningless.
-                    anyhow::ensure!(
-                        format!("{:?}", route(&msg, &source)?)
-                            == format!("{:?}", instance.route(&source)?),
-                        "{}: native and wasm outputs differ",
-                        case.name
-                    );
-                    let ns = median_ns(|| {
-                        std::hint::black_box(route(std::hint::black_box(&msg), &source)?);
-                        Ok(())
-                    })?;
-                    (format!("{ns:.0}"), format!("{:.1}x", wasm / ns))
-                }
-                None => ("-".to_owned(), "-".to_owned()),
-            };
-            println!(
-                "{:<24} {:>6} {:>9.0} {:>9} {:>8}",
-                case.name,
-                size_name(size),
-                wasm,
-                native_cell,
-                ratio_cell
-            );
+            let msg = message(&source);
+            if let Some(route) = &case.native {
+                // Same outputs, or the comparison is meaningless.
+                anyhow::ensure!(
+                    format!("{:?}", route(&msg, &source)?)
+                        == format!("{:?}", instance.route(&source)?),
+                    "{}: native and wasm outputs differ",
+                    case.name
+                );
+            }
+            cells.push(Cell {
+                case,
+                size,
+                instance,
+                source,
+                msg,
+                wasm: f64::INFINITY,
+                native: f64::INFINITY,
+            });
         }
+    }
+    // Rounds interleaved across cells, so that a burst of other work on
+    // the machine spoils a few rounds of every cell rather than all the
+    // rounds of one; each cell keeps its fastest round.
+    for round in 0..ROUNDS {
+        for cell in &mut cells {
+            let warmup = if round == 0 { WARMUP } else { 0 };
+            let (instance, source) = (&mut cell.instance, &cell.source);
+            cell.wasm = cell.wasm.min(ns_per_call(warmup, || {
+                std::hint::black_box(instance.route(source)).map(drop)?;
+                Ok(())
+            })?);
+            if let Some(route) = &cell.case.native {
+                let msg = &cell.msg;
+                cell.native = cell.native.min(ns_per_call(warmup, || {
+                    std::hint::black_box(route(std::hint::black_box(msg), source)?);
+                    Ok(())
+                })?);
+            }
+        }
+    }
+
+    println!(
+        "ns per record: fastest of {ROUNDS} interleaved rounds of {CALLS_PER_ROUND} calls, one reused instance"
+    );
+    println!(
+        "{:<24} {:>6} {:>9} {:>9} {:>8}",
+        "plugin", "value", "wasm", "native", "ratio"
+    );
+    for cell in &cells {
+        let (native, ratio) = if cell.native.is_finite() {
+            (
+                format!("{:.0}", cell.native),
+                format!("{:.1}x", cell.wasm / cell.native),
+            )
+        } else {
+            ("-".to_owned(), "-".to_owned())
+        };
+        println!(
+            "{:<24} {:>6} {:>9.0} {:>9} {:>8}",
+            cell.case.name,
+            size_name(cell.size),
+            cell.wasm,
+            native,
+            ratio
+        );
     }
     println!("(ratio: wasm time / native time for the same logic and record)");
     Ok(())
 }
 
-/// Median ns per call of `call` over [`ROUNDS`] rounds, after a warm-up.
-fn median_ns(mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    for _ in 0..WARMUP {
+/// Ns per call of `call` over one round, after `warmup` calls.
+fn ns_per_call(warmup: u32, mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    for _ in 0..warmup {
         call()?;
     }
-    let mut rounds = Vec::with_capacity(ROUNDS);
-    for _ in 0..ROUNDS {
-        let start = Instant::now();
-        for _ in 0..CALLS_PER_ROUND {
-            call()?;
-        }
-        rounds.push(start.elapsed().as_nanos() as f64 / f64::from(CALLS_PER_ROUND));
+    let start = Instant::now();
+    for _ in 0..CALLS_PER_ROUND {
+        call()?;
     }
-    rounds.sort_by(f64::total_cmp);
-    Ok(rounds[ROUNDS / 2])
+    Ok(start.elapsed().as_nanos() as f64 / f64::from(CALLS_PER_ROUND))
 }
 
 /// A native router: the plugin crate's `route`, its outputs converted to
