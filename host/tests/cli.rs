@@ -113,7 +113,7 @@ fn check_accepts_every_example_plugin_and_prints_its_version() {
             run.stdout
         );
         assert!(
-            run.stdout.contains("switchyard:plugin/types@0.1.0"),
+            run.stdout.contains("switchyard:plugin/types@0.2.0"),
             "{}",
             run.stdout
         );

@@ -42,12 +42,18 @@ pub fn init<A: Adapter>(config: Vec<(String, String)>) -> Result<(), String> {
 }
 
 /// `route` export: runs the plugin on one record.
-pub fn route<A: Adapter>(msg: &wit::Inbound) -> Result<Vec<wit::Output>, wit::RouteError> {
+pub fn route<A: Adapter>(
+    msg: &wit::Inbound,
+    context: wit::CallContext,
+) -> Result<Vec<wit::Output>, wit::RouteError> {
     #[cfg(target_arch = "wasm32")]
-    let msg = Message::from_host(msg);
+    let msg = {
+        crate::host::set_call_partitions(context.default_target_partitions);
+        Message::from_host(msg, context.headers.unwrap_or_default())
+    };
     #[cfg(not(target_arch = "wasm32"))]
     let msg = {
-        let _ = msg;
+        let _ = (msg, context);
         Message::builder().build()
     };
     A::slot()
@@ -119,11 +125,12 @@ macro_rules! __export {
                 }
                 fn route(
                     msg: &$crate::__private::bindings::switchyard::plugin::types::Inbound,
+                    context: $crate::__private::bindings::switchyard::plugin::types::CallContext,
                 ) -> ::std::result::Result<
                     ::std::vec::Vec<$crate::__private::bindings::switchyard::plugin::types::Output>,
                     $crate::__private::bindings::switchyard::plugin::types::RouteError,
                 > {
-                    $crate::__private::route::<Self>(msg)
+                    $crate::__private::route::<Self>(msg, context)
                 }
             }
             $crate::__private::bindings::__export_router!(__SwitchyardAdapter with_types_in $crate::__private::bindings);

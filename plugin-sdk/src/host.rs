@@ -1,6 +1,9 @@
 //! Calls into the router. Natively (in a plugin's unit tests) they are
 //! served by [`testing`] instead.
 
+#[cfg(target_arch = "wasm32")]
+pub(crate) use imp::{given_index, set_call_partitions};
+
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -44,8 +47,23 @@ pub fn partition_count(topic: &str) -> Option<u32> {
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
+    use std::cell::{Cell, OnceCell, RefCell};
+
     use super::Level;
     use crate::__private::bindings::switchyard::plugin::host::{self, Level as Wit};
+
+    /// Header names this instance asked the router to hand over with every
+    /// call, with their index in the call's context. Bounded: a plugin
+    /// reading many different names fetches the rest one by one.
+    const MAX_GIVEN: usize = 8;
+
+    thread_local! {
+        static TARGET: OnceCell<String> = const { OnceCell::new() };
+        static GIVEN: RefCell<Vec<(String, usize)>> = const { RefCell::new(Vec::new()) };
+        /// The default target's partition count handed over with the
+        /// current call (0: not handed over).
+        static PARTITIONS: Cell<u32> = const { Cell::new(0) };
+    }
 
     pub(super) fn log(level: Level, message: &str) {
         let level = match level {
@@ -59,15 +77,40 @@ mod imp {
     }
 
     pub(super) fn partition_count(topic: &str) -> Option<u32> {
+        let given = PARTITIONS.get();
+        if given > 0 && TARGET.with(|t| t.get().is_some_and(|t| t == topic)) {
+            return Some(given);
+        }
+        // Asking for the default target's makes the router hand it over
+        // with the next calls.
         host::partition_count(topic)
     }
 
     pub(super) fn default_target() -> String {
         // Constant for the life of an instance: ask the router once.
-        thread_local! {
-            static TARGET: std::cell::OnceCell<String> = const { std::cell::OnceCell::new() };
-        }
         TARGET.with(|t| t.get_or_init(host::default_target).clone())
+    }
+
+    /// Where the router hands `key` over in the call's context; asks for
+    /// it (from the next call on) the first time.
+    pub(crate) fn given_index(key: &str) -> Option<usize> {
+        GIVEN.with(|given| {
+            let mut given = given.borrow_mut();
+            if let Some((_, index)) = given.iter().find(|(k, _)| k == key) {
+                return Some(*index);
+            }
+            if given.len() < MAX_GIVEN {
+                let index = usize::try_from(host::want_header(key)).unwrap_or(usize::MAX);
+                given.push((key.to_owned(), index));
+            }
+            // Not in this call's context yet.
+            None
+        })
+    }
+
+    /// Called at the start of every `route` call.
+    pub(crate) fn set_call_partitions(count: u32) {
+        PARTITIONS.set(count);
     }
 }
 

@@ -40,9 +40,13 @@ pub struct Message<'a> {
 enum Source<'a> {
     /// Every field is already in its cell.
     Detached(PhantomData<&'a ()>),
-    /// The router's record, fetched field by field.
+    /// The router's record, fetched field by field, and the values of the
+    /// headers the router handed over with the call.
     #[cfg(target_arch = "wasm32")]
-    Host(&'a crate::__private::bindings::switchyard::plugin::types::Inbound),
+    Host {
+        inbound: &'a crate::__private::bindings::switchyard::plugin::types::Inbound,
+        given: Vec<Option<Vec<u8>>>,
+    },
 }
 
 impl std::fmt::Debug for Message<'_> {
@@ -66,8 +70,9 @@ impl<'a> Message<'a> {
     #[cfg(target_arch = "wasm32")]
     pub(crate) fn from_host(
         inbound: &'a crate::__private::bindings::switchyard::plugin::types::Inbound,
+        given: Vec<Option<Vec<u8>>>,
     ) -> Self {
-        Self::with_source(Source::Host(inbound))
+        Self::with_source(Source::Host { inbound, given })
     }
 
     fn with_source(source: Source<'a>) -> Self {
@@ -88,7 +93,7 @@ impl<'a> Message<'a> {
         self.topic.get_or_init(|| match &self.source {
             Source::Detached(_) => String::new(),
             #[cfg(target_arch = "wasm32")]
-            Source::Host(h) => h.topic(),
+            Source::Host { inbound: h, .. } => h.topic(),
         })
     }
 
@@ -97,7 +102,7 @@ impl<'a> Message<'a> {
         *self.partition.get_or_init(|| match &self.source {
             Source::Detached(_) => 0,
             #[cfg(target_arch = "wasm32")]
-            Source::Host(h) => h.partition(),
+            Source::Host { inbound: h, .. } => h.partition(),
         })
     }
 
@@ -106,7 +111,7 @@ impl<'a> Message<'a> {
         *self.offset.get_or_init(|| match &self.source {
             Source::Detached(_) => 0,
             #[cfg(target_arch = "wasm32")]
-            Source::Host(h) => h.offset(),
+            Source::Host { inbound: h, .. } => h.offset(),
         })
     }
 
@@ -115,7 +120,7 @@ impl<'a> Message<'a> {
         *self.timestamp_ms.get_or_init(|| match &self.source {
             Source::Detached(_) => None,
             #[cfg(target_arch = "wasm32")]
-            Source::Host(h) => h.timestamp_ms(),
+            Source::Host { inbound: h, .. } => h.timestamp_ms(),
         })
     }
 
@@ -125,7 +130,7 @@ impl<'a> Message<'a> {
             .get_or_init(|| match &self.source {
                 Source::Detached(_) => None,
                 #[cfg(target_arch = "wasm32")]
-                Source::Host(h) => h.key(),
+                Source::Host { inbound: h, .. } => h.key(),
             })
             .as_deref()
     }
@@ -136,7 +141,7 @@ impl<'a> Message<'a> {
             .get_or_init(|| match &self.source {
                 Source::Detached(_) => None,
                 #[cfg(target_arch = "wasm32")]
-                Source::Host(h) => h.value(),
+                Source::Host { inbound: h, .. } => h.value(),
             })
             .as_deref()
     }
@@ -151,7 +156,7 @@ impl<'a> Message<'a> {
         self.headers.get_or_init(|| match &self.source {
             Source::Detached(_) => Vec::new(),
             #[cfg(target_arch = "wasm32")]
-            Source::Host(h) => h
+            Source::Host { inbound: h, .. } => h
                 .headers()
                 .into_iter()
                 .map(|h| Header::new(h.key, h.value))
@@ -162,11 +167,16 @@ impl<'a> Message<'a> {
     /// The value of the first header named `key` (case-sensitive).
     ///
     /// Inside the router this fetches just that one header unless
-    /// [`headers`](Self::headers) was already called.
+    /// [`headers`](Self::headers) was already called; and from the second
+    /// record on, the router hands the headers a plugin reads over with the
+    /// call, so reading one costs no extra call into the router.
     pub fn header(&self, key: &str) -> Option<Cow<'_, [u8]>> {
         #[cfg(target_arch = "wasm32")]
-        if let (Source::Host(h), None) = (&self.source, self.headers.get()) {
-            return h.header(key).map(Cow::Owned);
+        if let (Source::Host { inbound, given }, None) = (&self.source, self.headers.get()) {
+            return match crate::host::given_index(key).and_then(|i| given.get(i)) {
+                Some(value) => value.as_deref().map(Cow::Borrowed),
+                None => inbound.header(key).map(Cow::Owned),
+            };
         }
         self.headers()
             .iter()

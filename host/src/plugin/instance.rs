@@ -104,6 +104,8 @@ pub struct PluginInstance {
     router: Router,
     /// Set after a trap: the store cannot be entered again.
     poisoned: bool,
+    /// Reused for every call: its buffers keep their capacity.
+    call: types::CallContext,
 }
 
 impl std::fmt::Debug for PluginInstance {
@@ -132,6 +134,10 @@ impl Plugin {
             store,
             router,
             poisoned: false,
+            call: types::CallContext {
+                default_target_partitions: 0,
+                headers: None,
+            },
         })
     }
 
@@ -164,6 +170,8 @@ impl Plugin {
             tag,
             context: context.clone(),
             current: None,
+            wanted_headers: Vec::new(),
+            give_partitions: false,
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -215,11 +223,14 @@ impl PluginInstance {
         state.current = Some(record.clone());
         state.limiter.exceeded = None;
         state.stderr.next_call();
+        fill_call_context(&mut self.call, state, record);
         self.store
             .set_epoch_deadline(ticks(self.limits.route_timeout));
-        let result = self
-            .router
-            .call_route(&mut self.store, Resource::<Inbound>::new_borrow(0));
+        let result = self.router.call_route(
+            &mut self.store,
+            Resource::<Inbound>::new_borrow(0),
+            &self.call,
+        );
         self.store.data_mut().current = None;
         match result {
             Ok(Ok(outputs)) if outputs.len() > self.limits.max_outputs => Err(RouteFailure::new(
@@ -241,6 +252,37 @@ impl PluginInstance {
                 self.poisoned = true;
                 Err(describe_trap(&e, &self.store))
             }
+        }
+    }
+}
+
+/// What the plugin asked to be handed with every call, for `record`:
+/// filled into buffers kept from the last call.
+fn fill_call_context(call: &mut types::CallContext, state: &HostState, record: &SourceRecord) {
+    call.default_target_partitions = if state.give_partitions {
+        state
+            .context
+            .partitions
+            .partition_count(&state.context.default_target)
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let wanted = &state.wanted_headers;
+    if wanted.is_empty() {
+        call.headers = None;
+        return;
+    }
+    let values = call.headers.get_or_insert_with(Vec::new);
+    values.resize_with(wanted.len(), || None);
+    for (slot, key) in values.iter_mut().zip(wanted) {
+        match record.headers.iter().find(|h| h.key == *key) {
+            Some(header) => {
+                let buffer = slot.get_or_insert_with(Vec::new);
+                buffer.clear();
+                buffer.extend_from_slice(&header.value);
+            }
+            None => *slot = None,
         }
     }
 }

@@ -59,7 +59,17 @@ pub struct HostState {
     pub(super) context: RouteContext,
     /// The record lent to the plugin during a `route` call.
     pub(super) current: Option<Arc<SourceRecord>>,
+    /// Header names the plugin asked to be handed with every call
+    /// (`want-header`), in the order asked.
+    pub(super) wanted_headers: Vec<String>,
+    /// The plugin asked for the default target's partition count: hand it
+    /// over with every call from now on.
+    pub(super) give_partitions: bool,
 }
+
+/// Header names one instance may ask to be handed with every call; past
+/// this, `want-header` traps (the SDK stops asking well before).
+pub(super) const MAX_WANTED_HEADERS: usize = 16;
 
 impl HostState {
     fn current(&self) -> wasmtime::Result<&SourceRecord> {
@@ -174,6 +184,25 @@ impl host_api::Host for HostState {
     }
 
     fn partition_count(&mut self, topic: String) -> wasmtime::Result<Option<u32>> {
+        if topic == self.context.default_target {
+            self.give_partitions = true;
+        }
         Ok(self.context.partitions.partition_count(&topic))
+    }
+
+    fn want_header(&mut self, key: String) -> wasmtime::Result<u32> {
+        let index = match self.wanted_headers.iter().position(|k| *k == key) {
+            Some(index) => index,
+            None if self.wanted_headers.len() < MAX_WANTED_HEADERS => {
+                self.wanted_headers.push(key);
+                self.wanted_headers.len() - 1
+            }
+            None => {
+                return Err(format_err!(
+                    "plugin asked for more than {MAX_WANTED_HEADERS} headers with want-header"
+                ));
+            }
+        };
+        Ok(u32::try_from(index)?)
     }
 }

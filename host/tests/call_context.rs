@@ -1,0 +1,118 @@
+//! What the router hands a plugin with every call (`call-context`): the
+//! headers the plugin asked for and the default target's partition count
+//! must always be the current record's and the current count, never a
+//! previous call's.
+#![allow(clippy::unwrap_used, reason = "test code")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use switchyard::plugin::{Limits, PartitionCounts, PluginEngine, PluginInstance, RouteContext};
+use switchyard::record::{Header, SourceRecord};
+use switchyard_plugin_fixtures as fixtures;
+
+/// Partition counts a test can change while the plugin runs.
+struct Counts(AtomicU32);
+
+impl PartitionCounts for Counts {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        (topic == "output").then(|| self.0.load(Ordering::Relaxed))
+    }
+}
+
+fn partitioner(counts: Arc<Counts>) -> PluginInstance {
+    let engine = PluginEngine::new().unwrap();
+    let plugin = engine.load(&fixtures::tenant_partitioner()).unwrap();
+    let context = RouteContext {
+        route: "r".to_owned(),
+        default_target: "output".to_owned(),
+        partitions: counts,
+    };
+    plugin.instantiate(&[], context, Limits::default()).unwrap()
+}
+
+fn record(offset: i64, key: &str, headers: &[(&str, &str)]) -> Arc<SourceRecord> {
+    Arc::new(SourceRecord {
+        topic: "input".to_owned(),
+        partition: 0,
+        offset,
+        timestamp_ms: None,
+        key: Some(Bytes::copy_from_slice(key.as_bytes())),
+        value: Some(Bytes::from_static(b"v")),
+        headers: headers
+            .iter()
+            .map(|(k, v)| Header {
+                key: (*k).to_owned(),
+                value: Bytes::copy_from_slice(v.as_bytes()),
+            })
+            .collect(),
+    })
+}
+
+fn fnv1a_32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn partition_of(instance: &mut PluginInstance, record: &Arc<SourceRecord>) -> i32 {
+    let outputs = instance.route(record).unwrap();
+    assert_eq!(outputs.len(), 1);
+    outputs[0].partition.unwrap()
+}
+
+#[test]
+fn headers_handed_with_the_call_are_always_the_current_records() {
+    let mut instance = partitioner(Arc::new(Counts(AtomicU32::new(6))));
+    // (key, headers, what the partition is hashed from): a tenant, another,
+    // none (the key is used), a repeated header (the first counts), an
+    // empty value, a tenant again.
+    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+        ("k0", &[("tenant-id", "acme")], "acme"),
+        ("k1", &[("trace", "x"), ("tenant-id", "globex")], "globex"),
+        ("k2", &[("trace", "y")], "k2"),
+        (
+            "k3",
+            &[("tenant-id", "initech"), ("tenant-id", "acme")],
+            "initech",
+        ),
+        ("k4", &[("tenant-id", "")], ""),
+        ("k5", &[("tenant-id", "umbrella")], "umbrella"),
+    ];
+    // The first call reads the header with a host call and asks for it to
+    // be handed over; every later call gets it with the call: go round
+    // several times so that each case is seen both ways and after each
+    // other case.
+    for round in 0..4 {
+        for (i, (key, headers, hashed)) in cases.iter().enumerate() {
+            let offset = i64::try_from(round * cases.len() + i).unwrap();
+            let expected = i32::try_from(fnv1a_32(hashed.as_bytes()) % 6).unwrap();
+            assert_eq!(
+                partition_of(&mut instance, &record(offset, key, headers)),
+                expected,
+                "round {round}, record {key} with {headers:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_partition_count_handed_over_follows_the_topic() {
+    let counts = Arc::new(Counts(AtomicU32::new(6)));
+    let mut instance = partitioner(counts.clone());
+    let tenants = ["acme", "globex", "initech", "umbrella", "hooli", "stark"];
+    for (count, rounds) in [(6, 3), (12, 3), (5, 3)] {
+        counts.0.store(count, Ordering::Relaxed);
+        for round in 0..rounds {
+            for tenant in tenants {
+                let expected = i32::try_from(fnv1a_32(tenant.as_bytes()) % count).unwrap();
+                assert_eq!(
+                    partition_of(&mut instance, &record(0, "k", &[("tenant-id", tenant)])),
+                    expected,
+                    "{count} partitions, round {round}, tenant {tenant}"
+                );
+            }
+        }
+    }
+}
