@@ -56,6 +56,9 @@ fn fnv1a_32(bytes: &[u8]) -> u32 {
     })
 }
 
+/// A record's key, its headers, and what its partition is hashed from.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 fn partition_of(instance: &mut PluginInstance, record: &Arc<SourceRecord>) -> i32 {
     let outputs = instance.route(record).unwrap();
     assert_eq!(outputs.len(), 1);
@@ -68,7 +71,7 @@ fn headers_handed_with_the_call_are_always_the_current_records() {
     // (key, headers, what the partition is hashed from): a tenant, another,
     // none (the key is used), a repeated header (the first counts), an
     // empty value, a tenant again.
-    let cases: [(&str, &[(&str, &str)], &str); 6] = [
+    let cases: [Case<'_>; 6] = [
         ("k0", &[("tenant-id", "acme")], "acme"),
         ("k1", &[("trace", "x"), ("tenant-id", "globex")], "globex"),
         ("k2", &[("trace", "y")], "k2"),
