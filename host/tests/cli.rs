@@ -589,3 +589,19 @@ fn health_says_which_router_it_cannot_reach() {
         run.stderr
     );
 }
+
+#[test]
+fn a_plugin_built_for_an_older_contract_is_refused_with_both_versions() {
+    // The hello example as built by the SDK of contract 0.1.0.
+    let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/old-contract/hello-0.1.0.wasm");
+    let run = check(&old, &[]);
+    assert_eq!(run.code, 1, "stdout: {}", run.stdout);
+    assert!(
+        run.stderr.contains("hello-0.1.0.wasm")
+            && run.stderr.contains(
+                "it was built for contract 0.1.0 and this router speaks 0.2.0: rebuild it with this release's switchyard-sdk"
+            ),
+        "{}",
+        run.stderr
+    );
+}

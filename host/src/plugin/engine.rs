@@ -100,6 +100,9 @@ impl std::fmt::Debug for PluginEngine {
     }
 }
 
+/// The version of `wit/switchyard.wit` this router implements.
+const CONTRACT_VERSION: &str = "0.2.0";
+
 impl PluginEngine {
     /// An engine with epoch interruption (advanced by a background thread
     /// that ends with the engine) and the host's imports linked.
@@ -133,6 +136,17 @@ impl PluginEngine {
     pub fn with_cache(mut self, cache: ArtifactCache) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// The version of the Switchyard contract `component` imports, if any.
+    fn contract_of(&self, component: &Component) -> Option<String> {
+        component
+            .component_type()
+            .imports(&self.engine)
+            .find_map(|(name, _)| {
+                let rest = name.strip_prefix("switchyard:plugin/")?;
+                Some(rest.split_once('@')?.1.to_owned())
+            })
     }
 
     /// Reads, compiles and type-checks the plugin at `path`.
@@ -175,7 +189,14 @@ impl PluginEngine {
             .instantiate_pre(&component)
             .map_err(|e| PluginError::WrongWorld {
                 path: path.clone(),
-                reason: one_line(&e),
+                reason: match self.contract_of(&component) {
+                    Some(version) if version != CONTRACT_VERSION => format!(
+                        "it was built for contract {version} and this router speaks {CONTRACT_VERSION}: \
+                         rebuild it with this release's switchyard-sdk ({})",
+                        one_line(&e)
+                    ),
+                    _ => one_line(&e),
+                },
             })?;
         let pre = RouterPre::new(pre).map_err(|e| {
             let exports: Vec<String> = component
@@ -346,4 +367,19 @@ pub(super) fn one_line(e: &wasmtime::Error) -> String {
         out.push_str(&text.replace('\n', " "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_contract_version_is_the_wit_packages() {
+        let wit = include_str!("../../../wit/switchyard.wit");
+        assert!(
+            wit.contains(&format!(
+                "package switchyard:plugin@{};",
+                super::CONTRACT_VERSION
+            )),
+            "wit/switchyard.wit and CONTRACT_VERSION disagree"
+        );
+    }
 }
