@@ -45,7 +45,7 @@ pub fn init<A: Adapter>(config: Vec<(String, String)>) -> Result<(), String> {
 pub fn route<A: Adapter>(
     msg: &wit::Inbound,
     context: wit::CallContext,
-) -> Result<Vec<wit::Output>, wit::RouteError> {
+) -> Result<wit::Routing, wit::RouteError> {
     #[cfg(target_arch = "wasm32")]
     let msg = {
         crate::host::set_call_partitions(context.default_target_partitions);
@@ -61,11 +61,29 @@ pub fn route<A: Adapter>(
             Some(plugin) => plugin.route(&msg),
             None => Err(RouteError::reject("plugin called before init")),
         })
-        .map(|outputs| outputs.into_iter().map(to_wit).collect())
+        .map(routing)
         .map_err(|e| match e {
             RouteError::Retry(r) => wit::RouteError::Retry(r),
             RouteError::Reject(r) => wit::RouteError::Reject(r),
         })
+}
+
+/// A single output that is the record itself, unchanged, travels as
+/// `forward` (nothing to allocate); anything else as a list.
+fn routing(mut outputs: Vec<Output>) -> wit::Routing {
+    if let [only] = outputs.as_slice()
+        && only.key == Data::Original
+        && only.value == Data::Original
+        && only.headers == OutputHeaders::Original
+        && only.timestamp_ms.is_none()
+        && let Some(only) = outputs.pop()
+    {
+        return wit::Routing::Forward(wit::Placement {
+            topic: only.topic,
+            partition: only.partition,
+        });
+    }
+    wit::Routing::Outputs(outputs.into_iter().map(to_wit).collect())
 }
 
 fn to_wit(out: Output) -> wit::Output {
@@ -127,7 +145,7 @@ macro_rules! __export {
                     msg: &$crate::__private::bindings::switchyard::plugin::types::Inbound,
                     context: $crate::__private::bindings::switchyard::plugin::types::CallContext,
                 ) -> ::std::result::Result<
-                    ::std::vec::Vec<$crate::__private::bindings::switchyard::plugin::types::Output>,
+                    $crate::__private::bindings::switchyard::plugin::types::Routing,
                     $crate::__private::bindings::switchyard::plugin::types::RouteError,
                 > {
                     $crate::__private::route::<Self>(msg, context)

@@ -233,15 +233,25 @@ impl PluginInstance {
         );
         self.store.data_mut().current = None;
         match result {
-            Ok(Ok(outputs)) if outputs.len() > self.limits.max_outputs => Err(RouteFailure::new(
-                FailureKind::Invalid,
-                format!(
-                    "{} outputs for one record: the route's limit (limits.max_outputs) is {}",
-                    outputs.len(),
-                    self.limits.max_outputs
-                ),
-            )),
-            Ok(Ok(outputs)) => Ok(outputs.into_iter().map(|o| convert(o, record)).collect()),
+            Ok(Ok(types::Routing::Forward(placement))) => {
+                let mut output = Output::forward(record.clone());
+                output.topic = placement.topic;
+                output.partition = placement.partition;
+                Ok(vec![output])
+            }
+            Ok(Ok(types::Routing::Outputs(outputs))) if outputs.len() > self.limits.max_outputs => {
+                Err(RouteFailure::new(
+                    FailureKind::Invalid,
+                    format!(
+                        "{} outputs for one record: the route's limit (limits.max_outputs) is {}",
+                        outputs.len(),
+                        self.limits.max_outputs
+                    ),
+                ))
+            }
+            Ok(Ok(types::Routing::Outputs(outputs))) => {
+                Ok(outputs.into_iter().map(|o| convert(o, record)).collect())
+            }
             Ok(Err(types::RouteError::Retry(reason))) => {
                 Err(RouteFailure::new(FailureKind::Retry, reason))
             }
