@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchyard_plugin_fixtures as fixtures;
@@ -669,29 +669,17 @@ fn run(
     let mut seen = vec![false; n];
     let (mut unique, mut duplicates) = (0_usize, 0_u64);
     let mut first: Option<(Instant, Option<f64>)> = None;
-    let mut last_progress = Instant::now();
     let mut last = (Instant::now(), None);
     while unique < n {
-        if let Some(r) = router.as_mut() {
-            r.check_alive()?;
-        }
-        if last_progress.elapsed() > STALL {
-            bail!(
-                "stalled: {unique} of {n} records read back, nothing new for {} s",
-                STALL.as_secs()
-            );
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message?;
+        let message = next_record(&consumer, &mut router, || {
+            format!("{unique} of {n} records")
+        })?;
         let i = record_index(&message, b't')?;
         if std::mem::replace(&mut seen[i], true) {
             duplicates += 1;
             continue;
         }
         unique += 1;
-        last_progress = Instant::now();
         let cpu = || router.as_ref().map(|r| r.cpu_seconds(tools)).transpose();
         if first.is_none() {
             first = Some((Instant::now(), cpu()?));
@@ -769,21 +757,11 @@ fn measure_latency(
     });
     let mut latencies = Vec::with_capacity(count);
     let mut seen = vec![false; count];
-    let mut last_progress = Instant::now();
     while latencies.len() < count {
-        if let Some(r) = router.as_mut() {
-            r.check_alive()?;
-        }
-        if last_progress.elapsed() > STALL {
-            bail!(
-                "stalled: {} of {count} latency records read back",
-                latencies.len()
-            );
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message?;
+        let done = latencies.len();
+        let message = next_record(consumer, router, || {
+            format!("{done} of {count} latency records")
+        })?;
         let received = now_ns();
         if message.key().is_some_and(|k| k.starts_with(b"t")) {
             continue; // a late duplicate of the throughput run
@@ -798,12 +776,38 @@ fn measure_latency(
             .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
             .context("a latency record came back without its sent-ns header")?;
         latencies.push(received.saturating_sub(sent) as f64 / 1e6);
-        last_progress = Instant::now();
     }
     writer
         .join()
         .map_err(|_| anyhow::anyhow!("the latency writer panicked"))??;
     Ok(latencies)
+}
+
+/// The next record read back. Fails if the router process died, or if
+/// nothing arrived for [`STALL`] (`read` says how far the run got).
+fn next_record<'c>(
+    consumer: &'c BaseConsumer,
+    router: &mut Option<RouterProcess>,
+    read: impl Fn() -> String,
+) -> anyhow::Result<BorrowedMessage<'c>> {
+    let waiting = Instant::now();
+    loop {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            return Ok(message?);
+        }
+        // Idle: is the router still there? (Not per record: the driver
+        // shares the cores with it.)
+        if let Some(r) = router.as_mut() {
+            r.check_alive()?;
+        }
+        if waiting.elapsed() > STALL {
+            bail!(
+                "stalled: {} read back, nothing new for {} s",
+                read(),
+                STALL.as_secs()
+            );
+        }
+    }
 }
 
 fn send(

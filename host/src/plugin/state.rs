@@ -69,7 +69,7 @@ pub struct HostState {
 
 /// Header names one instance may ask to be handed with every call; past
 /// this, `want-header` traps (the SDK stops asking well before).
-pub(super) const MAX_WANTED_HEADERS: usize = 16;
+const MAX_WANTED_HEADERS: usize = 16;
 
 impl HostState {
     fn current(&self) -> wasmtime::Result<&SourceRecord> {
