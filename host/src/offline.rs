@@ -168,7 +168,7 @@ fn parse_record(line: &str, line_no: u64) -> Result<SourceRecord, String> {
         })
         .collect::<Result<_, String>>()?;
     Ok(SourceRecord {
-        topic: input.topic.unwrap_or_else(|| "input".to_owned()),
+        topic: input.topic.as_deref().unwrap_or("input").into(),
         partition: input.partition.unwrap_or(0),
         offset: input
             .offset

@@ -18,8 +18,8 @@ pub struct Header {
 /// refer to its key, value or headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceRecord {
-    /// Source topic.
-    pub topic: String,
+    /// Source topic (shared by the records of a partition).
+    pub topic: Arc<str>,
     /// Source partition.
     pub partition: i32,
     /// Offset in the source partition.

@@ -34,7 +34,7 @@ fn partitioner(counts: Arc<Counts>) -> PluginInstance {
 
 fn record(offset: i64, key: &str, headers: &[(&str, &str)]) -> Arc<SourceRecord> {
     Arc::new(SourceRecord {
-        topic: "input".to_owned(),
+        topic: "input".into(),
         partition: 0,
         offset,
         timestamp_ms: None,

@@ -30,7 +30,7 @@ fn thread_cpu() -> anyhow::Result<Duration> {
 
 fn record(value: &str) -> Arc<SourceRecord> {
     Arc::new(SourceRecord {
-        topic: "orders".to_owned(),
+        topic: "orders".into(),
         partition: 0,
         offset: 42,
         timestamp_ms: Some(1_764_331_200_000),

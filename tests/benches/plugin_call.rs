@@ -240,7 +240,7 @@ fn convert(out: switchyard_sdk::Output, source: &Arc<SourceRecord>) -> record::O
 /// The record as the SDK's native `Message` (every field filled in).
 fn message(source: &SourceRecord) -> Message<'static> {
     let mut builder = Message::builder()
-        .topic(source.topic.clone())
+        .topic(source.topic.to_string())
         .partition(source.partition)
         .offset(source.offset);
     if let Some(ts) = source.timestamp_ms {
@@ -278,7 +278,7 @@ fn source_record(size: usize) -> SourceRecord {
         value: Bytes::copy_from_slice(v.as_bytes()),
     };
     SourceRecord {
-        topic: "orders".to_owned(),
+        topic: "orders".into(),
         partition: 0,
         offset: 42,
         timestamp_ms: Some(1_764_331_200_000),

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use self::offsets::{OffsetStore, PartitionOffsets};
@@ -903,8 +903,15 @@ impl ConsumerContext for RouterContext {
     }
 }
 
+/// Messages taken from the consumer's queue in one go, at most, before
+/// the workers' batches are handed over.
+const DRAIN: usize = 1024;
+
 fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &AtomicBool) {
     let mut paused: Vec<(String, i32)> = Vec::new();
+    // The partition of the last message: consecutive messages mostly share
+    // it, so its key is rarely built anew.
+    let mut key = (String::new(), -1);
     shared.status.set_consumer_running(true);
     while !stop.load(Ordering::Acquire) && shared.fatal().is_none() {
         shared.status.polled();
@@ -914,53 +921,82 @@ fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &Ato
         {
             shared.transaction_failed(consumer, &e);
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-            Some(Ok(message)) => {
-                let record = source_record(&message);
-                let key = (record.topic.clone(), record.partition);
-                let mut workers = shared.workers();
-                if !workers.contains_key(&key)
-                    && let Some(worker) = shared.spawn_worker(&key.0, key.1)
-                {
-                    workers.insert(key.clone(), worker);
-                }
-                let Some(worker) = workers.get_mut(&key) else {
-                    continue;
-                };
-                match worker.offer(record) {
-                    Offer::Queued => {}
-                    Offer::Stashed | Offer::Dead => {
-                        if !paused.contains(&key) {
-                            pause(consumer, &key, true);
-                            paused.push(key);
-                        }
-                    }
+        // Wait for a message, then take what else is at hand without
+        // waiting, and hand each worker its batch.
+        let mut timeout = Duration::from_millis(100);
+        for _ in 0..DRAIN {
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                Some(Ok(message)) => dispatch(consumer, shared, &message, &mut key, &mut paused),
+            }
+            timeout = Duration::ZERO;
+        }
+        let mut workers = shared.workers();
+        for (key, worker) in workers.iter_mut() {
+            if worker.has_batch() {
+                match worker.flush() {
+                    Offer::Taken => {}
+                    Offer::Stashed | Offer::Dead => pause_once(consumer, &mut paused, key),
                 }
             }
         }
-        // Hand stashed records over as workers catch up.
-        if !paused.is_empty() {
-            let mut workers = shared.workers();
-            paused.retain(|key| match workers.get_mut(key) {
-                None => false,
-                Some(worker) if worker.dead => true,
-                Some(worker) => {
-                    if worker.unstash() {
-                        pause(consumer, key, false);
-                        false
-                    } else {
-                        true
-                    }
+        // Hand stashed batches over as workers catch up.
+        paused.retain(|key| match workers.get_mut(key) {
+            None => false,
+            Some(worker) if worker.dead => true,
+            Some(worker) => match worker.flush() {
+                Offer::Taken => {
+                    pause(consumer, key, false);
+                    false
                 }
-            });
-        }
+                Offer::Stashed | Offer::Dead => true,
+            },
+        });
     }
     shared.drain(consumer, None);
     consumer.unsubscribe();
     shared.status.set_consumer_running(false);
     tracing::info!("router stopped");
+}
+
+/// Puts `message` into its partition's batch; pauses the partition when
+/// its worker cannot take more.
+fn dispatch(
+    consumer: &BaseConsumer<RouterContext>,
+    shared: &Shared,
+    message: &BorrowedMessage<'_>,
+    key: &mut (String, i32),
+    paused: &mut Vec<(String, i32)>,
+) {
+    if key.1 != message.partition() || key.0 != message.topic() {
+        *key = (message.topic().to_owned(), message.partition());
+    }
+    let mut workers = shared.workers();
+    if !workers.contains_key(key)
+        && let Some(worker) = shared.spawn_worker(&key.0, key.1)
+    {
+        workers.insert(key.clone(), worker);
+    }
+    let Some(worker) = workers.get_mut(key) else {
+        return;
+    };
+    let record = source_record(message, worker.topic().clone());
+    match worker.offer(record) {
+        Offer::Taken => {}
+        Offer::Stashed | Offer::Dead => pause_once(consumer, paused, key),
+    }
+}
+
+fn pause_once(
+    consumer: &BaseConsumer<RouterContext>,
+    paused: &mut Vec<(String, i32)>,
+    key: &(String, i32),
+) {
+    if !paused.contains(key) {
+        pause(consumer, key, true);
+        paused.push(key.clone());
+    }
 }
 
 fn pause(consumer: &BaseConsumer<RouterContext>, (topic, partition): &(String, i32), pause: bool) {
@@ -976,7 +1012,7 @@ fn pause(consumer: &BaseConsumer<RouterContext>, (topic, partition): &(String, i
     }
 }
 
-fn source_record<M: Message>(message: &M) -> SourceRecord {
+fn source_record<M: Message>(message: &M, topic: Arc<str>) -> SourceRecord {
     let headers = message
         .headers()
         .map(|headers| {
@@ -990,7 +1026,7 @@ fn source_record<M: Message>(message: &M) -> SourceRecord {
         })
         .unwrap_or_default();
     SourceRecord {
-        topic: message.topic().to_owned(),
+        topic,
         partition: message.partition(),
         offset: message.offset(),
         timestamp_ms: message.timestamp().to_millis(),

@@ -2,11 +2,11 @@
 //! hands outputs to the producer, registers each record for in-order
 //! acknowledgement.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
-
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,9 +21,14 @@ use crate::plugin::{FailureKind, Plugin, RouteFailure};
 use crate::record::{Header, Output, OutputHeaders, SourceRecord};
 use crate::route::{Halt, Route, RouteInstance, Routed};
 
-/// Records buffered between the consumer and one worker; beyond this the
-/// consumer pauses the partition.
-const QUEUE: usize = 1024;
+/// Records the consumer hands to a worker's thread at once, at most: one
+/// wake-up and one channel operation per batch, not per record.
+const BATCH: usize = 128;
+
+/// Batches queued for one worker; beyond this the consumer pauses the
+/// partition. So at most `BATCH × QUEUED_BATCHES` (1024) records wait for a
+/// worker, plus what its consumer has fetched.
+const QUEUED_BATCHES: usize = 8;
 
 /// A held partition looks at its stop flag at least this often (it is also
 /// woken at once by a swap or a stop).
@@ -35,33 +40,32 @@ const MAX_ERROR_HEADER: usize = 4096;
 
 /// The consumer's side of a worker.
 pub(super) struct Worker {
-    tx: Option<SyncSender<SourceRecord>>,
+    tx: Option<SyncSender<Vec<SourceRecord>>>,
     route: Arc<Route>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub(super) offsets: Arc<PartitionOffsets>,
-    /// Records that did not fit in the queue; the partition is paused while
+    /// The source topic, shared by the records handed over.
+    topic: Arc<str>,
+    /// The batch being filled, handed over when full or when the consumer
+    /// has nothing more at hand ([`flush`](Self::flush)).
+    batch: Vec<SourceRecord>,
+    /// Batches that did not fit in the queue; the partition is paused while
     /// this is not empty.
-    pub(super) stash: std::collections::VecDeque<SourceRecord>,
+    stash: VecDeque<Vec<SourceRecord>>,
     /// The worker is gone (its plugin could not start, or an output could
     /// not be delivered): the partition stays paused.
     pub(super) dead: bool,
 }
 
-/// What `offer` did with a record.
+/// What `offer` or `flush` did.
 pub(super) enum Offer {
-    /// Queued for the worker.
-    Queued,
+    /// Taken: in the batch being filled, or queued for the worker.
+    Taken,
     /// Queue full: stashed; pause the partition.
     Stashed,
     /// The worker is gone.
     Dead,
-}
-
-enum TryQueue {
-    Queued,
-    Full(SourceRecord),
-    Gone,
 }
 
 pub(super) struct WorkerParts {
@@ -143,7 +147,7 @@ fn version_of(instance: &RouteInstance) -> &str {
 
 impl Worker {
     pub(super) fn spawn(topic: &str, partition: i32, parts: WorkerParts) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, rx) = sync_channel(QUEUED_BATCHES);
         let stop = Arc::new(AtomicBool::new(false));
         let offsets = parts.offsets.clone();
         let route = parts.route.clone();
@@ -159,59 +163,63 @@ impl Worker {
             stop,
             thread: Some(thread),
             offsets,
-            stash: std::collections::VecDeque::new(),
+            topic: topic.into(),
+            batch: Vec::with_capacity(BATCH),
+            stash: VecDeque::new(),
             dead: false,
         })
     }
 
-    /// Queues `record` behind anything stashed.
+    /// The source topic, to share with the records handed over.
+    pub(super) fn topic(&self) -> &Arc<str> {
+        &self.topic
+    }
+
+    /// Whether records wait in the batch being filled.
+    pub(super) fn has_batch(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// Takes `record` into the batch being filled; a full batch is handed
+    /// over (behind anything stashed).
     pub(super) fn offer(&mut self, record: SourceRecord) -> Offer {
-        if !self.stash.is_empty() {
-            self.stash.push_back(record);
-            return Offer::Stashed;
+        self.batch.push(record);
+        if self.batch.len() < BATCH {
+            return Offer::Taken;
         }
-        match self.try_queue(record) {
-            TryQueue::Queued => Offer::Queued,
-            TryQueue::Full(record) => {
-                self.stash.push_back(record);
-                Offer::Stashed
-            }
-            TryQueue::Gone => Offer::Dead,
-        }
+        self.flush()
     }
 
-    /// Moves stashed records into the queue; true when the stash is empty.
-    pub(super) fn unstash(&mut self) -> bool {
-        while let Some(record) = self.stash.pop_front() {
-            match self.try_queue(record) {
-                TryQueue::Queued => {}
-                TryQueue::Full(record) => {
-                    self.stash.push_front(record);
-                    return false;
-                }
-                TryQueue::Gone => return false,
-            }
+    /// Hands the batch being filled over, behind anything stashed, as far
+    /// as the queue allows.
+    pub(super) fn flush(&mut self) -> Offer {
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            self.stash.push_back(batch);
         }
-        true
-    }
-
-    fn try_queue(&mut self, record: SourceRecord) -> TryQueue {
         let Some(tx) = &self.tx else {
-            return TryQueue::Gone;
+            return Offer::Dead;
         };
-        match tx.try_send(record) {
-            Ok(()) => TryQueue::Queued,
-            Err(TrySendError::Full(record)) => TryQueue::Full(record),
-            Err(TrySendError::Disconnected(_)) => {
-                self.dead = true;
-                TryQueue::Gone
+        while let Some(batch) = self.stash.pop_front() {
+            match tx.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(batch)) => {
+                    self.stash.push_front(batch);
+                    return Offer::Stashed;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.dead = true;
+                    return Offer::Dead;
+                }
             }
         }
+        Offer::Taken
     }
 
     /// Stops the worker after the record it is routing and waits for it.
-    /// Queued records are dropped: their offsets were never stored, so they
-    /// are consumed again by whoever owns the partition next.
+    /// Queued and batched records are dropped: their offsets were never
+    /// stored, so they are consumed again by whoever owns the partition
+    /// next.
     pub(super) fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
         // A worker backing off or held at a record waits on its route.
@@ -225,13 +233,8 @@ impl Worker {
     }
 }
 
-fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
-    let WorkerParts {
-        route,
-        producer,
-        offsets,
-        ..
-    } = parts;
+fn run(parts: &WorkerParts, rx: &Receiver<Vec<SourceRecord>>, stop: &AtomicBool) {
+    let WorkerParts { route, offsets, .. } = parts;
     let mut instance = match route.instance() {
         Ok(instance) => instance,
         Err(e) => {
@@ -241,36 +244,51 @@ fn run(parts: &WorkerParts, rx: &Receiver<SourceRecord>, stop: &AtomicBool) {
     };
     let stopping = || stop.load(Ordering::Acquire) || offsets.is_stopped();
     let mut meters = Meters::new(parts, &instance);
-    while let Ok(record) = rx.recv() {
-        if stopping() {
-            break;
-        }
-        let record = Arc::new(record);
-        let Some((routed, routed_normally)) =
-            decide(parts, &mut instance, &record, &mut meters, &stopping)
-        else {
-            break;
-        };
-        // Acknowledged outputs count as produced (dead-letter records not).
-        let produced = routed_normally.then_some(&meters.counters.produced);
-        let _held = parts.gate.as_ref().map(|gate| {
-            gate.read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        });
-        let ack = offsets.begin(record.offset, routed.len());
-        for out in &routed {
-            let delivery = Box::new(Delivery {
-                ack: ack.clone(),
-                offsets: offsets.clone(),
-                produced: produced.cloned(),
-            });
-            if let Err(e) = producer.send(&out.topic, &out.output, delivery) {
-                offsets.fail(&ack, format!("cannot produce to '{}': {e}", out.topic));
-                break;
+    'batches: while let Ok(batch) = rx.recv() {
+        for record in batch {
+            if stopping() || !handle(parts, &mut instance, record, &mut meters, &stopping) {
+                break 'batches;
             }
         }
     }
     route.set_halted(offsets.topic(), offsets.partition(), None);
+}
+
+/// Routes `record` and hands what it decided to the producer; false when
+/// the worker must stop first.
+fn handle(
+    parts: &WorkerParts,
+    instance: &mut RouteInstance,
+    record: SourceRecord,
+    meters: &mut Meters,
+    stopping: &dyn Fn() -> bool,
+) -> bool {
+    let WorkerParts {
+        producer, offsets, ..
+    } = parts;
+    let record = Arc::new(record);
+    let Some((routed, routed_normally)) = decide(parts, instance, &record, meters, stopping) else {
+        return false;
+    };
+    // Acknowledged outputs count as produced (dead-letter records not).
+    let produced = routed_normally.then_some(&meters.counters.produced);
+    let _held = parts.gate.as_ref().map(|gate| {
+        gate.read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    });
+    let ack = offsets.begin(record.offset, routed.len());
+    for out in &routed {
+        let delivery = Box::new(Delivery {
+            ack: ack.clone(),
+            offsets: offsets.clone(),
+            produced: produced.cloned(),
+        });
+        if let Err(e) = producer.send(&out.topic, &out.output, delivery) {
+            offsets.fail(&ack, format!("cannot produce to '{}': {e}", out.topic));
+            break;
+        }
+    }
+    true
 }
 
 /// What to produce for `record`: its outputs (then `true`), its
@@ -360,9 +378,12 @@ fn attempt(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let started = Instant::now();
+        // A route without a plugin makes no call to time.
+        let started = instance.plugin().is_some().then(Instant::now);
         let result = instance.route(record);
-        meters.call.observe(started.elapsed().as_secs_f64());
+        if let Some(started) = started {
+            meters.call.observe(started.elapsed().as_secs_f64());
+        }
         let failure = match result {
             Ok(routed) => return Some((Ok(routed), attempts)),
             Err(failure) => failure,
@@ -422,7 +443,7 @@ fn dead_letter(
         ("dlq-error", error),
         ("dlq-error-kind", failure.kind.dead_letter_kind().to_owned()),
         ("dlq-attempts", attempts.to_string()),
-        ("dlq-original-topic", record.topic.clone()),
+        ("dlq-original-topic", record.topic.to_string()),
         ("dlq-original-partition", record.partition.to_string()),
         ("dlq-original-offset", record.offset.to_string()),
         ("dlq-timestamp", now_ms.to_string()),

@@ -92,7 +92,7 @@ impl types::Host for HostState {}
 
 impl types::HostInbound for HostState {
     fn topic(&mut self, _: Resource<Inbound>) -> wasmtime::Result<String> {
-        Ok(self.current()?.topic.clone())
+        Ok(self.current()?.topic.to_string())
     }
 
     fn partition(&mut self, _: Resource<Inbound>) -> wasmtime::Result<i32> {
