@@ -13,7 +13,7 @@ mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, TopicPartitionList};
 
-use self::offsets::{OffsetStore, PartitionOffsets};
+use self::offsets::PartitionOffsets;
 use self::transactions::{Transactions, TxnError};
 use self::worker::{Offer, Worker, WorkerParts};
 use crate::config::{FailurePolicy, RouterConfig};
@@ -439,17 +439,14 @@ pub fn start(
             .map_err(|e| StartError::Transactions(e.to_string()))?,
         ),
     };
-    let store = Arc::new(ConsumerStore {
-        consumer: OnceLock::new(),
-        enabled: transactions.is_none(),
-    });
+    let store_offsets = transactions.is_none();
     let shared = Arc::new(Shared {
         transactions,
         fatal: Mutex::default(),
         routes,
         producer,
         failures,
-        store: store.clone(),
+        store_offsets,
         workers: Mutex::default(),
         metrics: metrics.clone(),
         status: status.clone(),
@@ -472,7 +469,6 @@ pub fn start(
             })
             .map_err(kafka_error)?,
     );
-    let _ = store.consumer.set(Arc::downgrade(&consumer));
     let sources: Vec<&str> = shared.routes.keys().map(String::as_str).collect();
     consumer.subscribe(&sources).map_err(kafka_error)?;
 
@@ -526,7 +522,9 @@ struct Shared {
     routes: HashMap<String, Arc<Route>>,
     producer: Arc<OutputProducer>,
     failures: Arc<dyn FailureSink>,
-    store: Arc<ConsumerStore>,
+    /// At-least-once mode: finished offsets go to the consumer's offset
+    /// store (exactly-once mode puts them into its transactions).
+    store_offsets: bool,
     /// Workers of the assigned partitions. Only the consumer thread touches
     /// it (rebalance callbacks run inside its `poll`).
     workers: Mutex<HashMap<(String, i32), Worker>>,
@@ -553,7 +551,7 @@ impl Shared {
 
     fn spawn_worker(&self, topic: &str, partition: i32) -> Option<Worker> {
         let route = self.routes.get(topic)?.clone();
-        let offsets = Arc::new(PartitionOffsets::new(topic, partition, self.store.clone()));
+        let offsets = Arc::new(PartitionOffsets::new(topic, partition));
         let parts = WorkerParts {
             route,
             producer: self.producer.clone(),
@@ -568,6 +566,42 @@ impl Shared {
                 tracing::error!(topic, partition, error = %e, "cannot start a partition worker");
                 None
             }
+        }
+    }
+
+    /// At-least-once mode: hands what `workers` finished since the last
+    /// call to the consumer's offset store, in one call (librdkafka commits
+    /// it every `auto.commit.interval.ms`, and when partitions go).
+    fn store_finished<'w>(
+        &self,
+        consumer: &BaseConsumer<RouterContext>,
+        workers: impl Iterator<Item = &'w Worker>,
+    ) {
+        if !self.store_offsets {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for worker in workers {
+            let offsets = &worker.offsets;
+            if let Some(next) = offsets.take_unstored()
+                && let Err(e) = tpl.add_partition_offset(
+                    offsets.topic(),
+                    offsets.partition(),
+                    rdkafka::Offset::Offset(next),
+                )
+            {
+                tracing::warn!(topic = offsets.topic(), partition = offsets.partition(), error = %e, "offset not stored");
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        // The list form stores each offset as given: the next one to
+        // consume (`store_offset` would add one to it).
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // A partition was revoked meanwhile; its new owner resumes from
+            // the last commit.
+            tracing::debug!(error = %e, "offsets not stored");
         }
     }
 
@@ -773,6 +807,7 @@ impl Shared {
             if let Err(e) = self.producer.flush(self.drain_timeout) {
                 tracing::error!(error = %e, timeout = ?self.drain_timeout, "outputs still unacknowledged (shutdown.timeout_ms): their records will be consumed again");
             }
+            self.store_finished(consumer, stopped.iter().map(|(_, w)| w));
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(())
                 | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
@@ -783,36 +818,6 @@ impl Shared {
         }
         for ((topic, partition), worker) in &stopped {
             tracing::info!(topic, partition, next_offset = ?worker.offsets.stored(), "partition released");
-        }
-    }
-}
-
-/// The consumer's offset store, reached from the producer's delivery
-/// thread.
-struct ConsumerStore {
-    consumer: OnceLock<Weak<BaseConsumer<RouterContext>>>,
-    /// Off in exactly-once mode: offsets go into the transactions.
-    enabled: bool,
-}
-
-impl OffsetStore for ConsumerStore {
-    fn store(&self, topic: &str, partition: i32, next_offset: i64) {
-        if !self.enabled {
-            return;
-        }
-        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        // The list form stores the offset as given: the next one to consume
-        // (`store_offset` would add one to it).
-        let mut tpl = TopicPartitionList::new();
-        let result = tpl
-            .add_partition_offset(topic, partition, rdkafka::Offset::Offset(next_offset))
-            .and_then(|()| consumer.store_offsets(&tpl));
-        if let Err(e) = result {
-            // The partition was revoked meanwhile; its new owner resumes
-            // from the last commit.
-            tracing::debug!(topic, partition, next_offset, error = %e, "offset not stored");
         }
     }
 }
@@ -941,6 +946,7 @@ fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &Ato
                 }
             }
         }
+        shared.store_finished(consumer, workers.values());
         // Hand stashed batches over as workers catch up.
         paused.retain(|key| match workers.get_mut(key) {
             None => false,

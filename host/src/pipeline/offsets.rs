@@ -4,18 +4,15 @@
 //!
 //! Each partition keeps its records in consumption order, each with the
 //! number of outputs still unacknowledged. Acknowledgements may arrive in
-//! any order (outputs go to different topics and partitions); the stored
+//! any order (outputs go to different topics and partitions); the finished
 //! offset only ever advances over an unbroken prefix of finished records.
+//! The consumer thread takes what advanced ([`PartitionOffsets::take_unstored`])
+//! into librdkafka's offset store, for all partitions in one call, rather
+//! than each delivery report storing its own.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-
-/// Where finished offsets go (the consumer's offset store).
-pub trait OffsetStore: Send + Sync {
-    /// Stores `next_offset` (last finished offset + 1) for commit.
-    fn store(&self, topic: &str, partition: i32, next_offset: i64);
-}
 
 /// The outputs of one record still waiting for their acknowledgement.
 #[derive(Debug)]
@@ -36,7 +33,6 @@ impl RecordAck {
 pub struct PartitionOffsets {
     topic: String,
     partition: i32,
-    store: Arc<dyn OffsetStore>,
     state: Mutex<State>,
     /// Mirrors `State::failed` for a lock-free check per record.
     stopped: AtomicBool,
@@ -45,8 +41,10 @@ pub struct PartitionOffsets {
 #[derive(Default)]
 struct State {
     pending: VecDeque<Arc<RecordAck>>,
-    /// Last offset stored (next offset to consume).
+    /// Next offset to consume after the finished prefix.
     stored: Option<i64>,
+    /// `stored` moved since [`PartitionOffsets::take_unstored`] last took it.
+    unstored: bool,
     /// Set when an output could not be delivered: the partition stops
     /// advancing, so nothing past the record is ever committed.
     failed: Option<String>,
@@ -62,12 +60,11 @@ impl std::fmt::Debug for PartitionOffsets {
 }
 
 impl PartitionOffsets {
-    /// Tracking for `topic`/`partition`, storing into `store`.
-    pub fn new(topic: impl Into<String>, partition: i32, store: Arc<dyn OffsetStore>) -> Self {
+    /// Tracking for `topic`/`partition`.
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
         Self {
             topic: topic.into(),
             partition,
-            store,
             state: Mutex::default(),
             stopped: AtomicBool::new(false),
         }
@@ -148,31 +145,39 @@ impl PartitionOffsets {
         self.state().pending.len()
     }
 
-    /// The offset stored last (the next one to consume), if any.
+    /// The next offset to consume after everything finished so far, if
+    /// anything finished.
     #[must_use]
     pub fn stored(&self) -> Option<i64> {
         self.state().stored
     }
 
+    /// The next offset to consume, if it moved since the last call: for
+    /// the consumer's offset store.
+    pub fn take_unstored(&self) -> Option<i64> {
+        let mut state = self.state();
+        std::mem::take(&mut state.unstored)
+            .then_some(state.stored)
+            .flatten()
+    }
+
     fn advance(&self) {
-        let next = {
-            let mut state = self.state();
-            if state.failed.is_some() {
-                return;
+        let mut state = self.state();
+        if state.failed.is_some() {
+            return;
+        }
+        let mut last = None;
+        while let Some(front) = state.pending.front() {
+            if front.remaining.load(Ordering::Acquire) != 0 {
+                break;
             }
-            let mut last = None;
-            while let Some(front) = state.pending.front() {
-                if front.remaining.load(Ordering::Acquire) != 0 {
-                    break;
-                }
-                last = Some(front.offset);
-                state.pending.pop_front();
-            }
-            let Some(last) = last else { return };
+            last = Some(front.offset);
+            state.pending.pop_front();
+        }
+        if let Some(last) = last {
             state.stored = Some(last + 1);
-            last + 1
-        };
-        self.store.store(&self.topic, self.partition, next);
+            state.unstored = true;
+        }
     }
 }
 
@@ -180,60 +185,49 @@ impl PartitionOffsets {
 mod tests {
     use super::*;
 
-    #[derive(Default)]
-    struct Recorded(Mutex<Vec<i64>>);
-
-    impl OffsetStore for Recorded {
-        fn store(&self, _: &str, _: i32, next: i64) {
-            self.0.lock().unwrap().push(next);
-        }
-    }
-
-    fn tracker() -> (Arc<Recorded>, PartitionOffsets) {
-        let store = Arc::new(Recorded::default());
-        (store.clone(), PartitionOffsets::new("t", 0, store))
+    fn tracker() -> PartitionOffsets {
+        PartitionOffsets::new("t", 0)
     }
 
     #[test]
     fn offset_advances_only_over_a_finished_prefix() {
-        let (store, offsets) = tracker();
+        let offsets = tracker();
         let a = offsets.begin(10, 2);
         let b = offsets.begin(11, 1);
         let c = offsets.begin(12, 1);
         offsets.acknowledge(&c);
         offsets.acknowledge(&b);
         offsets.acknowledge(&a);
-        assert_eq!(
-            *store.0.lock().unwrap(),
-            Vec::<i64>::new(),
-            "10 has one output left"
-        );
+        assert_eq!(offsets.take_unstored(), None, "10 has one output left");
         offsets.acknowledge(&a);
-        assert_eq!(*store.0.lock().unwrap(), vec![13]);
+        assert_eq!(offsets.take_unstored(), Some(13));
+        assert_eq!(offsets.take_unstored(), None, "taken once");
+        assert_eq!(offsets.stored(), Some(13));
         assert_eq!(offsets.in_flight(), 0);
     }
 
     #[test]
     fn dropped_records_finish_at_once_but_wait_for_earlier_ones() {
-        let (store, offsets) = tracker();
+        let offsets = tracker();
         let a = offsets.begin(0, 1);
         let _dropped = offsets.begin(1, 0);
-        assert!(store.0.lock().unwrap().is_empty());
+        assert_eq!(offsets.take_unstored(), None);
         offsets.acknowledge(&a);
-        assert_eq!(*store.0.lock().unwrap(), vec![2]);
+        assert_eq!(offsets.take_unstored(), Some(2));
         let _dropped = offsets.begin(2, 0);
-        assert_eq!(*store.0.lock().unwrap(), vec![2, 3]);
+        assert_eq!(offsets.take_unstored(), Some(3));
     }
 
     #[test]
     fn a_failed_delivery_stops_the_partition_for_good() {
-        let (store, offsets) = tracker();
+        let offsets = tracker();
         let a = offsets.begin(0, 1);
         let b = offsets.begin(1, 1);
         offsets.fail(&a, "broker said no".into());
         offsets.acknowledge(&b);
         offsets.acknowledge(&a);
-        assert!(store.0.lock().unwrap().is_empty());
+        assert_eq!(offsets.take_unstored(), None);
+        assert_eq!(offsets.stored(), None);
         assert_eq!(
             offsets.failure().as_deref(),
             Some("offset 0: broker said no")
