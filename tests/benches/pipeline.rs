@@ -13,7 +13,11 @@
 //! reads the target back:
 //! - throughput: from the first output read to the last, every record
 //!   checked present (duplicates counted);
-//! - CPU: the router process's user + system time over the same span;
+//! - CPU: the router process's user + system time over the same span,
+//!   and how it splits over its threads by role (librdkafka's own threads,
+//!   Switchyard's consumer thread, its partition workers, the thread
+//!   serving delivery reports, and the rest: the hand-written loops' main
+//!   thread);
 //! - latency: afterwards, records written at a steady rate, each stamped
 //!   with its send time, measured when read back from the target;
 //! - peak RSS: the router process's `VmHWM` at the end.
@@ -187,6 +191,61 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Thread roles the router's CPU time is split over, by thread name.
+const ROLES: [&str; 5] = [
+    "librdkafka",
+    "consumer",
+    "workers",
+    "deliveries",
+    "main/other",
+];
+
+/// The role of a router thread named `name` (Linux keeps 15 bytes of it):
+/// librdkafka names its threads `rdk:...`, Switchyard's consumer thread is
+/// `switchyard-consumer`, its partition workers are named after their
+/// source topic, and rdkafka's threaded producer serves delivery reports
+/// on `producer polling thread`.
+fn role(name: &str) -> usize {
+    if name.starts_with("rdk:") {
+        0
+    } else if name.starts_with("switchyard-cons") {
+        1
+    } else if name.starts_with("bench-src") {
+        2
+    } else if name.starts_with("producer pollin") {
+        3
+    } else {
+        4
+    }
+}
+
+/// The CPU split of one size's rows, per million records.
+fn print_roles(
+    size: usize,
+    routers: &[RouterKind],
+    summary: &dyn Fn(RouterKind) -> Option<Measurement>,
+) {
+    let rows: Vec<_> = routers
+        .iter()
+        .filter_map(|&r| Some((r, summary(r)?.cpu_by_role?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    print!("{:<6}   CPU s/1M by thread: {:<32}", size_name(size), "");
+    for role in ROLES {
+        print!(" {role:>10}");
+    }
+    println!();
+    for (router, roles) in rows {
+        print!("{:<6}   {:<52}", size_name(size), router.name());
+        for cpu in roles {
+            print!(" {cpu:>10.2}");
+        }
+        println!();
+    }
+}
+
 /// What a row measured.
 #[derive(Debug, Clone, Copy)]
 struct Measurement {
@@ -196,6 +255,8 @@ struct Measurement {
     p99_ms: f64,
     /// Router CPU seconds per million records.
     cpu_per_million: Option<f64>,
+    /// The same, by thread role ([`ROLES`]).
+    cpu_by_role: Option<[f64; ROLES.len()]>,
     peak_rss_mib: Option<f64>,
     duplicates: u64,
 }
@@ -219,6 +280,17 @@ fn report(
             p50_ms: pick(&|m| Some(m.p50_ms))?,
             p99_ms: pick(&|m| Some(m.p99_ms))?,
             cpu_per_million: pick(&|m| m.cpu_per_million),
+            cpu_by_role: runs.iter().all(|m| m.cpu_by_role.is_some()).then(|| {
+                std::array::from_fn(|i| {
+                    median(
+                        &mut runs
+                            .iter()
+                            .filter_map(|m| Some(m.cpu_by_role?[i]))
+                            .collect(),
+                    )
+                    .unwrap_or(0.0)
+                })
+            }),
             peak_rss_mib: pick(&|m| m.peak_rss_mib),
             duplicates: runs.iter().map(|m| m.duplicates).sum(),
         })
@@ -259,6 +331,7 @@ fn report(
                     }
                 );
             }
+            print_roles(size, routers, &|r| summary((broker, size, r)));
             let rate = |r| summary((broker, size, r)).map(|m| m.rate);
             let cpu = |r| summary((broker, size, r)).and_then(|m| m.cpu_per_million);
             let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
@@ -518,6 +591,24 @@ impl RouterProcess {
         Ok(ticks / tools.clock_ticks)
     }
 
+    /// User + system CPU seconds of the process's live threads so far, by
+    /// role ([`role`]).
+    fn cpu_by_role(&self, tools: &Tools) -> anyhow::Result<[f64; ROLES.len()]> {
+        let mut roles = [0.0; ROLES.len()];
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            // A thread may end between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+                continue;
+            };
+            let (head, rest) = stat.rsplit_once(')').context("odd /proc stat")?;
+            let name = head.split_once('(').context("odd /proc stat")?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+            roles[role(name)] += ticks / tools.clock_ticks;
+        }
+        Ok(roles)
+    }
+
     fn peak_rss_mib(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let kib: f64 = status
@@ -668,8 +759,9 @@ fn run(
     });
     let mut seen = vec![false; n];
     let (mut unique, mut duplicates) = (0_usize, 0_u64);
-    let mut first: Option<(Instant, Option<f64>)> = None;
-    let mut last = (Instant::now(), None);
+    type Cpu = Option<(f64, [f64; ROLES.len()])>;
+    let mut first: Option<(Instant, Cpu)> = None;
+    let mut last: (Instant, Cpu) = (Instant::now(), None);
     while unique < n {
         let message = next_record(&consumer, &mut router, || {
             format!("{unique} of {n} records")
@@ -680,7 +772,12 @@ fn run(
             continue;
         }
         unique += 1;
-        let cpu = || router.as_ref().map(|r| r.cpu_seconds(tools)).transpose();
+        let cpu = || -> anyhow::Result<Cpu> {
+            router
+                .as_ref()
+                .map(|r| Ok((r.cpu_seconds(tools)?, r.cpu_by_role(tools)?)))
+                .transpose()
+        };
         if first.is_none() {
             first = Some((Instant::now(), cpu()?));
         }
@@ -697,9 +794,15 @@ fn run(
     let (started, cpu_start) = first.context("nothing read back")?;
     let span = last.0.duration_since(started).as_secs_f64();
     let rate = (n - 1) as f64 / span;
-    let cpu_per_million = match (cpu_start, last.1) {
-        (Some(a), Some(b)) => Some((b - a) / (n - 1) as f64 * 1e6),
-        _ => None,
+    let per_million = |cpu: f64| cpu / (n - 1) as f64 * 1e6;
+    let (cpu_per_million, cpu_by_role) = match (cpu_start, last.1) {
+        (Some((a, a_roles)), Some((b, b_roles))) => (
+            Some(per_million(b - a)),
+            Some(std::array::from_fn(|i| {
+                per_million(b_roles[i] - a_roles[i])
+            })),
+        ),
+        _ => (None, None),
     };
 
     // Latency: a steady rate well below every router's throughput.
@@ -715,6 +818,7 @@ fn run(
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         cpu_per_million,
+        cpu_by_role,
         peak_rss_mib,
         duplicates,
     })
