@@ -14,6 +14,11 @@
 //! column is everything the router pays per record: entering the sandbox,
 //! the host calls the plugin makes, lifting its outputs.
 //!
+//! Back-to-back calls keep everything they touch in the CPU's caches. In
+//! the router, a call comes between librdkafka's work on other records,
+//! which evicts much of it; the "cold" columns time single calls each made
+//! after writing 1 MiB of other memory (about the L2 cache of a core).
+//!
 //! Run: `cargo bench -p switchyard-tests --bench plugin_call [-- NAME...]`
 
 use std::sync::Arc;
@@ -32,6 +37,11 @@ const ROUNDS: usize = 15;
 /// Calls per round; a round lasts a few tens of milliseconds at most.
 const CALLS_PER_ROUND: u32 = 20_000;
 const SIZES: [usize; 3] = [100, 1024, 10 * 1024];
+/// Memory written between two cold calls.
+const EVICT_BYTES: usize = 1 << 20;
+/// Cold calls per round, and rounds of them (the first ones).
+const COLD_CALLS: u32 = 2_000;
+const COLD_ROUNDS: usize = 3;
 const TARGET: &str = "output";
 
 type Native = Box<dyn Fn(&Message<'_>, &Arc<SourceRecord>) -> anyhow::Result<Vec<record::Output>>>;
@@ -97,6 +107,8 @@ fn main() -> anyhow::Result<()> {
         msg: Message<'static>,
         wasm: f64,
         native: f64,
+        wasm_cold: f64,
+        native_cold: f64,
     }
     let mut cells = Vec::new();
     for case in &cases {
@@ -126,12 +138,15 @@ fn main() -> anyhow::Result<()> {
                 msg,
                 wasm: f64::INFINITY,
                 native: f64::INFINITY,
+                wasm_cold: f64::INFINITY,
+                native_cold: f64::INFINITY,
             });
         }
     }
     // Rounds interleaved across cells, so that a burst of other work on
     // the machine spoils a few rounds of every cell rather than all the
     // rounds of one; each cell keeps its fastest round.
+    let mut evict = vec![0_u8; EVICT_BYTES];
     for round in 0..ROUNDS {
         for cell in &mut cells {
             let warmup = if round == 0 { WARMUP } else { 0 };
@@ -140,43 +155,84 @@ fn main() -> anyhow::Result<()> {
                 std::hint::black_box(instance.route(source)).map(drop)?;
                 Ok(())
             })?);
-            if let Some(route) = &cell.case.native {
-                let msg = &cell.msg;
-                cell.native = cell.native.min(ns_per_call(warmup, || {
-                    std::hint::black_box(route(std::hint::black_box(msg), source)?);
+            if round < COLD_ROUNDS {
+                cell.wasm_cold = cell.wasm_cold.min(cold_ns_per_call(&mut evict, || {
+                    std::hint::black_box(instance.route(source)).map(drop)?;
                     Ok(())
                 })?);
+            }
+            if let Some(route) = &cell.case.native {
+                let msg = &cell.msg;
+                let mut call = || {
+                    std::hint::black_box(route(std::hint::black_box(msg), source)?);
+                    Ok(())
+                };
+                cell.native = cell.native.min(ns_per_call(warmup, &mut call)?);
+                if round < COLD_ROUNDS {
+                    cell.native_cold = cell.native_cold.min(cold_ns_per_call(&mut evict, call)?);
+                }
             }
         }
     }
 
     println!(
-        "ns per record: fastest of {ROUNDS} interleaved rounds of {CALLS_PER_ROUND} calls, one reused instance"
+        "ns per record: fastest of {ROUNDS} interleaved rounds of {CALLS_PER_ROUND} calls, one reused instance; \
+         cold: fastest of {COLD_ROUNDS} rounds of {COLD_CALLS} calls, each after writing {} KiB of other memory",
+        EVICT_BYTES / 1024
     );
     println!(
-        "{:<24} {:>6} {:>9} {:>9} {:>8}",
-        "plugin", "value", "wasm", "native", "ratio"
+        "{:<24} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12} {:>11}",
+        "plugin", "value", "wasm", "native", "ratio", "wasm cold", "native cold", "ratio cold"
     );
-    for cell in &cells {
-        let (native, ratio) = if cell.native.is_finite() {
-            (
-                format!("{:.0}", cell.native),
-                format!("{:.1}x", cell.wasm / cell.native),
-            )
+    let ratio = |wasm: f64, native: f64| {
+        if native.is_finite() {
+            (format!("{native:.0}"), format!("{:.1}x", wasm / native))
         } else {
             ("-".to_owned(), "-".to_owned())
-        };
+        }
+    };
+    for cell in &cells {
+        let (native, warm_ratio) = ratio(cell.wasm, cell.native);
+        let (native_cold, cold_ratio) = ratio(cell.wasm_cold, cell.native_cold);
         println!(
-            "{:<24} {:>6} {:>9.0} {:>9} {:>8}",
+            "{:<24} {:>6} {:>9.0} {:>9} {:>8} {:>10.0} {:>12} {:>11}",
             cell.case.name,
             size_name(cell.size),
             cell.wasm,
             native,
-            ratio
+            warm_ratio,
+            cell.wasm_cold,
+            native_cold,
+            cold_ratio
         );
     }
     println!("(ratio: wasm time / native time for the same logic and record)");
     Ok(())
+}
+
+/// Ns per call of `call` made with cold caches: each call after writing
+/// `evict` through, timed on its own (the clock's own cost taken off).
+fn cold_ns_per_call(
+    evict: &mut [u8],
+    mut call: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    let mut evict_all = |round: u32| {
+        for line in evict.chunks_mut(64) {
+            line[0] = line[0].wrapping_add(round as u8);
+        }
+        std::hint::black_box(&*evict);
+    };
+    let (mut calls, mut clock) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for i in 0..COLD_CALLS {
+        evict_all(i);
+        let start = Instant::now();
+        call()?;
+        calls += start.elapsed();
+        evict_all(i);
+        let start = Instant::now();
+        clock += start.elapsed();
+    }
+    Ok(calls.saturating_sub(clock).as_nanos() as f64 / f64::from(COLD_CALLS))
 }
 
 /// Ns per call of `call` over one round, after `warmup` calls.
