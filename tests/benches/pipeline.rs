@@ -246,6 +246,18 @@ fn print_roles(
     }
 }
 
+/// The command name and user + system clock ticks of a `/proc/.../stat`
+/// line (the name, in parentheses, may hold spaces).
+fn stat_cpu(stat: &str) -> anyhow::Result<(&str, f64)> {
+    let (head, rest) = stat.rsplit_once(')').context("odd /proc stat")?;
+    let name = head.split_once('(').context("odd /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Ok((
+        name,
+        fields[11].parse::<f64>()? + fields[12].parse::<f64>()?,
+    ))
+}
+
 /// What a row measured.
 #[derive(Debug, Clone, Copy)]
 struct Measurement {
@@ -580,15 +592,7 @@ impl RouterProcess {
     /// User + system CPU seconds of the process so far.
     fn cpu_seconds(&self, tools: &Tools) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
-        // Fields after the command name (which may hold spaces).
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .context("odd /proc stat")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        Ok(ticks / tools.clock_ticks)
+        Ok(stat_cpu(&stat)?.1 / tools.clock_ticks)
     }
 
     /// User + system CPU seconds of the process's live threads so far, by
@@ -600,10 +604,7 @@ impl RouterProcess {
             let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
                 continue;
             };
-            let (head, rest) = stat.rsplit_once(')').context("odd /proc stat")?;
-            let name = head.split_once('(').context("odd /proc stat")?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+            let (name, ticks) = stat_cpu(&stat)?;
             roles[role(name)] += ticks / tools.clock_ticks;
         }
         Ok(roles)

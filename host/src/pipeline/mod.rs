@@ -979,14 +979,28 @@ fn dispatch(
         *key = (message.topic().to_owned(), message.partition());
     }
     let mut workers = shared.workers();
-    if !workers.contains_key(key)
-        && let Some(worker) = shared.spawn_worker(&key.0, key.1)
-    {
-        workers.insert(key.clone(), worker);
+    // One lookup on the way every record takes; a partition's first record
+    // starts its worker.
+    if let Some(worker) = workers.get_mut(key) {
+        offer(consumer, worker, message, key, paused);
+    } else if let Some(worker) = shared.spawn_worker(&key.0, key.1) {
+        offer(
+            consumer,
+            workers.entry(key.clone()).or_insert(worker),
+            message,
+            key,
+            paused,
+        );
     }
-    let Some(worker) = workers.get_mut(key) else {
-        return;
-    };
+}
+
+fn offer(
+    consumer: &BaseConsumer<RouterContext>,
+    worker: &mut Worker,
+    message: &BorrowedMessage<'_>,
+    key: &(String, i32),
+    paused: &mut Vec<(String, i32)>,
+) {
     let record = source_record(message, worker.topic().clone());
     match worker.offer(record) {
         Offer::Taken => {}
