@@ -168,7 +168,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "plugin_call_duration",
-            "Time of one plugin route call, output checks included",
+            "Time of one plugin route call (a batch of up to 128 records of one partition), output checks included",
             Unit::Seconds,
             metrics.call_seconds.clone(),
         );

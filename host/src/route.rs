@@ -330,14 +330,39 @@ impl RouteInstance {
     }
 
     /// The plugin's decision for `record` (passthrough without a plugin),
-    /// with every output checked: not too large, topic
-    /// allowed and existing, partition in range.
+    /// with every output checked: not too large, topic allowed and
+    /// existing, partition in range.
     pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Vec<Routed>, RouteFailure> {
         self.follow_swaps();
         let outputs = match &mut self.plugin {
             Some(plugin) => plugin.route(record)?,
             None => vec![Output::forward(record.clone())],
         };
+        self.checked(outputs)
+    }
+
+    /// The plugin's decisions for `records` of one partition, in order, in
+    /// one call ([`PluginInstance::route_batch`]), each checked as by
+    /// [`route`](Self::route). An `Err` is the call failing as a whole.
+    pub fn route_batch(
+        &mut self,
+        records: &[Arc<SourceRecord>],
+    ) -> Result<Vec<Result<Vec<Routed>, RouteFailure>>, RouteFailure> {
+        self.follow_swaps();
+        Ok(match &mut self.plugin {
+            Some(plugin) => plugin
+                .route_batch(records)?
+                .into_iter()
+                .map(|answer| answer.and_then(|outputs| self.checked(outputs)))
+                .collect(),
+            None => records
+                .iter()
+                .map(|record| self.checked(vec![Output::forward(record.clone())]))
+                .collect(),
+        })
+    }
+
+    fn checked(&self, outputs: Vec<Output>) -> Result<Vec<Routed>, RouteFailure> {
         outputs
             .into_iter()
             .enumerate()

@@ -1,7 +1,7 @@
 //! What the router hands a plugin with every call (`call-context`): the
 //! headers the plugin asked for and the default target's partition count
-//! must always be the current record's and the current count, never a
-//! previous call's.
+//! must always be each record's own and the current count, never another
+//! record's or a previous call's.
 #![allow(clippy::unwrap_used, reason = "test code")]
 
 use std::sync::Arc;
@@ -95,6 +95,45 @@ fn headers_handed_with_the_call_are_always_the_current_records() {
                 partition_of(&mut instance, &record(offset, key, headers)),
                 expected,
                 "round {round}, record {key} with {headers:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn headers_handed_with_a_batch_are_each_records_own() {
+    let mut instance = partitioner(Arc::new(Counts(AtomicU32::new(6))));
+    let cases: [Case<'_>; 5] = [
+        ("k0", &[("tenant-id", "acme")], "acme"),
+        ("k1", &[("trace", "y")], "k1"),
+        ("k2", &[("trace", "x"), ("tenant-id", "globex")], "globex"),
+        ("k3", &[("tenant-id", "")], ""),
+        (
+            "k4",
+            &[("tenant-id", "initech"), ("tenant-id", "acme")],
+            "initech",
+        ),
+    ];
+    // The first batch reads the header with host calls; later ones get it
+    // with the call. Each batch starts at another case, so that every case
+    // is seen at every position, after a record with and without the header.
+    for round in 0..cases.len() {
+        let batch: Vec<_> = (0..cases.len())
+            .map(|i| {
+                let (key, headers, _) = cases[(round + i) % cases.len()];
+                record(i64::try_from(i).unwrap(), key, headers)
+            })
+            .collect();
+        let answers = instance.route_batch(&batch).unwrap();
+        assert_eq!(answers.len(), batch.len());
+        for (i, answer) in answers.into_iter().enumerate() {
+            let (key, headers, hashed) = cases[(round + i) % cases.len()];
+            let outputs = answer.unwrap();
+            let expected = i32::try_from(fnv1a_32(hashed.as_bytes()) % 6).unwrap();
+            assert_eq!(
+                outputs[0].partition,
+                Some(expected),
+                "round {round}, position {i}: record {key} with {headers:?}"
             );
         }
     }

@@ -41,31 +41,51 @@ pub fn init<A: Adapter>(config: Vec<(String, String)>) -> Result<(), String> {
     Ok(())
 }
 
-/// `route` export: runs the plugin on one record.
+/// `route` export: runs the plugin on each of the call's records, in order.
 pub fn route<A: Adapter>(
-    msg: &wit::Inbound,
+    batch: &wit::Batch,
+    count: u32,
     context: wit::CallContext,
-) -> Result<wit::Routing, wit::RouteError> {
+) -> Vec<Result<wit::Routing, wit::RouteError>> {
     #[cfg(target_arch = "wasm32")]
-    let msg = {
-        crate::host::set_call_partitions(context.default_target_partitions);
-        Message::from_host(msg, context.headers.unwrap_or_default())
+    crate::host::set_call_partitions(context.default_target_partitions);
+    // Each record's share of the handed-over headers: as many spans as
+    // names were asked for before the call.
+    let per_record = match usize::try_from(count) {
+        Ok(0) | Err(_) => 0,
+        Ok(n) => context.header_spans.len() / n,
     };
-    #[cfg(not(target_arch = "wasm32"))]
-    let msg = {
-        let _ = (msg, context);
-        Message::builder().build()
-    };
-    A::slot()
-        .with(|slot| match &*slot.borrow() {
-            Some(plugin) => plugin.route(&msg),
-            None => Err(RouteError::reject("plugin called before init")),
-        })
-        .map(routing)
-        .map_err(|e| match e {
-            RouteError::Retry(r) => wit::RouteError::Retry(r),
-            RouteError::Reject(r) => wit::RouteError::Reject(r),
-        })
+    A::slot().with(|slot| {
+        let slot = slot.borrow();
+        (0..count)
+            .map(|index| {
+                #[cfg(target_arch = "wasm32")]
+                let msg = {
+                    // A u32 always fits a wasm32 usize.
+                    let start = index as usize * per_record;
+                    let given = context
+                        .header_spans
+                        .get(start..start + per_record)
+                        .unwrap_or_default();
+                    Message::from_host(batch, index, given, &context.header_bytes)
+                };
+                #[cfg(not(target_arch = "wasm32"))]
+                let msg = {
+                    let _ = (batch, index, per_record, &context);
+                    Message::builder().build()
+                };
+                match &*slot {
+                    Some(plugin) => plugin.route(&msg),
+                    None => Err(RouteError::reject("plugin called before init")),
+                }
+                .map(routing)
+                .map_err(|e| match e {
+                    RouteError::Retry(r) => wit::RouteError::Retry(r),
+                    RouteError::Reject(r) => wit::RouteError::Reject(r),
+                })
+            })
+            .collect()
+    })
 }
 
 /// A single output that is the record itself, unchanged, travels as
@@ -142,13 +162,16 @@ macro_rules! __export {
                     $crate::__private::init::<Self>(config)
                 }
                 fn route(
-                    msg: &$crate::__private::bindings::switchyard::plugin::types::Inbound,
+                    records: &$crate::__private::bindings::switchyard::plugin::types::Batch,
+                    count: u32,
                     context: $crate::__private::bindings::switchyard::plugin::types::CallContext,
-                ) -> ::std::result::Result<
-                    $crate::__private::bindings::switchyard::plugin::types::Routing,
-                    $crate::__private::bindings::switchyard::plugin::types::RouteError,
+                ) -> ::std::vec::Vec<
+                    ::std::result::Result<
+                        $crate::__private::bindings::switchyard::plugin::types::Routing,
+                        $crate::__private::bindings::switchyard::plugin::types::RouteError,
+                    >,
                 > {
-                    $crate::__private::route::<Self>(msg, context)
+                    $crate::__private::route::<Self>(records, count, context)
                 }
             }
             $crate::__private::bindings::__export_router!(__SwitchyardAdapter with_types_in $crate::__private::bindings);

@@ -40,12 +40,15 @@ pub struct Message<'a> {
 enum Source<'a> {
     /// Every field is already in its cell.
     Detached(PhantomData<&'a ()>),
-    /// The router's record, fetched field by field, and the values of the
-    /// headers the router handed over with the call.
+    /// The router's record, fetched field by field, and where the values
+    /// of the headers the router handed over with the call lie (this
+    /// record's spans, and the call's bytes they point into).
     #[cfg(target_arch = "wasm32")]
     Host {
-        inbound: &'a crate::__private::bindings::switchyard::plugin::types::Inbound,
-        given: Vec<Option<Vec<u8>>>,
+        batch: &'a crate::__private::bindings::switchyard::plugin::types::Batch,
+        index: u32,
+        given: &'a [Option<crate::__private::bindings::switchyard::plugin::types::Span>],
+        bytes: &'a [u8],
     },
 }
 
@@ -69,10 +72,17 @@ impl<'a> Message<'a> {
 
     #[cfg(target_arch = "wasm32")]
     pub(crate) fn from_host(
-        inbound: &'a crate::__private::bindings::switchyard::plugin::types::Inbound,
-        given: Vec<Option<Vec<u8>>>,
+        batch: &'a crate::__private::bindings::switchyard::plugin::types::Batch,
+        index: u32,
+        given: &'a [Option<crate::__private::bindings::switchyard::plugin::types::Span>],
+        bytes: &'a [u8],
     ) -> Self {
-        Self::with_source(Source::Host { inbound, given })
+        Self::with_source(Source::Host {
+            batch,
+            index,
+            given,
+            bytes,
+        })
     }
 
     fn with_source(source: Source<'a>) -> Self {
@@ -93,7 +103,7 @@ impl<'a> Message<'a> {
         self.topic.get_or_init(|| match &self.source {
             Source::Detached(_) => String::new(),
             #[cfg(target_arch = "wasm32")]
-            Source::Host { inbound: h, .. } => h.topic(),
+            Source::Host { batch, index, .. } => batch.topic(*index),
         })
     }
 
@@ -102,7 +112,7 @@ impl<'a> Message<'a> {
         *self.partition.get_or_init(|| match &self.source {
             Source::Detached(_) => 0,
             #[cfg(target_arch = "wasm32")]
-            Source::Host { inbound: h, .. } => h.partition(),
+            Source::Host { batch, index, .. } => batch.partition(*index),
         })
     }
 
@@ -111,7 +121,7 @@ impl<'a> Message<'a> {
         *self.offset.get_or_init(|| match &self.source {
             Source::Detached(_) => 0,
             #[cfg(target_arch = "wasm32")]
-            Source::Host { inbound: h, .. } => h.offset(),
+            Source::Host { batch, index, .. } => batch.offset(*index),
         })
     }
 
@@ -120,7 +130,7 @@ impl<'a> Message<'a> {
         *self.timestamp_ms.get_or_init(|| match &self.source {
             Source::Detached(_) => None,
             #[cfg(target_arch = "wasm32")]
-            Source::Host { inbound: h, .. } => h.timestamp_ms(),
+            Source::Host { batch, index, .. } => batch.timestamp_ms(*index),
         })
     }
 
@@ -130,7 +140,7 @@ impl<'a> Message<'a> {
             .get_or_init(|| match &self.source {
                 Source::Detached(_) => None,
                 #[cfg(target_arch = "wasm32")]
-                Source::Host { inbound: h, .. } => h.key(),
+                Source::Host { batch, index, .. } => batch.key(*index),
             })
             .as_deref()
     }
@@ -141,7 +151,7 @@ impl<'a> Message<'a> {
             .get_or_init(|| match &self.source {
                 Source::Detached(_) => None,
                 #[cfg(target_arch = "wasm32")]
-                Source::Host { inbound: h, .. } => h.value(),
+                Source::Host { batch, index, .. } => batch.value(*index),
             })
             .as_deref()
     }
@@ -156,8 +166,8 @@ impl<'a> Message<'a> {
         self.headers.get_or_init(|| match &self.source {
             Source::Detached(_) => Vec::new(),
             #[cfg(target_arch = "wasm32")]
-            Source::Host { inbound: h, .. } => h
-                .headers()
+            Source::Host { batch, index, .. } => batch
+                .headers(*index)
                 .into_iter()
                 .map(|h| Header::new(h.key, h.value))
                 .collect(),
@@ -172,10 +182,25 @@ impl<'a> Message<'a> {
     /// call, so reading one costs no extra call into the router.
     pub fn header(&self, key: &str) -> Option<Cow<'_, [u8]>> {
         #[cfg(target_arch = "wasm32")]
-        if let (Source::Host { inbound, given }, None) = (&self.source, self.headers.get()) {
+        if let (
+            Source::Host {
+                batch,
+                index,
+                given,
+                bytes,
+            },
+            None,
+        ) = (&self.source, self.headers.get())
+        {
             return match crate::host::given_index(key).and_then(|i| given.get(i)) {
-                Some(value) => value.as_deref().map(Cow::Borrowed),
-                None => inbound.header(key).map(Cow::Owned),
+                Some(span) => span.map(|span| {
+                    // The router's spans lie within its bytes; a bad one
+                    // reads as an empty value rather than a panic.
+                    let start = span.start as usize;
+                    let end = start.saturating_add(span.len as usize);
+                    Cow::Borrowed(bytes.get(start..end).unwrap_or_default())
+                }),
+                None => batch.header(*index, key).map(Cow::Owned),
             };
         }
         self.headers()

@@ -39,10 +39,15 @@ const CALLS_PER_ROUND: u32 = 20_000;
 const SIZES: [usize; 3] = [100, 1024, 10 * 1024];
 /// Memory written between two cold calls.
 const EVICT_BYTES: usize = 1 << 20;
-/// Cold calls per round, and rounds of them (the first ones).
+/// Records per cold round (at least `COLD_MIN_CALLS` calls), and rounds
+/// of them (the first ones).
 const COLD_CALLS: u32 = 2_000;
+const COLD_MIN_CALLS: u32 = 100;
 const COLD_ROUNDS: usize = 3;
 const TARGET: &str = "output";
+/// Records per call, as the router hands them over at most.
+const BATCH: usize = 128;
+const BATCH_U32: u32 = 128;
 
 type Native = Box<dyn Fn(&Message<'_>, &Arc<SourceRecord>) -> anyhow::Result<Vec<record::Output>>>;
 
@@ -105,10 +110,17 @@ fn main() -> anyhow::Result<()> {
         instance: switchyard::plugin::PluginInstance,
         source: Arc<SourceRecord>,
         msg: Message<'static>,
+        /// `BATCH` copies of the record, each in its own allocation, and
+        /// their messages.
+        batch: Vec<Arc<SourceRecord>>,
+        msgs: Vec<Message<'static>>,
         wasm: f64,
+        wasm_batch: f64,
         native: f64,
         wasm_cold: f64,
         native_cold: f64,
+        wasm_batch_cold: f64,
+        native_batch_cold: f64,
     }
     let mut cells = Vec::new();
     for case in &cases {
@@ -121,6 +133,8 @@ fn main() -> anyhow::Result<()> {
                 plugin.instantiate(&case.config, context.clone(), Limits::default())?;
             let source = Arc::new(source_record(size));
             let msg = message(&source);
+            let batch: Vec<_> = (0..BATCH).map(|_| Arc::new(source_record(size))).collect();
+            let msgs = batch.iter().map(|r| message(r)).collect();
             if let Some(route) = &case.native {
                 // Same outputs, or the comparison is meaningless.
                 anyhow::ensure!(
@@ -136,10 +150,15 @@ fn main() -> anyhow::Result<()> {
                 instance,
                 source,
                 msg,
+                batch,
+                msgs,
                 wasm: f64::INFINITY,
+                wasm_batch: f64::INFINITY,
                 native: f64::INFINITY,
                 wasm_cold: f64::INFINITY,
                 native_cold: f64::INFINITY,
+                wasm_batch_cold: f64::INFINITY,
+                native_batch_cold: f64::INFINITY,
             });
         }
     }
@@ -150,13 +169,24 @@ fn main() -> anyhow::Result<()> {
     for round in 0..ROUNDS {
         for cell in &mut cells {
             let warmup = if round == 0 { WARMUP } else { 0 };
-            let (instance, source) = (&mut cell.instance, &cell.source);
-            cell.wasm = cell.wasm.min(ns_per_call(warmup, || {
+            let (instance, source, batch) = (&mut cell.instance, &cell.source, &cell.batch);
+            cell.wasm = cell.wasm.min(ns_per_record(warmup, 1, || {
                 std::hint::black_box(instance.route(source)).map(drop)?;
                 Ok(())
             })?);
+            let mut routed = || {
+                let answers = instance.route_batch(std::hint::black_box(batch))?;
+                anyhow::ensure!(answers.iter().all(Result::is_ok), "a record failed");
+                Ok(())
+            };
+            cell.wasm_batch =
+                cell.wasm_batch
+                    .min(ns_per_record(warmup / BATCH_U32, BATCH_U32, &mut routed)?);
             if round < COLD_ROUNDS {
-                cell.wasm_cold = cell.wasm_cold.min(cold_ns_per_call(&mut evict, || {
+                cell.wasm_batch_cold = cell
+                    .wasm_batch_cold
+                    .min(cold_ns_per_record(&mut evict, BATCH_U32, routed)?);
+                cell.wasm_cold = cell.wasm_cold.min(cold_ns_per_record(&mut evict, 1, || {
                     std::hint::black_box(instance.route(source)).map(drop)?;
                     Ok(())
                 })?);
@@ -167,22 +197,46 @@ fn main() -> anyhow::Result<()> {
                     std::hint::black_box(route(std::hint::black_box(msg), source)?);
                     Ok(())
                 };
-                cell.native = cell.native.min(ns_per_call(warmup, &mut call)?);
+                cell.native = cell.native.min(ns_per_record(warmup, 1, &mut call)?);
                 if round < COLD_ROUNDS {
-                    cell.native_cold = cell.native_cold.min(cold_ns_per_call(&mut evict, call)?);
+                    cell.native_cold = cell
+                        .native_cold
+                        .min(cold_ns_per_record(&mut evict, 1, call)?);
+                    let msgs = &cell.msgs;
+                    cell.native_batch_cold = cell.native_batch_cold.min(cold_ns_per_record(
+                        &mut evict,
+                        BATCH_U32,
+                        || {
+                            for (msg, record) in msgs.iter().zip(batch) {
+                                std::hint::black_box(route(std::hint::black_box(msg), record)?);
+                            }
+                            Ok(())
+                        },
+                    )?);
                 }
             }
         }
     }
 
     println!(
-        "ns per record: fastest of {ROUNDS} interleaved rounds of {CALLS_PER_ROUND} calls, one reused instance; \
+        "ns per record: fastest of {ROUNDS} interleaved rounds of {CALLS_PER_ROUND} records, one reused instance, \
+         records routed one per call (\"1\") or {BATCH} per call (\"{BATCH}\", as the router does); \
          cold: fastest of {COLD_ROUNDS} rounds of {COLD_CALLS} calls, each after writing {} KiB of other memory",
         EVICT_BYTES / 1024
     );
     println!(
-        "{:<24} {:>6} {:>9} {:>9} {:>8} {:>10} {:>12} {:>11}",
-        "plugin", "value", "wasm", "native", "ratio", "wasm cold", "native cold", "ratio cold"
+        "{:<24} {:>6} {:>7} {:>7} {:>7} {:>6}   {:>7} {:>7} {:>7} {:>7} {:>6}",
+        "plugin",
+        "value",
+        "wasm 1",
+        format!("{BATCH}"),
+        "native",
+        "ratio",
+        "cold 1",
+        "native",
+        format!("{BATCH}"),
+        "native",
+        "ratio"
     );
     let ratio = |wasm: f64, native: f64| {
         if native.is_finite() {
@@ -192,28 +246,36 @@ fn main() -> anyhow::Result<()> {
         }
     };
     for cell in &cells {
-        let (native, warm_ratio) = ratio(cell.wasm, cell.native);
-        let (native_cold, cold_ratio) = ratio(cell.wasm_cold, cell.native_cold);
+        let (native, warm_ratio) = ratio(cell.wasm_batch, cell.native);
+        let (native_cold, _) = ratio(cell.wasm_cold, cell.native_cold);
+        let (native_batch_cold, cold_ratio) = ratio(cell.wasm_batch_cold, cell.native_batch_cold);
         println!(
-            "{:<24} {:>6} {:>9.0} {:>9} {:>8} {:>10.0} {:>12} {:>11}",
+            "{:<24} {:>6} {:>7.0} {:>7.0} {:>7} {:>6}   {:>7.0} {:>7} {:>7.0} {:>7} {:>6}",
             cell.case.name,
             size_name(cell.size),
             cell.wasm,
+            cell.wasm_batch,
             native,
             warm_ratio,
             cell.wasm_cold,
             native_cold,
+            cell.wasm_batch_cold,
+            native_batch_cold,
             cold_ratio
         );
     }
-    println!("(ratio: wasm time / native time for the same logic and record)");
+    println!(
+        "(ratio: wasm time per record in calls of {BATCH} / native time for the same logic and record)"
+    );
     Ok(())
 }
 
-/// Ns per call of `call` made with cold caches: each call after writing
-/// `evict` through, timed on its own (the clock's own cost taken off).
-fn cold_ns_per_call(
+/// Ns per record of `call`, which routes `records` records, made with cold
+/// caches: each call after writing `evict` through, timed on its own (the
+/// clock's own cost taken off).
+fn cold_ns_per_record(
     evict: &mut [u8],
+    records: u32,
     mut call: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<f64> {
     let mut evict_all = |round: u32| {
@@ -223,7 +285,8 @@ fn cold_ns_per_call(
         std::hint::black_box(&*evict);
     };
     let (mut calls, mut clock) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-    for i in 0..COLD_CALLS {
+    let rounds = (COLD_CALLS / records).max(COLD_MIN_CALLS);
+    for i in 0..rounds {
         evict_all(i);
         let start = Instant::now();
         call()?;
@@ -232,19 +295,25 @@ fn cold_ns_per_call(
         let start = Instant::now();
         clock += start.elapsed();
     }
-    Ok(calls.saturating_sub(clock).as_nanos() as f64 / f64::from(COLD_CALLS))
+    Ok(calls.saturating_sub(clock).as_nanos() as f64 / f64::from(rounds * records))
 }
 
-/// Ns per call of `call` over one round, after `warmup` calls.
-fn ns_per_call(warmup: u32, mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+/// Ns per record of `call`, which routes `records` records, over one round
+/// of `CALLS_PER_ROUND` records, after `warmup` calls.
+fn ns_per_record(
+    warmup: u32,
+    records: u32,
+    mut call: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
     for _ in 0..warmup {
         call()?;
     }
+    let calls = CALLS_PER_ROUND / records;
     let start = Instant::now();
-    for _ in 0..CALLS_PER_ROUND {
+    for _ in 0..calls {
         call()?;
     }
-    Ok(start.elapsed().as_nanos() as f64 / f64::from(CALLS_PER_ROUND))
+    Ok(start.elapsed().as_nanos() as f64 / f64::from(calls * records))
 }
 
 /// A native router: the plugin crate's `route`, its outputs converted to

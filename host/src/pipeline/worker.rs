@@ -244,32 +244,115 @@ fn run(parts: &WorkerParts, rx: &Receiver<Vec<SourceRecord>>, stop: &AtomicBool)
     };
     let stopping = || stop.load(Ordering::Acquire) || offsets.is_stopped();
     let mut meters = Meters::new(parts, &instance);
-    'batches: while let Ok(batch) = rx.recv() {
-        for record in batch {
-            if stopping() || !handle(parts, &mut instance, record, &mut meters, &stopping) {
-                break 'batches;
-            }
+    while let Ok(batch) = rx.recv() {
+        let records: Vec<Arc<SourceRecord>> = batch.into_iter().map(Arc::new).collect();
+        if !handle_batch(parts, &mut instance, &records, &mut meters, &stopping) {
+            break;
         }
     }
     route.set_halted(offsets.topic(), offsets.partition(), None);
 }
 
-/// Routes `record` and hands what it decided to the producer; false when
+/// Routes `records` (one partition's, in order) with as few plugin calls
+/// as their answers allow, and hands what was decided to the producer
+/// record by record; false when the worker must stop first.
+///
+/// A record that is not routed is settled on its own (retried, dead-lettered,
+/// skipped or held), and the records after it are routed again afterwards,
+/// by the plugin version routing then. A call that fails as a whole (a trap,
+/// say) tells nothing about which record is at fault, so its records are
+/// then routed one at a time, which names that record exactly.
+fn handle_batch(
+    parts: &WorkerParts,
+    instance: &mut RouteInstance,
+    records: &[Arc<SourceRecord>],
+    meters: &mut Meters,
+    stopping: &dyn Fn() -> bool,
+) -> bool {
+    let mut rest = records;
+    while !rest.is_empty() {
+        if stopping() {
+            return false;
+        }
+        // A route without a plugin makes no call to time.
+        let started = instance.plugin().is_some().then(Instant::now);
+        let answers = instance.route_batch(rest);
+        if let Some(started) = started {
+            meters.call.observe(started.elapsed().as_secs_f64());
+        }
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(failure) => {
+                tracing::debug!(
+                    route = parts.route.name(),
+                    records = rest.len(),
+                    reason = %failure,
+                    "a plugin call failed as a whole: routing its records one at a time"
+                );
+                return rest.iter().all(|record| {
+                    !stopping() && handle(parts, instance, record, None, meters, stopping)
+                });
+            }
+        };
+        let mut settled = 0;
+        for (record, answer) in rest.iter().zip(answers) {
+            settled += 1;
+            match answer {
+                Ok(routed) => {
+                    meters.routed(instance, routed.len());
+                    produce(parts, record, &routed, true, meters);
+                }
+                Err(failure) => {
+                    if !handle(
+                        parts,
+                        instance,
+                        record,
+                        Some(Err(failure)),
+                        meters,
+                        stopping,
+                    ) {
+                        return false;
+                    }
+                    break;
+                }
+            }
+        }
+        rest = &rest[settled..];
+    }
+    true
+}
+
+/// Settles `record` on its own, starting from the plugin's `first` answer
+/// if there is one, and hands what was decided to the producer; false when
 /// the worker must stop first.
 fn handle(
     parts: &WorkerParts,
     instance: &mut RouteInstance,
-    record: SourceRecord,
+    record: &Arc<SourceRecord>,
+    first: Option<Result<Vec<Routed>, RouteFailure>>,
     meters: &mut Meters,
     stopping: &dyn Fn() -> bool,
 ) -> bool {
+    let Some((routed, routed_normally)) = decide(parts, instance, record, first, meters, stopping)
+    else {
+        return false;
+    };
+    produce(parts, record, &routed, routed_normally, meters);
+    true
+}
+
+/// Hands `routed`, what was decided for `record`, to the producer, and
+/// registers the record for in-order acknowledgement.
+fn produce(
+    parts: &WorkerParts,
+    record: &SourceRecord,
+    routed: &[Routed],
+    routed_normally: bool,
+    meters: &Meters,
+) {
     let WorkerParts {
         producer, offsets, ..
     } = parts;
-    let record = Arc::new(record);
-    let Some((routed, routed_normally)) = decide(parts, instance, &record, meters, stopping) else {
-        return false;
-    };
     // Acknowledged outputs count as produced (dead-letter records not).
     let produced = routed_normally.then_some(&meters.counters.produced);
     let _held = parts.gate.as_ref().map(|gate| {
@@ -277,7 +360,7 @@ fn handle(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     });
     let ack = offsets.begin(record.offset, routed.len());
-    for out in &routed {
+    for out in routed {
         let delivery = Box::new(Delivery {
             ack: ack.clone(),
             offsets: offsets.clone(),
@@ -288,22 +371,23 @@ fn handle(
             break;
         }
     }
-    true
 }
 
 /// What to produce for `record`: its outputs (then `true`), its
-/// dead-letter record, or nothing (filtered or skipped). `None` when the
-/// worker must stop first.
+/// dead-letter record, or nothing (filtered or skipped), starting from the
+/// plugin's `first` answer if there is one. `None` when the worker must
+/// stop first.
 fn decide(
     parts: &WorkerParts,
     instance: &mut RouteInstance,
     record: &Arc<SourceRecord>,
+    mut first: Option<Result<Vec<Routed>, RouteFailure>>,
     meters: &mut Meters,
     stopping: &dyn Fn() -> bool,
 ) -> Option<(Vec<Routed>, bool)> {
     let route = &parts.route;
     loop {
-        let (result, attempts) = attempt(route, instance, record, meters, stopping)?;
+        let (result, attempts) = attempt(route, instance, record, first.take(), meters, stopping)?;
         let failure = match result {
             Ok(routed) => {
                 meters.routed(instance, routed.len());
@@ -364,12 +448,14 @@ fn decide(
 }
 
 /// Routes `record`, calling the plugin again after `retry` answers as the
-/// route's backoff says. Gives the result and the number of calls made for
-/// the plugin version routing now; `None` when the worker must stop.
+/// route's backoff says; `first` is the answer of a call already made.
+/// Gives the result and the number of calls made for the plugin version
+/// routing now; `None` when the worker must stop.
 fn attempt(
     route: &Route,
     instance: &mut RouteInstance,
     record: &Arc<SourceRecord>,
+    mut first: Option<Result<Vec<Routed>, RouteFailure>>,
     meters: &mut Meters,
     stopping: &dyn Fn() -> bool,
 ) -> Option<(Result<Vec<Routed>, RouteFailure>, u32)> {
@@ -378,12 +464,15 @@ fn attempt(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        // A route without a plugin makes no call to time.
-        let started = instance.plugin().is_some().then(Instant::now);
-        let result = instance.route(record);
-        if let Some(started) = started {
-            meters.call.observe(started.elapsed().as_secs_f64());
-        }
+        let result = first.take().unwrap_or_else(|| {
+            // A route without a plugin makes no call to time.
+            let started = instance.plugin().is_some().then(Instant::now);
+            let result = instance.route(record);
+            if let Some(started) = started {
+                meters.call.observe(started.elapsed().as_secs_f64());
+            }
+            result
+        });
         let failure = match result {
             Ok(routed) => return Some((Ok(routed), attempts)),
             Err(failure) => failure,

@@ -12,7 +12,7 @@ wasmtime::component::bindgen!({
     // Every host function may trap: a call on a record the router no longer
     // lends is a guest bug, not something to paper over.
     imports: { default: trappable },
-    with: { "switchyard:plugin/types.inbound": super::state::Inbound },
+    with: { "switchyard:plugin/types.batch": super::state::Batch },
 });
 
 pub use self::switchyard::plugin::{host as host_api, types};

@@ -12,7 +12,7 @@ use wasmtime_wasi::WasiCtx;
 use super::bindings::{Router, types};
 use super::engine::{EPOCH_TICK, Plugin, PluginError, one_line};
 use super::limits::{Limits, MemoryLimiter};
-use super::state::{HostState, Inbound, RouteContext};
+use super::state::{Batch, HostState, RouteContext};
 use super::stdio::{LogStream, LogTag, RecentLines};
 use crate::record::{Data, Header, Output, OutputHeaders, SourceRecord};
 
@@ -108,6 +108,9 @@ pub struct PluginInstance {
     call: types::CallContext,
 }
 
+/// What the plugin decided for each record of a call, in order.
+pub type Answers = Vec<Result<Vec<Output>, RouteFailure>>;
+
 impl std::fmt::Debug for PluginInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginInstance")
@@ -136,7 +139,8 @@ impl Plugin {
             poisoned: false,
             call: types::CallContext {
                 default_target_partitions: 0,
-                headers: None,
+                header_spans: Vec::new(),
+                header_bytes: Vec::new(),
             },
         })
     }
@@ -169,7 +173,7 @@ impl Plugin {
             stderr,
             tag,
             context: context.clone(),
-            current: None,
+            batch: Vec::new(),
             wanted_headers: Vec::new(),
             give_partitions: false,
         };
@@ -205,9 +209,29 @@ impl PluginInstance {
         &self.plugin
     }
 
-    /// Routes one record. A trap, timeout or memory failure discards this
-    /// instance's store; the next call starts from a fresh instance.
+    /// Routes one record: [`route_batch`](Self::route_batch) with a batch
+    /// of one, whose failure as a whole is the record's.
     pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Vec<Output>, RouteFailure> {
+        let mut answers = self.route_batch(std::slice::from_ref(record))?;
+        answers.pop().unwrap_or_else(|| {
+            Err(RouteFailure::new(
+                FailureKind::Invalid,
+                "plugin gave no answer for the record",
+            ))
+        })
+    }
+
+    /// Routes `records`, consumed in this order from one partition, in one
+    /// call: one answer per record, in order. An `Err` is the call failing
+    /// as a whole (a trap, the time limit, the memory limit, or not one
+    /// answer per record), which tells nothing about any one record. A
+    /// trap, timeout or memory failure discards this instance's store; the
+    /// next call starts from a fresh instance.
+    ///
+    /// The time limit (`limits.route_timeout_ms`) applies to the call: a
+    /// batch that needs longer fails as a whole, and routing its records
+    /// one at a time then gives each record the whole limit.
+    pub fn route_batch(&mut self, records: &[Arc<SourceRecord>]) -> Result<Answers, RouteFailure> {
         if self.poisoned {
             let (store, router) = self
                 .plugin
@@ -220,26 +244,56 @@ impl PluginInstance {
             self.poisoned = false;
         }
         let state = self.store.data_mut();
-        state.current = Some(record.clone());
+        state.batch.extend(records.iter().cloned());
         state.limiter.exceeded = None;
         state.stderr.next_call();
-        fill_call_context(&mut self.call, state, record);
+        fill_call_context(&mut self.call, state);
         self.store
             .set_epoch_deadline(ticks(self.limits.route_timeout));
+        // A batch is far smaller than 2^32 records.
+        let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
         let result = self.router.call_route(
             &mut self.store,
-            Resource::<Inbound>::new_borrow(0),
+            Resource::<Batch>::new_borrow(0),
+            count,
             &self.call,
         );
-        self.store.data_mut().current = None;
+        self.store.data_mut().batch.clear();
         match result {
-            Ok(Ok(types::Routing::Forward(placement))) => {
+            Ok(answers) if answers.len() == records.len() => Ok(answers
+                .into_iter()
+                .zip(records)
+                .map(|(answer, record)| self.answer(answer, record))
+                .collect()),
+            Ok(answers) => Err(RouteFailure::new(
+                FailureKind::Invalid,
+                format!(
+                    "plugin gave {} answers for {} records: the contract is one per record",
+                    answers.len(),
+                    records.len()
+                ),
+            )),
+            Err(e) => {
+                self.poisoned = true;
+                Err(describe_trap(&e, &self.store))
+            }
+        }
+    }
+
+    /// The router's form of the plugin's answer for `record`.
+    fn answer(
+        &self,
+        answer: Result<types::Routing, types::RouteError>,
+        record: &Arc<SourceRecord>,
+    ) -> Result<Vec<Output>, RouteFailure> {
+        match answer {
+            Ok(types::Routing::Forward(placement)) => {
                 let mut output = Output::forward(record.clone());
                 output.topic = placement.topic;
                 output.partition = placement.partition;
                 Ok(vec![output])
             }
-            Ok(Ok(types::Routing::Outputs(outputs))) if outputs.len() > self.limits.max_outputs => {
+            Ok(types::Routing::Outputs(outputs)) if outputs.len() > self.limits.max_outputs => {
                 Err(RouteFailure::new(
                     FailureKind::Invalid,
                     format!(
@@ -249,26 +303,22 @@ impl PluginInstance {
                     ),
                 ))
             }
-            Ok(Ok(types::Routing::Outputs(outputs))) => {
+            Ok(types::Routing::Outputs(outputs)) => {
                 Ok(outputs.into_iter().map(|o| convert(o, record)).collect())
             }
-            Ok(Err(types::RouteError::Retry(reason))) => {
+            Err(types::RouteError::Retry(reason)) => {
                 Err(RouteFailure::new(FailureKind::Retry, reason))
             }
-            Ok(Err(types::RouteError::Reject(reason))) => {
+            Err(types::RouteError::Reject(reason)) => {
                 Err(RouteFailure::new(FailureKind::Reject, reason))
-            }
-            Err(e) => {
-                self.poisoned = true;
-                Err(describe_trap(&e, &self.store))
             }
         }
     }
 }
 
-/// What the plugin asked to be handed with every call, for `record`:
-/// filled into buffers kept from the last call.
-fn fill_call_context(call: &mut types::CallContext, state: &HostState, record: &SourceRecord) {
+/// What the plugin asked to be handed with every call, for the records of
+/// the call: filled into buffers kept from the last call.
+fn fill_call_context(call: &mut types::CallContext, state: &HostState) {
     call.default_target_partitions = if state.give_partitions {
         state
             .context
@@ -278,21 +328,26 @@ fn fill_call_context(call: &mut types::CallContext, state: &HostState, record: &
     } else {
         0
     };
+    call.header_spans.clear();
+    call.header_bytes.clear();
     let wanted = &state.wanted_headers;
     if wanted.is_empty() {
-        call.headers = None;
         return;
     }
-    let values = call.headers.get_or_insert_with(Vec::new);
-    values.resize_with(wanted.len(), || None);
-    for (slot, key) in values.iter_mut().zip(wanted) {
-        match record.headers.iter().find(|h| h.key == *key) {
-            Some(header) => {
-                let buffer = slot.get_or_insert_with(Vec::new);
-                buffer.clear();
-                buffer.extend_from_slice(&header.value);
-            }
-            None => *slot = None,
+    // Offsets past 4 GiB cannot occur: lowering that much into a 32-bit
+    // plugin fails first (a memory failure of the call).
+    let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    for record in &state.batch {
+        for key in wanted {
+            let span = record.headers.iter().find(|h| h.key == *key).map(|h| {
+                let start = call.header_bytes.len();
+                call.header_bytes.extend_from_slice(&h.value);
+                types::Span {
+                    start: offset(start),
+                    len: offset(h.value.len()),
+                }
+            });
+            call.header_spans.push(span);
         }
     }
 }

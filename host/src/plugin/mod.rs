@@ -19,6 +19,6 @@ mod stdio;
 
 pub use cache::ArtifactCache;
 pub use engine::{Plugin, PluginEngine, PluginError};
-pub use instance::{FailureKind, PluginInstance, RouteFailure};
+pub use instance::{Answers, FailureKind, PluginInstance, RouteFailure};
 pub use limits::Limits;
 pub use state::{PartitionCounts, RouteContext};

@@ -41,11 +41,12 @@ impl std::fmt::Debug for RouteContext {
     }
 }
 
-/// Marker type of the `inbound` resource. The handle a plugin gets is a
-/// borrow that always means "the record of the current call"; the record
-/// itself sits in [`HostState`], so lending it costs no table insertion.
+/// Marker type of the `batch` resource. The handle a plugin gets is a
+/// borrow that always means "the records of the current call"; the records
+/// themselves sit in [`HostState`], so lending them costs no table
+/// insertion.
 #[derive(Debug)]
-pub struct Inbound;
+pub struct Batch;
 
 /// The data of one plugin `Store`.
 pub struct HostState {
@@ -57,8 +58,9 @@ pub struct HostState {
     /// Fields of the plugin's log lines.
     pub(super) tag: Arc<super::stdio::LogTag>,
     pub(super) context: RouteContext,
-    /// The record lent to the plugin during a `route` call.
-    pub(super) current: Option<Arc<SourceRecord>>,
+    /// The records lent to the plugin during a `route` call (empty between
+    /// calls).
+    pub(super) batch: Vec<Arc<SourceRecord>>,
     /// Header names the plugin asked to be handed with every call
     /// (`want-header`), in the order asked.
     pub(super) wanted_headers: Vec<String>,
@@ -72,10 +74,17 @@ pub struct HostState {
 const MAX_WANTED_HEADERS: usize = 16;
 
 impl HostState {
-    fn current(&self) -> wasmtime::Result<&SourceRecord> {
-        self.current
-            .as_deref()
-            .ok_or_else(|| format_err!("plugin used a record outside of its route call"))
+    fn record(&self, index: u32) -> wasmtime::Result<&SourceRecord> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.batch.get(i))
+            .map(|record| &**record)
+            .ok_or_else(|| {
+                format_err!(
+                    "plugin asked for record {index} of a call with {} records",
+                    self.batch.len()
+                )
+            })
     }
 }
 
@@ -90,51 +99,56 @@ impl WasiView for HostState {
 
 impl types::Host for HostState {}
 
-impl types::HostInbound for HostState {
-    fn topic(&mut self, _: Resource<Inbound>) -> wasmtime::Result<String> {
-        Ok(self.current()?.topic.to_string())
+impl types::HostBatch for HostState {
+    fn topic(&mut self, _: Resource<Batch>, record: u32) -> wasmtime::Result<String> {
+        Ok(self.record(record)?.topic.to_string())
     }
 
-    fn partition(&mut self, _: Resource<Inbound>) -> wasmtime::Result<i32> {
-        Ok(self.current()?.partition)
+    fn partition(&mut self, _: Resource<Batch>, record: u32) -> wasmtime::Result<i32> {
+        Ok(self.record(record)?.partition)
     }
 
-    fn offset(&mut self, _: Resource<Inbound>) -> wasmtime::Result<i64> {
-        Ok(self.current()?.offset)
+    fn offset(&mut self, _: Resource<Batch>, record: u32) -> wasmtime::Result<i64> {
+        Ok(self.record(record)?.offset)
     }
 
-    fn timestamp_ms(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<i64>> {
-        Ok(self.current()?.timestamp_ms)
+    fn timestamp_ms(&mut self, _: Resource<Batch>, record: u32) -> wasmtime::Result<Option<i64>> {
+        Ok(self.record(record)?.timestamp_ms)
     }
 
-    fn key(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.current()?.key.as_deref().map(<[u8]>::to_vec))
+    fn key(&mut self, _: Resource<Batch>, record: u32) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.record(record)?.key.as_deref().map(<[u8]>::to_vec))
     }
 
-    fn value(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.current()?.value.as_deref().map(<[u8]>::to_vec))
+    fn value(&mut self, _: Resource<Batch>, record: u32) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.record(record)?.value.as_deref().map(<[u8]>::to_vec))
     }
 
-    fn key_len(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<u32>> {
-        Ok(len(self.current()?.key.as_deref()))
+    fn key_len(&mut self, _: Resource<Batch>, record: u32) -> wasmtime::Result<Option<u32>> {
+        Ok(len(self.record(record)?.key.as_deref()))
     }
 
-    fn value_len(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Option<u32>> {
-        Ok(len(self.current()?.value.as_deref()))
+    fn value_len(&mut self, _: Resource<Batch>, record: u32) -> wasmtime::Result<Option<u32>> {
+        Ok(len(self.record(record)?.value.as_deref()))
     }
 
-    fn header(&mut self, _: Resource<Inbound>, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+    fn header(
+        &mut self,
+        _: Resource<Batch>,
+        record: u32,
+        key: String,
+    ) -> wasmtime::Result<Option<Vec<u8>>> {
         Ok(self
-            .current()?
+            .record(record)?
             .headers
             .iter()
             .find(|h| h.key == key)
             .map(|h| h.value.to_vec()))
     }
 
-    fn headers(&mut self, _: Resource<Inbound>) -> wasmtime::Result<Vec<types::Header>> {
+    fn headers(&mut self, _: Resource<Batch>, record: u32) -> wasmtime::Result<Vec<types::Header>> {
         Ok(self
-            .current()?
+            .record(record)?
             .headers
             .iter()
             .map(|h| types::Header {
@@ -144,7 +158,7 @@ impl types::HostInbound for HostState {
             .collect())
     }
 
-    fn drop(&mut self, _: Resource<Inbound>) -> wasmtime::Result<()> {
+    fn drop(&mut self, _: Resource<Batch>) -> wasmtime::Result<()> {
         // Only borrows are ever handed out; there is nothing to free.
         Ok(())
     }
