@@ -348,7 +348,8 @@ pub struct LimitsConfig {
     /// Linear memory per plugin instance, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u32,
-    /// Wall time per record, in milliseconds.
+    /// Wall time of one plugin call, in milliseconds (a batch that runs
+    /// past it is routed again one record per call).
     #[serde(default = "default_route_timeout_ms")]
     pub route_timeout_ms: u64,
     /// Wall time for the plugin's `init`, in milliseconds.

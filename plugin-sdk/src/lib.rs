@@ -1,8 +1,9 @@
 //! Write [Switchyard](https://github.com/switchyard-router/switchyard)
 //! routing plugins in Rust.
 //!
-//! A plugin is a WebAssembly component that the router calls once per
-//! consumed Kafka record. It decides what becomes of the record: the
+//! A plugin is a WebAssembly component that decides what becomes of each
+//! consumed Kafka record (the router hands records over in batches; your
+//! `route` runs once per record, in the order consumed): the
 //! records to produce ([`Output`]s: zero drops it, several fan it out), or a
 //! [`RouteError`] that says whether redelivery could help.
 //!

@@ -10,7 +10,7 @@ use wasmtime::ResourceLimiter;
 pub struct Limits {
     /// Linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,
-    /// Wall time one `route` call may take.
+    /// Wall time one `route` call (a batch of records) may take.
     pub route_timeout: Duration,
     /// Wall time `init` may take (plugins in other languages start slowly).
     pub init_timeout: Duration,
@@ -22,8 +22,8 @@ impl Limits {
     /// 64 MiB: a Rust plugin needs ~1 MiB; interpreted plugins (Python, JS)
     /// need tens of MiB.
     pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
-    /// One second per record: generous for routing, short enough that a
-    /// runaway plugin cannot stall a partition for long.
+    /// One second per call: generous for routing a batch, short enough that
+    /// a runaway plugin cannot stall a partition for long.
     pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(1);
     /// Ten seconds for `init`.
     pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(10);

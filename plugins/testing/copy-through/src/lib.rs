@@ -1,7 +1,7 @@
 //! Benchmark baseline, not an example: reads every field of the record and
 //! returns copies of key, value and headers. That is what each record costs
 //! under a contract that passes the whole record in and takes bytes back,
-//! which the `inbound` resource and `original` outputs avoid.
+//! which the `batch` resource and `original` outputs avoid.
 use switchyard_sdk::{Message, Output, RouteResult};
 
 #[switchyard_sdk::route]
