@@ -69,6 +69,14 @@ fn call_histogram() -> Histogram {
     Histogram::new(CALL_BUCKETS)
 }
 
+/// Upper bounds of the records-per-call buckets: powers of two up to the
+/// largest batch a worker is handed.
+const CALL_RECORDS_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+fn call_records_histogram() -> Histogram {
+    Histogram::new(CALL_RECORDS_BUCKETS)
+}
+
 /// Every metric the router exports.
 pub struct Metrics {
     registry: Registry,
@@ -80,6 +88,7 @@ pub struct Metrics {
     retries: Family<VersionLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     call_seconds: Family<RouteLabels, Histogram>,
+    call_records: Family<RouteLabels, Histogram>,
     plugin_info: Family<InfoLabels, Gauge>,
     held: Family<RouteLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
@@ -121,6 +130,7 @@ impl Metrics {
             retries: Family::default(),
             failures: Family::default(),
             call_seconds: Family::new_with_constructor(call_histogram),
+            call_records: Family::new_with_constructor(call_records_histogram),
             plugin_info: Family::default(),
             held: Family::default(),
             reloads: Family::default(),
@@ -171,6 +181,11 @@ impl Metrics {
             "Time of one plugin route call (a batch of up to 128 records of one partition), output checks included",
             Unit::Seconds,
             metrics.call_seconds.clone(),
+        );
+        r.register(
+            "plugin_call_records",
+            "Records routed by one plugin route call",
+            metrics.call_records.clone(),
         );
         r.register(
             "plugin_info",
@@ -263,6 +278,14 @@ impl Metrics {
         })
     }
 
+    /// The records-per-call histogram of `route`.
+    #[must_use]
+    pub fn call_records(&self, route: &str) -> Histogram {
+        self.call_records.get_or_create_owned(&RouteLabels {
+            route: route.to_owned(),
+        })
+    }
+
     /// Sets the lag of a source partition.
     pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
         self.lag
@@ -317,6 +340,7 @@ impl Metrics {
             self.held.get_or_create(&labels).set(held);
             // Every route has a latency series, even before its first call.
             let _ = self.call_seconds.get_or_create(&labels);
+            let _ = self.call_records.get_or_create(&labels);
         }
         if let Some(reload) = reload {
             for (result, count) in [

@@ -86,6 +86,7 @@ struct Meters {
     route: Arc<Route>,
     metrics: Arc<Metrics>,
     call: Histogram,
+    call_records: Histogram,
     counters: RouteCounters,
 }
 
@@ -96,6 +97,7 @@ impl Meters {
             route: parts.route.clone(),
             metrics: parts.metrics.clone(),
             call: parts.metrics.call_duration(name),
+            call_records: parts.metrics.call_records(name),
             counters: parts.metrics.route_counters(name, version_of(instance)),
         }
     }
@@ -107,6 +109,14 @@ impl Meters {
             self.counters = self.metrics.route_counters(self.route.name(), version);
         }
         &self.counters
+    }
+
+    /// A plugin call that started at `started` routed `records` records.
+    fn called(&self, started: Instant, records: usize) {
+        self.call.observe(started.elapsed().as_secs_f64());
+        // A batch is at most a few hundred records: exact in an f64.
+        #[allow(clippy::cast_precision_loss, reason = "small integer")]
+        self.call_records.observe(records as f64);
     }
 
     /// A record was routed to `outputs` outputs.
@@ -216,10 +226,10 @@ impl Worker {
         Offer::Taken
     }
 
-    /// Stops the worker after the record it is routing and waits for it.
-    /// Queued and batched records are dropped: their offsets were never
-    /// stored, so they are consumed again by whoever owns the partition
-    /// next.
+    /// Stops the worker at its next record boundary and waits for it.
+    /// Queued, batched, and routed but unproduced records are dropped:
+    /// their offsets were never stored, so they are consumed again by
+    /// whoever owns the partition next.
     pub(super) fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
         // A worker backing off or held at a record waits on its route.
@@ -278,7 +288,7 @@ fn handle_batch(
         let started = instance.plugin().is_some().then(Instant::now);
         let answers = instance.route_batch(rest);
         if let Some(started) = started {
-            meters.call.observe(started.elapsed().as_secs_f64());
+            meters.called(started, rest.len());
         }
         let answers = match answers {
             Ok(answers) => answers,
@@ -296,6 +306,11 @@ fn handle_batch(
         };
         let mut settled = 0;
         for (record, answer) in rest.iter().zip(answers) {
+            // Routed but not produced: consumed again by whoever owns the
+            // partition next.
+            if stopping() {
+                return false;
+            }
             settled += 1;
             match answer {
                 Ok(routed) => {
@@ -469,7 +484,7 @@ fn attempt(
             let started = instance.plugin().is_some().then(Instant::now);
             let result = instance.route(record);
             if let Some(started) = started {
-                meters.call.observe(started.elapsed().as_secs_f64());
+                meters.called(started, 1);
             }
             result
         });
