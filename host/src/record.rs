@@ -104,6 +104,16 @@ impl Output {
         resolve(&self.value, self.source.value.as_ref())
     }
 
+    /// The value to produce, as the shared buffer that holds it.
+    #[must_use]
+    pub fn value_bytes(&self) -> Option<&Bytes> {
+        match &self.value {
+            Data::Original => self.source.value.as_ref(),
+            Data::Null => None,
+            Data::Bytes(b) => Some(b),
+        }
+    }
+
     /// The headers to produce, in order.
     pub fn headers(&self) -> impl Iterator<Item = &Header> {
         let (original, own): (&[Header], &[Header]) = match &self.headers {

@@ -7,7 +7,7 @@ mod producer;
 
 pub use client::{STATISTICS_INTERVAL_MS, consumer_config, producer_config};
 pub use metadata::TopicCache;
-pub use producer::{Delivery, OutputProducer};
+pub use producer::{Delivery, OutputProducer, Sender};
 
 /// librdkafka's own log lines, at the matching `tracing` level.
 pub(crate) fn client_log(

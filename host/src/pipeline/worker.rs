@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use super::offsets::PartitionOffsets;
 use super::{FailureSink, RecordFailure};
 use crate::config::FailurePolicy;
-use crate::kafka::{Delivery, OutputProducer};
+use crate::kafka::{Delivery, OutputProducer, Sender};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::plugin::{FailureKind, Plugin, RouteFailure};
 use crate::record::{Header, Output, OutputHeaders, SourceRecord};
@@ -254,9 +254,17 @@ fn run(parts: &WorkerParts, rx: &Receiver<Vec<SourceRecord>>, stop: &AtomicBool)
     };
     let stopping = || stop.load(Ordering::Acquire) || offsets.is_stopped();
     let mut meters = Meters::new(parts, &instance);
+    let mut sender = Sender::new(parts.producer.clone());
     while let Ok(batch) = rx.recv() {
         let records: Vec<Arc<SourceRecord>> = batch.into_iter().map(Arc::new).collect();
-        if !handle_batch(parts, &mut instance, &records, &mut meters, &stopping) {
+        if !handle_batch(
+            parts,
+            &mut instance,
+            &records,
+            &mut meters,
+            &mut sender,
+            &stopping,
+        ) {
             break;
         }
     }
@@ -277,6 +285,7 @@ fn handle_batch(
     instance: &mut RouteInstance,
     records: &[Arc<SourceRecord>],
     meters: &mut Meters,
+    sender: &mut Sender,
     stopping: &dyn Fn() -> bool,
 ) -> bool {
     let mut rest = records;
@@ -300,7 +309,7 @@ fn handle_batch(
                     "a plugin call failed as a whole: routing its records one at a time"
                 );
                 return rest.iter().all(|record| {
-                    !stopping() && handle(parts, instance, record, None, meters, stopping)
+                    !stopping() && handle(parts, instance, record, None, meters, sender, stopping)
                 });
             }
         };
@@ -315,7 +324,7 @@ fn handle_batch(
             match answer {
                 Ok(routed) => {
                     meters.routed(instance, routed.len());
-                    produce(parts, record, &routed, true, meters);
+                    produce(parts, record, &routed, true, meters, sender);
                 }
                 Err(failure) => {
                     if !handle(
@@ -324,6 +333,7 @@ fn handle_batch(
                         record,
                         Some(Err(failure)),
                         meters,
+                        sender,
                         stopping,
                     ) {
                         return false;
@@ -346,13 +356,14 @@ fn handle(
     record: &Arc<SourceRecord>,
     first: Option<Result<Vec<Routed>, RouteFailure>>,
     meters: &mut Meters,
+    sender: &mut Sender,
     stopping: &dyn Fn() -> bool,
 ) -> bool {
     let Some((routed, routed_normally)) = decide(parts, instance, record, first, meters, stopping)
     else {
         return false;
     };
-    produce(parts, record, &routed, routed_normally, meters);
+    produce(parts, record, &routed, routed_normally, meters, sender);
     true
 }
 
@@ -364,10 +375,9 @@ fn produce(
     routed: &[Routed],
     routed_normally: bool,
     meters: &Meters,
+    sender: &mut Sender,
 ) {
-    let WorkerParts {
-        producer, offsets, ..
-    } = parts;
+    let offsets = &parts.offsets;
     // Acknowledged outputs count as produced (dead-letter records not).
     let produced = routed_normally.then_some(&meters.counters.produced);
     let _held = parts.gate.as_ref().map(|gate| {
@@ -380,8 +390,9 @@ fn produce(
             ack: ack.clone(),
             offsets: offsets.clone(),
             produced: produced.cloned(),
+            value: None,
         });
-        if let Err(e) = producer.send(&out.topic, &out.output, delivery) {
+        if let Err(e) = sender.send(&out.topic, &out.output, delivery) {
             offsets.fail(&ack, format!("cannot produce to '{}': {e}", out.topic));
             break;
         }
