@@ -25,7 +25,7 @@ pub trait Topics: Send + Sync {
 }
 
 /// A route ready to make workers. Its plugin can be replaced while it runs
-/// ([`Route::swap_plugin`]); workers notice at their next record.
+/// ([`Route::swap_plugin`]); workers notice at their next call.
 pub struct Route {
     /// Its configuration.
     pub config: RouteConfig,
@@ -268,7 +268,7 @@ impl Route {
 
     /// Makes `plugin` the route's plugin. Records already being routed
     /// finish on the previous one; each worker switches before its next
-    /// record.
+    /// call (a batch of records).
     pub fn swap_plugin(&self, plugin: Plugin) {
         self.plugin.store(Some(Arc::new(plugin)));
         self.generation.fetch_add(1, Ordering::Release);
