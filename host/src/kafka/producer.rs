@@ -41,7 +41,24 @@ pub struct Delivery {
     pub produced: Option<prometheus_client::metrics::counter::Counter>,
     /// The value librdkafka was handed without a copy: kept alive until
     /// the delivery report ([`Sender::send`] sets it).
-    pub value: Option<Bytes>,
+    value: Option<Bytes>,
+}
+
+impl Delivery {
+    /// The token of one output of `ack`'s record.
+    #[must_use]
+    pub fn new(
+        ack: Arc<RecordAck>,
+        offsets: Arc<PartitionOffsets>,
+        produced: Option<prometheus_client::metrics::counter::Counter>,
+    ) -> Box<Self> {
+        Box::new(Self {
+            ack,
+            offsets,
+            produced,
+            value: None,
+        })
+    }
 }
 
 /// Routes delivery reports to the offset tracking and librdkafka's log
@@ -346,5 +363,194 @@ impl Drop for NativeHeaders {
                 rd::rd_kafka_headers_destroy(self.0)
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use std::time::Instant;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    use super::*;
+    use crate::config::KafkaConfig;
+    use crate::record::{Header, SourceRecord};
+
+    const PARTITIONS: i32 = 6;
+
+    fn config(bootstrap: &str) -> ClientConfig {
+        let kafka: KafkaConfig =
+            toml::from_str(&format!("bootstrap_servers = \"{bootstrap}\"")).unwrap();
+        crate::kafka::producer_config(&kafka)
+    }
+
+    fn source(offset: i64) -> Arc<SourceRecord> {
+        Arc::new(SourceRecord {
+            topic: "in".into(),
+            partition: 0,
+            offset,
+            timestamp_ms: Some(1_700_000_000_000 + offset),
+            key: Some(Bytes::from(format!("key-{offset}"))),
+            value: Some(Bytes::from(vec![u8::try_from(offset).unwrap(); 1024])),
+            headers: vec![
+                Header {
+                    key: "tenant-id".to_owned(),
+                    value: Bytes::from(format!("tenant-{offset}")),
+                },
+                Header {
+                    key: "empty".to_owned(),
+                    value: Bytes::new(),
+                },
+            ],
+        })
+    }
+
+    /// Waits (bounded) until `done` holds.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Every record of `topic`, as (partition, key, value, headers, timestamp).
+    type Read = (i32, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>, Option<i64>);
+
+    fn read_all(bootstrap: &str, topic: &str, count: usize) -> Vec<Read> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "read")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut read = Vec::new();
+        while read.len() < count {
+            assert!(Instant::now() < deadline, "read {} of {count}", read.len());
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message.unwrap();
+            let headers = message.headers().map_or_else(Vec::new, |h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            });
+            read.push((
+                message.partition(),
+                message.key().unwrap_or_default().to_vec(),
+                message.payload().unwrap_or_default().to_vec(),
+                headers,
+                message.timestamp().to_millis(),
+            ));
+        }
+        read
+    }
+
+    #[test]
+    fn outputs_arrive_as_given_and_their_values_are_held_until_their_reports() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("out", PARTITIONS, 1).unwrap();
+        cluster.create_topic("by-name", PARTITIONS, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let producer = Arc::new(OutputProducer::new(&config(&bootstrap)).unwrap());
+        let mut sender = Sender::new(producer.clone());
+        let offsets = Arc::new(PartitionOffsets::new("in", 0));
+        let sources: Vec<_> = (0..20).map(source).collect();
+        for source in &sources {
+            let mut output = Output::forward(source.clone());
+            // One explicit partition; the rest partitioned by key.
+            output.partition = (source.offset == 7).then_some(5);
+            let delivery = Delivery::new(offsets.begin(source.offset, 1), offsets.clone(), None);
+            sender.send("out", &output, delivery).unwrap();
+        }
+        // Every report acknowledged, and with it every value let go.
+        wait_for("the delivery reports", || offsets.stored() == Some(20));
+        assert!(offsets.failure().is_none());
+        for source in &sources {
+            assert!(source.value.as_ref().unwrap().is_unique());
+        }
+
+        // The same keys produced by name, as rdkafka does it: the topic
+        // handles must partition by key the same way (the client's
+        // partitioner, not librdkafka's default).
+        let by_name: BaseProducer = config(&bootstrap).create().unwrap();
+        for source in &sources {
+            let key = source.key.as_deref().unwrap();
+            by_name
+                .send(
+                    BaseRecord::<[u8], [u8]>::to("by-name")
+                        .key(key)
+                        .payload(b""),
+                )
+                .unwrap();
+        }
+        by_name.flush(Duration::from_secs(20)).unwrap();
+        let expected: HashMap<Vec<u8>, i32> = read_all(&bootstrap, "by-name", sources.len())
+            .into_iter()
+            .map(|(partition, key, ..)| (key, partition))
+            .collect();
+
+        let mut read = read_all(&bootstrap, "out", sources.len());
+        read.sort_by_key(|(_, _, _, _, ts)| *ts);
+        for (source, (partition, key, value, headers, ts)) in sources.iter().zip(read) {
+            assert_eq!(key, source.key.as_deref().unwrap());
+            assert_eq!(value, source.value.as_deref().unwrap());
+            let want: Vec<(String, Vec<u8>)> = source
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.to_vec()))
+                .collect();
+            assert_eq!(headers, want);
+            assert_eq!(ts, source.timestamp_ms);
+            let want_partition = if source.offset == 7 {
+                5
+            } else {
+                expected[&key]
+            };
+            assert_eq!(partition, want_partition, "record {}", source.offset);
+        }
+    }
+
+    #[test]
+    fn an_output_librdkafka_refuses_gives_its_token_back() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("out", PARTITIONS, 1).unwrap();
+        let producer =
+            Arc::new(OutputProducer::new(&config(&cluster.bootstrap_servers())).unwrap());
+        let mut sender = Sender::new(producer.clone());
+        let offsets = Arc::new(PartitionOffsets::new("in", 0));
+        let delivery = |offset| Delivery::new(offsets.begin(offset, 1), offsets.clone(), None);
+        // A first output teaches the client the topic's partitions.
+        let first = source(0);
+        sender
+            .send("out", &Output::forward(first.clone()), delivery(0))
+            .unwrap();
+        wait_for("the first report", || offsets.stored() == Some(1));
+
+        let refused = source(1);
+        let mut output = Output::forward(refused.clone());
+        output.partition = Some(PARTITIONS + 10);
+        let err = sender.send("out", &output, delivery(1)).unwrap_err();
+        assert_eq!(
+            err,
+            KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition)
+        );
+        // The token came back and was dropped: nothing holds the value.
+        drop(output);
+        assert!(refused.value.as_ref().unwrap().is_unique());
     }
 }

@@ -386,12 +386,7 @@ fn produce(
     });
     let ack = offsets.begin(record.offset, routed.len());
     for out in routed {
-        let delivery = Box::new(Delivery {
-            ack: ack.clone(),
-            offsets: offsets.clone(),
-            produced: produced.cloned(),
-            value: None,
-        });
+        let delivery = Delivery::new(ack.clone(), offsets.clone(), produced.cloned());
         if let Err(e) = sender.send(&out.topic, &out.output, delivery) {
             offsets.fail(&ack, format!("cannot produce to '{}': {e}", out.topic));
             break;
