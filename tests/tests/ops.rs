@@ -212,6 +212,39 @@ on_failure = "skip"
 }
 
 #[test]
+fn a_record_that_traps_alone_costs_one_call() {
+    let (src, dst) = (random_topic("alone-in"), random_topic("alone-out"));
+    create_topics(&[(&src, 1), (&dst, 1)]).unwrap();
+    let config = switchyard_tests::router_config(
+        &random_topic("group"),
+        &format!(
+            "[[routes]]\nname = \"r\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\non_failure = \"skip\"\n",
+            fixtures::misbehave().display()
+        ),
+    )
+    .unwrap();
+    let (router, addr) = start(&config);
+    produce(&src, &[TestRecord::new("k", "trap")]).unwrap();
+    wait_until(TIMEOUT, || router.routes()[0].stats.snapshot().skipped == 1).unwrap();
+    // A call of one record that traps is that record's answer: the plugin
+    // is not called again for it.
+    let m = scrape(addr);
+    let route = [("route", "r")];
+    assert_eq!(
+        m.value("switchyard_plugin_call_records_count", &route),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("switchyard_plugin_call_records_sum", &route),
+        Some(1.0)
+    );
+    assert_eq!(
+        router.routes()[0].stats.snapshot().failures,
+        [("trap", 1)].into()
+    );
+}
+
+#[test]
 fn a_held_partition_shows_as_lag_and_makes_the_router_not_ready_until_fixed() {
     let (src, dst) = (random_topic("held-in"), random_topic("held-out"));
     create_topics(&[(&src, 2), (&dst, 2)]).unwrap();

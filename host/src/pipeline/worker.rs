@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
@@ -30,9 +30,34 @@ const BATCH: usize = 128;
 /// worker, plus what its consumer has fetched.
 const QUEUED_BATCHES: usize = 8;
 
+/// How many records a worker hands its plugin in one call: all it has, up
+/// to a batch, unless the plugin is slow enough per record that a full
+/// batch would come near the route's time limit (which applies per call).
+/// Sized from the last call's time per record so that a call takes at most
+/// a quarter of the limit; after a call that ran past it, a quarter of that
+/// call's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CallSize(usize);
+
+impl CallSize {
+    const FULL: Self = Self(BATCH);
+
+    /// A call of `records` records took `took`.
+    fn took(&mut self, records: usize, took: Duration, limit: Duration) {
+        let per_record = took.as_nanos() / records.max(1) as u128;
+        let fit = (limit.as_nanos() / 4) / per_record.max(1);
+        self.0 = usize::try_from(fit).unwrap_or(BATCH).clamp(1, BATCH);
+    }
+
+    /// A call of `records` records ran past the time limit.
+    fn timed_out(&mut self, records: usize) {
+        self.0 = (records / 4).max(1);
+    }
+}
+
 /// A held partition looks at its stop flag at least this often (it is also
 /// woken at once by a swap or a stop).
-const HALT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+const HALT_RECHECK: Duration = Duration::from_secs(1);
 
 /// `dlq-error` is cut to this many bytes (a trap message carries what the
 /// plugin printed).
@@ -255,6 +280,7 @@ fn run(parts: &WorkerParts, rx: &Receiver<Vec<SourceRecord>>, stop: &AtomicBool)
     let stopping = || stop.load(Ordering::Acquire) || offsets.is_stopped();
     let mut meters = Meters::new(parts, &instance);
     let mut sender = Sender::new(parts.producer.clone());
+    let mut size = CallSize::FULL;
     while let Ok(batch) = rx.recv() {
         let records: Vec<Arc<SourceRecord>> = batch.into_iter().map(Arc::new).collect();
         if !handle_batch(
@@ -263,6 +289,7 @@ fn run(parts: &WorkerParts, rx: &Receiver<Vec<SourceRecord>>, stop: &AtomicBool)
             &records,
             &mut meters,
             &mut sender,
+            &mut size,
             &stopping,
         ) {
             break;
@@ -272,8 +299,8 @@ fn run(parts: &WorkerParts, rx: &Receiver<Vec<SourceRecord>>, stop: &AtomicBool)
 }
 
 /// Routes `records` (one partition's, in order) with as few plugin calls
-/// as their answers allow, and hands what was decided to the producer
-/// record by record; false when the worker must stop first.
+/// as their answers and `size` allow, and hands what was decided to the
+/// producer record by record; false when the worker must stop first.
 ///
 /// A record that is not routed is settled on its own (retried, dead-lettered,
 /// skipped or held), and the records after it are routed again afterwards,
@@ -286,35 +313,50 @@ fn handle_batch(
     records: &[Arc<SourceRecord>],
     meters: &mut Meters,
     sender: &mut Sender,
+    size: &mut CallSize,
     stopping: &dyn Fn() -> bool,
 ) -> bool {
+    let limit = parts.route.config.limits.limits().route_timeout;
     let mut rest = records;
     while !rest.is_empty() {
         if stopping() {
             return false;
         }
+        let call = &rest[..rest.len().min(size.0)];
         // A route without a plugin makes no call to time.
         let started = instance.plugin().is_some().then(Instant::now);
-        let answers = instance.route_batch(rest);
+        let answers = instance.route_batch(call);
         if let Some(started) = started {
-            meters.called(started, rest.len());
+            meters.called(started, call.len());
+            if answers.is_ok() {
+                size.took(call.len(), started.elapsed(), limit);
+            }
         }
         let answers = match answers {
+            // A call of one record that failed is that record's answer.
+            Err(failure) if call.len() == 1 => vec![Err(failure)],
             Ok(answers) => answers,
             Err(failure) => {
                 tracing::debug!(
                     route = parts.route.name(),
-                    records = rest.len(),
+                    records = call.len(),
                     reason = %failure,
                     "a plugin call failed as a whole: routing its records one at a time"
                 );
-                return rest.iter().all(|record| {
+                if failure.kind == FailureKind::Timeout {
+                    size.timed_out(call.len());
+                }
+                if !call.iter().all(|record| {
                     !stopping() && handle(parts, instance, record, None, meters, sender, stopping)
-                });
+                }) {
+                    return false;
+                }
+                rest = &rest[call.len()..];
+                continue;
             }
         };
         let mut settled = 0;
-        for (record, answer) in rest.iter().zip(answers) {
+        for (record, answer) in call.iter().zip(answers) {
             // Routed but not produced: consumed again by whoever owns the
             // partition next.
             if stopping() {
@@ -576,5 +618,37 @@ fn dead_letter(
     Routed {
         topic: topic.into(),
         output,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_take_a_full_batch_unless_the_plugin_is_slow_for_the_time_limit() {
+        let limit = Duration::from_secs(1);
+        let mut size = CallSize::FULL;
+        // 2 µs per record: a full batch is far below a quarter second.
+        size.took(128, Duration::from_micros(256), limit);
+        assert_eq!(size, CallSize::FULL);
+        // 20 ms per record: 12 records fit a quarter of a second.
+        size.took(128, Duration::from_millis(2560), limit);
+        assert_eq!(size, CallSize(12));
+        // Faster again: back to a full batch.
+        size.took(12, Duration::from_micros(24), limit);
+        assert_eq!(size, CallSize::FULL);
+        // Slower than the limit per record: one record per call.
+        size.took(1, Duration::from_secs(2), limit);
+        assert_eq!(size, CallSize(1));
+    }
+
+    #[test]
+    fn a_call_past_the_time_limit_makes_the_next_ones_smaller() {
+        let mut size = CallSize::FULL;
+        size.timed_out(128);
+        assert_eq!(size, CallSize(32));
+        size.timed_out(2);
+        assert_eq!(size, CallSize(1));
     }
 }

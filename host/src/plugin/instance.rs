@@ -229,8 +229,9 @@ impl PluginInstance {
     /// next call starts from a fresh instance.
     ///
     /// The time limit (`limits.route_timeout_ms`) applies to the call: a
-    /// batch that needs longer fails as a whole, and routing its records
-    /// one at a time then gives each record the whole limit.
+    /// batch that needs longer fails as a whole (the workers size their
+    /// calls to take at most a quarter of it), and routing its records one
+    /// at a time then gives each record the whole limit.
     pub fn route_batch(&mut self, records: &[Arc<SourceRecord>]) -> Result<Answers, RouteFailure> {
         if self.poisoned {
             let (store, router) = self
