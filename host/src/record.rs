@@ -95,23 +95,19 @@ impl Output {
     /// The key to produce.
     #[must_use]
     pub fn key(&self) -> Option<&[u8]> {
-        resolve(&self.key, self.source.key.as_ref())
+        resolve(&self.key, self.source.key.as_ref()).map(Bytes::as_ref)
     }
 
     /// The value to produce.
     #[must_use]
     pub fn value(&self) -> Option<&[u8]> {
-        resolve(&self.value, self.source.value.as_ref())
+        self.value_bytes().map(Bytes::as_ref)
     }
 
     /// The value to produce, as the shared buffer that holds it.
     #[must_use]
     pub fn value_bytes(&self) -> Option<&Bytes> {
-        match &self.value {
-            Data::Original => self.source.value.as_ref(),
-            Data::Null => None,
-            Data::Bytes(b) => Some(b),
-        }
+        resolve(&self.value, self.source.value.as_ref())
     }
 
     /// The headers to produce, in order.
@@ -143,9 +139,9 @@ impl Output {
     }
 }
 
-fn resolve<'a>(data: &'a Data, original: Option<&'a Bytes>) -> Option<&'a [u8]> {
+fn resolve<'a>(data: &'a Data, original: Option<&'a Bytes>) -> Option<&'a Bytes> {
     match data {
-        Data::Original => original.map(Bytes::as_ref),
+        Data::Original => original,
         Data::Null => None,
         Data::Bytes(b) => Some(b),
     }

@@ -14,10 +14,13 @@
 //! column is everything the router pays per record: entering the sandbox,
 //! the host calls the plugin makes, lifting its outputs.
 //!
+//! Records are routed one per call, and 128 per call as the router hands a
+//! partition's records over under load (contract 0.3.0).
+//!
 //! Back-to-back calls keep everything they touch in the CPU's caches. In
 //! the router, a call comes between librdkafka's work on other records,
-//! which evicts much of it; the "cold" columns time single calls each made
-//! after writing 1 MiB of other memory (about the L2 cache of a core).
+//! which evicts much of it; the "cold" columns time calls each made after
+//! writing 1 MiB of other memory (about the L2 cache of a core).
 //!
 //! Run: `cargo bench -p switchyard-tests --bench plugin_call [-- NAME...]`
 

@@ -136,9 +136,9 @@ impl Meters {
         &self.counters
     }
 
-    /// A plugin call that started at `started` routed `records` records.
-    fn called(&self, started: Instant, records: usize) {
-        self.call.observe(started.elapsed().as_secs_f64());
+    /// A plugin call that took `took` routed `records` records.
+    fn called(&self, took: Duration, records: usize) {
+        self.call.observe(took.as_secs_f64());
         // A batch is at most a few hundred records: exact in an f64.
         #[allow(clippy::cast_precision_loss, reason = "small integer")]
         self.call_records.observe(records as f64);
@@ -327,9 +327,10 @@ fn handle_batch(
         let started = instance.plugin().is_some().then(Instant::now);
         let answers = instance.route_batch(call);
         if let Some(started) = started {
-            meters.called(started, call.len());
+            let took = started.elapsed();
+            meters.called(took, call.len());
             if answers.is_ok() {
-                size.took(call.len(), started.elapsed(), limit);
+                size.took(call.len(), took, limit);
             }
         }
         let answers = match answers {
@@ -532,7 +533,7 @@ fn attempt(
             let started = instance.plugin().is_some().then(Instant::now);
             let result = instance.route(record);
             if let Some(started) = started {
-                meters.called(started, 1);
+                meters.called(started.elapsed(), 1);
             }
             result
         });
