@@ -1,8 +1,10 @@
 //! The record path: consume → route → produce → store the offset.
 //!
-//! One thread polls the consumer (it also runs the rebalance callbacks) and
-//! hands each record to the worker of its partition; workers run
-//! concurrently, each routing its partition's records in order. Offsets are
+//! Each assigned partition has a worker that reads the partition's own
+//! queue, split from the consumer's before the partition is assigned, and
+//! routes its records in order; workers run concurrently. One thread polls
+//! the consumer for everything else: rebalances (which start and stop
+//! workers), errors, statistics, and storing finished offsets. Offsets are
 //! stored only as [`offsets`] allows; librdkafka commits what was stored
 //! every `auto.commit.interval.ms`, and the pipeline commits synchronously
 //! when partitions are revoked and when it stops.
@@ -13,7 +15,7 @@ mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use self::offsets::PartitionOffsets;
 use self::transactions::{Transactions, TxnError};
-use self::worker::{Offer, Worker, WorkerParts};
+use self::worker::{Worker, WorkerParts};
 use crate::config::{FailurePolicy, RouterConfig};
 use crate::kafka::{self, OutputProducer, TopicCache};
 use crate::metrics::Metrics;
@@ -37,6 +39,9 @@ use crate::status::Status;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often partition counts are read again (partitions can be added).
 const METADATA_REFRESH: Duration = Duration::from_secs(30);
+/// How long the consumer thread waits for an event before it stores the
+/// offsets the workers finished.
+const POLL_WAIT: Duration = Duration::from_millis(100);
 
 /// A record the route could not route.
 #[derive(Debug)]
@@ -444,6 +449,7 @@ pub fn start(
         transactions,
         fatal: Mutex::default(),
         routes,
+        consumer: OnceLock::new(),
         producer,
         failures,
         store_offsets,
@@ -469,6 +475,9 @@ pub fn start(
             })
             .map_err(kafka_error)?,
     );
+    // Workers split their partition's queue from it; rebalances, which
+    // start them, only happen inside its poll.
+    let _ = shared.consumer.set(Arc::downgrade(&consumer));
     let sources: Vec<&str> = shared.routes.keys().map(String::as_str).collect();
     consumer.subscribe(&sources).map_err(kafka_error)?;
 
@@ -520,6 +529,8 @@ struct Shared {
     fatal: Mutex<Option<String>>,
     /// Route of each source topic.
     routes: HashMap<String, Arc<Route>>,
+    /// The consumer (it owns this through its context, hence weak).
+    consumer: OnceLock<Weak<BaseConsumer<RouterContext>>>,
     producer: Arc<OutputProducer>,
     failures: Arc<dyn FailureSink>,
     /// At-least-once mode: finished offsets go to the consumer's offset
@@ -549,8 +560,25 @@ impl Shared {
         self.workers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Starts the worker of `topic`/`partition` on the partition's own
+    /// queue. Called before the partition is assigned: once a partition's
+    /// queue is split, librdkafka never forwards it to the consumer's queue
+    /// again, so none of its records can go past the worker.
     fn spawn_worker(&self, topic: &str, partition: i32) -> Option<Worker> {
         let route = self.routes.get(topic)?.clone();
+        let Some(queue) = self
+            .consumer
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|consumer| consumer.split_partition_queue(topic, partition))
+        else {
+            tracing::error!(
+                topic,
+                partition,
+                "cannot give the partition a queue of its own: it is not consumed"
+            );
+            return None;
+        };
         let offsets = Arc::new(PartitionOffsets::new(topic, partition));
         let parts = WorkerParts {
             route,
@@ -560,7 +588,7 @@ impl Shared {
             metrics: self.metrics.clone(),
             gate: self.transactions.as_ref().map(|t| t.gate.clone()),
         };
-        match Worker::spawn(topic, partition, parts) {
+        match Worker::spawn(topic, partition, parts, queue) {
             Ok(worker) => Some(worker),
             Err(e) => {
                 tracing::error!(topic, partition, error = %e, "cannot start a partition worker");
@@ -691,12 +719,9 @@ impl Shared {
                 // transaction), then abort what they produced.
                 let mut workers = self.workers();
                 let keys: Vec<(String, i32)> = workers.keys().cloned().collect();
-                for key in &keys {
-                    if let Some(mut worker) = workers.remove(key) {
-                        worker.stop();
-                    }
-                }
+                let mut stopped: Vec<Worker> = workers.drain().map(|(_, w)| w).collect();
                 drop(workers);
+                stop_all(stopped.iter_mut().collect());
                 if let Err(e) = txn.abort(&self.producer) {
                     self.stop_for_good(&e.to_string());
                     return;
@@ -780,14 +805,14 @@ impl Shared {
                     .collect(),
             };
             for key in keys {
-                if let Some(mut worker) = workers.remove(&key) {
-                    worker.stop();
+                if let Some(worker) = workers.remove(&key) {
                     self.metrics.remove_lag(&key.0, key.1);
                     stopped.push((key, worker));
                 }
             }
             self.set_assigned(workers.len());
         }
+        stop_all(stopped.iter_mut().map(|(_, w)| w).collect());
         if stopped.is_empty() {
             return;
         }
@@ -879,86 +904,72 @@ impl ConsumerContext for RouterContext {
                 );
                 self.shared.drain(consumer, Some(tpl));
             }
-            Rebalance::Assign(_) => {}
+            Rebalance::Assign(tpl) => {
+                // Before librdkafka starts fetching them: each partition's
+                // records go to its worker's queue from the first on.
+                let mut workers = self.shared.workers();
+                for elem in tpl.elements() {
+                    let key = (elem.topic().to_owned(), elem.partition());
+                    if workers.contains_key(&key) {
+                        continue;
+                    }
+                    if let Some(worker) = self.shared.spawn_worker(&key.0, key.1) {
+                        workers.insert(key, worker);
+                    }
+                }
+                self.shared.set_assigned(workers.len());
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            // A partition paused before it was revoked (its worker was
-            // behind) comes back with a new, empty worker: make sure it is
-            // not still paused.
+            // A partition paused before it was revoked (see `stray`) comes
+            // back with a worker: make sure it is not still paused.
             if let Err(e) = consumer.resume(tpl) {
                 tracing::warn!(error = %e, "cannot resume the assigned partitions");
             }
-            let mut workers = self.shared.workers();
-            for elem in tpl.elements() {
-                let key = (elem.topic().to_owned(), elem.partition());
-                if workers.contains_key(&key) {
-                    continue;
-                }
-                if let Some(worker) = self.shared.spawn_worker(&key.0, key.1) {
-                    workers.insert(key, worker);
-                }
-            }
-            self.shared.set_assigned(workers.len());
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
     }
 }
 
-/// Messages taken from the consumer's queue in one go, at most, before
-/// the workers' batches are handed over.
-const DRAIN: usize = 1024;
+/// Asks every one of `workers` to stop, then waits for them (each may be
+/// waiting for its next record: they wait at the same time).
+fn stop_all(mut workers: Vec<&mut Worker>) {
+    for worker in &workers {
+        worker.signal_stop();
+    }
+    for worker in &mut workers {
+        worker.stop();
+    }
+}
 
 fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &AtomicBool) {
+    // Partitions whose records came to the consumer's queue instead of a
+    // worker's (see `stray`).
     let mut paused: Vec<(String, i32)> = Vec::new();
-    // The partition of the last message: consecutive messages mostly share
-    // it, so its key is rarely built anew.
-    let mut key = (String::new(), -1);
     shared.status.set_consumer_running(true);
     while !stop.load(Ordering::Acquire) && shared.fatal().is_none() {
         shared.status.polled();
-        if let Some(txn) = &shared.transactions
-            && txn.due()
-            && let Err(e) = shared.commit_transaction(consumer, &[])
-        {
-            shared.transaction_failed(consumer, &e);
-        }
-        // Wait for a message, then take what else is at hand without
-        // waiting, and hand each worker its batch.
-        let mut timeout = Duration::from_millis(100);
-        for _ in 0..DRAIN {
-            match consumer.poll(timeout) {
-                None => break,
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                Some(Ok(message)) => dispatch(consumer, shared, &message, &mut key, &mut paused),
+        let mut wait = POLL_WAIT;
+        if let Some(txn) = &shared.transactions {
+            if txn.due()
+                && let Err(e) = shared.commit_transaction(consumer, &[])
+            {
+                shared.transaction_failed(consumer, &e);
             }
-            timeout = Duration::ZERO;
+            wait = wait.min(txn.until_due());
         }
-        let mut workers = shared.workers();
-        for (key, worker) in workers.iter_mut() {
-            if worker.has_batch() {
-                match worker.flush() {
-                    Offer::Taken => {}
-                    Offer::Stashed | Offer::Dead => pause_once(consumer, &mut paused, key),
-                }
-            }
+        // Records go to the workers' own queues: this serves rebalances,
+        // errors and statistics.
+        match consumer.poll(wait) {
+            None => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            Some(Ok(message)) => stray(consumer, &message, &mut paused),
         }
-        shared.store_finished(consumer, workers.values());
-        // Hand stashed batches over as workers catch up.
-        paused.retain(|key| match workers.get_mut(key) {
-            None => false,
-            Some(worker) if worker.dead => true,
-            Some(worker) => match worker.flush() {
-                Offer::Taken => {
-                    pause(consumer, key, false);
-                    false
-                }
-                Offer::Stashed | Offer::Dead => true,
-            },
-        });
+        shared.store_finished(consumer, shared.workers().values());
     }
     shared.drain(consumer, None);
     consumer.unsubscribe();
@@ -966,70 +977,31 @@ fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &Ato
     tracing::info!("router stopped");
 }
 
-/// Puts `message` into its partition's batch; pauses the partition when
-/// its worker cannot take more.
-fn dispatch(
+/// A record that came to the consumer's queue: its partition has no queue
+/// of its own (`spawn_worker` said why), so no worker routes it. It is not
+/// routed and nothing of its partition is committed; the partition is
+/// paused until it is assigned again.
+fn stray(
     consumer: &BaseConsumer<RouterContext>,
-    shared: &Shared,
     message: &BorrowedMessage<'_>,
-    key: &mut (String, i32),
     paused: &mut Vec<(String, i32)>,
 ) {
-    if key.1 != message.partition() || key.0 != message.topic() {
-        *key = (message.topic().to_owned(), message.partition());
+    let key = (message.topic().to_owned(), message.partition());
+    if paused.contains(&key) {
+        return;
     }
-    let mut workers = shared.workers();
-    // One lookup on the way every record takes; a partition's first record
-    // starts its worker.
-    if let Some(worker) = workers.get_mut(key) {
-        offer(consumer, worker, message, key, paused);
-    } else if let Some(worker) = shared.spawn_worker(&key.0, key.1) {
-        offer(
-            consumer,
-            workers.entry(key.clone()).or_insert(worker),
-            message,
-            key,
-            paused,
-        );
-    }
-}
-
-fn offer(
-    consumer: &BaseConsumer<RouterContext>,
-    worker: &mut Worker,
-    message: &BorrowedMessage<'_>,
-    key: &(String, i32),
-    paused: &mut Vec<(String, i32)>,
-) {
-    let record = source_record(message, worker.topic().clone());
-    match worker.offer(record) {
-        Offer::Taken => {}
-        Offer::Stashed | Offer::Dead => pause_once(consumer, paused, key),
-    }
-}
-
-fn pause_once(
-    consumer: &BaseConsumer<RouterContext>,
-    paused: &mut Vec<(String, i32)>,
-    key: &(String, i32),
-) {
-    if !paused.contains(key) {
-        pause(consumer, key, true);
-        paused.push(key.clone());
-    }
-}
-
-fn pause(consumer: &BaseConsumer<RouterContext>, (topic, partition): &(String, i32), pause: bool) {
+    tracing::error!(
+        topic = key.0,
+        partition = key.1,
+        offset = message.offset(),
+        "a record of a partition without a worker: the partition is paused, nothing of it is committed"
+    );
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, *partition);
-    let result = if pause {
-        consumer.pause(&tpl)
-    } else {
-        consumer.resume(&tpl)
-    };
-    if let Err(e) = result {
-        tracing::warn!(topic, partition, error = %e, pause, "cannot pause/resume partition");
+    tpl.add_partition(&key.0, key.1);
+    if let Err(e) = consumer.pause(&tpl) {
+        tracing::warn!(topic = key.0, partition = key.1, error = %e, "cannot pause the partition");
     }
+    paused.push(key);
 }
 
 fn source_record<M: Message>(message: &M, topic: Arc<str>) -> SourceRecord {

@@ -101,11 +101,15 @@ impl Transactions {
 
     /// Whether the commit interval has passed.
     pub(super) fn due(&self) -> bool {
-        Instant::now()
-            >= *self
-                .next_commit
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+        self.until_due().is_zero()
+    }
+
+    /// How long until the commit interval has passed (zero if it has).
+    pub(super) fn until_due(&self) -> Duration {
+        self.next_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .saturating_duration_since(Instant::now())
     }
 
     /// Commits the open transaction with `offsets` (the next offset to

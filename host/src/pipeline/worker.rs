@@ -1,19 +1,19 @@
-//! One worker per assigned source partition: routes its records in order,
-//! hands outputs to the producer, registers each record for in-order
-//! acknowledgement.
+//! One worker per assigned source partition: reads its partition's records
+//! straight from librdkafka (its own queue, split from the consumer's),
+//! routes them in order, hands outputs to the producer, registers each
+//! record for in-order acknowledgement.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
+use rdkafka::consumer::base_consumer::PartitionQueue;
 
 use super::offsets::PartitionOffsets;
-use super::{FailureSink, RecordFailure};
+use super::{FailureSink, RecordFailure, RouterContext, source_record};
 use crate::config::FailurePolicy;
 use crate::kafka::{Delivery, OutputProducer, Sender};
 use crate::metrics::{Metrics, RouteCounters};
@@ -21,14 +21,16 @@ use crate::plugin::{FailureKind, Plugin, RouteFailure};
 use crate::record::{Header, Output, OutputHeaders, SourceRecord};
 use crate::route::{Halt, Route, RouteInstance, Routed};
 
-/// Records the consumer hands to a worker's thread at once, at most: one
-/// wake-up and one channel operation per batch, not per record.
+/// Records a worker takes from its queue at once, at most: what librdkafka
+/// has at hand, without waiting once the first is there.
 const BATCH: usize = 128;
 
-/// Batches queued for one worker; beyond this the consumer pauses the
-/// partition. So at most `BATCH × QUEUED_BATCHES` (1024) records wait for a
-/// worker, plus what its consumer has fetched.
-const QUEUED_BATCHES: usize = 8;
+/// How long a worker with nothing to route waits for a record before it
+/// looks at its stop flag again.
+const POLL_WAIT: Duration = Duration::from_millis(50);
+
+/// A partition's own queue of fetched records.
+pub(super) type Queue = PartitionQueue<RouterContext>;
 
 /// How many records a worker hands its plugin in one call: all it has, up
 /// to a batch, unless the plugin is slow enough per record that a full
@@ -65,32 +67,10 @@ const MAX_ERROR_HEADER: usize = 4096;
 
 /// The consumer's side of a worker.
 pub(super) struct Worker {
-    tx: Option<SyncSender<Vec<SourceRecord>>>,
     route: Arc<Route>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub(super) offsets: Arc<PartitionOffsets>,
-    /// The source topic, shared by the records handed over.
-    topic: Arc<str>,
-    /// The batch being filled, handed over when full or when the consumer
-    /// has nothing more at hand ([`flush`](Self::flush)).
-    batch: Vec<SourceRecord>,
-    /// Batches that did not fit in the queue; the partition is paused while
-    /// this is not empty.
-    stash: VecDeque<Vec<SourceRecord>>,
-    /// The worker is gone (its plugin could not start, or an output could
-    /// not be delivered): the partition stays paused.
-    pub(super) dead: bool,
-}
-
-/// What `offer` or `flush` did.
-pub(super) enum Offer {
-    /// Taken: in the batch being filled, or queued for the worker.
-    Taken,
-    /// Queue full: stashed; pause the partition.
-    Stashed,
-    /// The worker is gone.
-    Dead,
 }
 
 pub(super) struct WorkerParts {
@@ -181,85 +161,45 @@ fn version_of(instance: &RouteInstance) -> &str {
 }
 
 impl Worker {
-    pub(super) fn spawn(topic: &str, partition: i32, parts: WorkerParts) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(QUEUED_BATCHES);
+    /// Starts the worker of `topic`/`partition`, reading `queue`.
+    pub(super) fn spawn(
+        topic: &str,
+        partition: i32,
+        parts: WorkerParts,
+        queue: Queue,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let offsets = parts.offsets.clone();
         let route = parts.route.clone();
+        let topic: Arc<str> = topic.into();
         let thread = std::thread::Builder::new()
             .name(format!("{topic}-{partition}"))
             .spawn({
                 let stop = stop.clone();
-                move || run(&parts, &rx, &stop)
+                move || run(&parts, &queue, &topic, &stop)
             })?;
         Ok(Self {
-            tx: Some(tx),
             route,
             stop,
             thread: Some(thread),
             offsets,
-            topic: topic.into(),
-            batch: Vec::with_capacity(BATCH),
-            stash: VecDeque::new(),
-            dead: false,
         })
     }
 
-    /// The source topic, to share with the records handed over.
-    pub(super) fn topic(&self) -> &Arc<str> {
-        &self.topic
-    }
-
-    /// Whether records wait in the batch being filled.
-    pub(super) fn has_batch(&self) -> bool {
-        !self.batch.is_empty()
-    }
-
-    /// Takes `record` into the batch being filled; a full batch is handed
-    /// over (behind anything stashed).
-    pub(super) fn offer(&mut self, record: SourceRecord) -> Offer {
-        self.batch.push(record);
-        if self.batch.len() < BATCH {
-            return Offer::Taken;
-        }
-        self.flush()
-    }
-
-    /// Hands the batch being filled over, behind anything stashed, as far
-    /// as the queue allows.
-    pub(super) fn flush(&mut self) -> Offer {
-        if !self.batch.is_empty() {
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-            self.stash.push_back(batch);
-        }
-        let Some(tx) = &self.tx else {
-            return Offer::Dead;
-        };
-        while let Some(batch) = self.stash.pop_front() {
-            match tx.try_send(batch) {
-                Ok(()) => {}
-                Err(TrySendError::Full(batch)) => {
-                    self.stash.push_front(batch);
-                    return Offer::Stashed;
-                }
-                Err(TrySendError::Disconnected(_)) => {
-                    self.dead = true;
-                    return Offer::Dead;
-                }
-            }
-        }
-        Offer::Taken
-    }
-
-    /// Stops the worker at its next record boundary and waits for it.
-    /// Queued, batched, and routed but unproduced records are dropped:
-    /// their offsets were never stored, so they are consumed again by
-    /// whoever owns the partition next.
-    pub(super) fn stop(&mut self) {
+    /// Tells the worker to stop at its next record boundary, without
+    /// waiting for it ([`stop`](Self::stop) waits).
+    pub(super) fn signal_stop(&self) {
         self.stop.store(true, Ordering::Release);
         // A worker backing off or held at a record waits on its route.
         self.route.wake_all();
-        self.tx = None;
+    }
+
+    /// Stops the worker at its next record boundary and waits for it.
+    /// Fetched, and routed but unproduced records are dropped: their
+    /// offsets were never stored, so they are consumed again by whoever
+    /// owns the partition next.
+    pub(super) fn stop(&mut self) {
+        self.signal_stop();
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
@@ -268,12 +208,12 @@ impl Worker {
     }
 }
 
-fn run(parts: &WorkerParts, rx: &Receiver<Vec<SourceRecord>>, stop: &AtomicBool) {
+fn run(parts: &WorkerParts, queue: &Queue, topic: &Arc<str>, stop: &AtomicBool) {
     let WorkerParts { route, offsets, .. } = parts;
     let mut instance = match route.instance() {
         Ok(instance) => instance,
         Err(e) => {
-            tracing::error!(route = route.name(), error = %e, "cannot start the route's plugin: the partition is paused");
+            tracing::error!(route = route.name(), error = %e, "cannot start the route's plugin: the partition is not consumed");
             return;
         }
     };
@@ -281,8 +221,22 @@ fn run(parts: &WorkerParts, rx: &Receiver<Vec<SourceRecord>>, stop: &AtomicBool)
     let mut meters = Meters::new(parts, &instance);
     let mut sender = Sender::new(parts.producer.clone());
     let mut size = CallSize::FULL;
-    while let Ok(batch) = rx.recv() {
-        let records: Vec<Arc<SourceRecord>> = batch.into_iter().map(Arc::new).collect();
+    let mut records: Vec<Arc<SourceRecord>> = Vec::with_capacity(BATCH);
+    while !stopping() {
+        // Wait for a record, then take what else is at hand.
+        records.clear();
+        let mut wait = POLL_WAIT;
+        while records.len() < BATCH {
+            match queue.poll(wait) {
+                None => break,
+                Some(Ok(message)) => records.push(Arc::new(source_record(&message, topic.clone()))),
+                Some(Err(e)) => {
+                    tracing::warn!(topic = offsets.topic(), partition = offsets.partition(), error = %e, "consumer error");
+                    break;
+                }
+            }
+            wait = Duration::ZERO;
+        }
         if !handle_batch(
             parts,
             &mut instance,
