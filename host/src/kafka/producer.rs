@@ -28,7 +28,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::pipeline::offsets::{PartitionOffsets, RecordAck};
-use crate::record::Output;
+use crate::record::{Data, Output, SourceRecord};
 
 /// What a delivery report acknowledges: one output of one record.
 #[derive(Debug)]
@@ -39,9 +39,32 @@ pub struct Delivery {
     pub offsets: Arc<PartitionOffsets>,
     /// Counts the output once acknowledged (none for dead-letter records).
     pub produced: Option<prometheus_client::metrics::counter::Counter>,
-    /// The value librdkafka was handed without a copy: kept alive until
+    /// What holds the value librdkafka was handed without a copy, until
     /// the delivery report ([`Sender::send`] sets it).
-    value: Option<Bytes>,
+    value: Kept,
+}
+
+/// What keeps an output's value alive until its delivery report.
+#[derive(Debug)]
+enum Kept {
+    /// A null value.
+    Nothing,
+    /// The source record, whose value the output forwards (a reference
+    /// count, where a clone of the value's `Bytes` could allocate).
+    Source(Arc<SourceRecord>),
+    /// The value the plugin made.
+    Bytes(Bytes),
+}
+
+impl Kept {
+    /// The value held.
+    fn value(&self) -> Option<&[u8]> {
+        match self {
+            Self::Nothing => None,
+            Self::Source(record) => record.value.as_deref(),
+            Self::Bytes(value) => Some(value),
+        }
+    }
 }
 
 impl Delivery {
@@ -56,7 +79,7 @@ impl Delivery {
             ack,
             offsets,
             produced,
-            value: None,
+            value: Kept::Nothing,
         })
     }
 }
@@ -187,8 +210,12 @@ impl Sender {
     ) -> KafkaResult<()> {
         let rkt = self.handle(topic)?;
         let headers = NativeHeaders::of(output)?;
-        delivery.value = output.value_bytes().cloned();
-        let (value_ptr, value_len) = as_mem(delivery.value.as_deref());
+        delivery.value = match &output.value {
+            Data::Null => Kept::Nothing,
+            Data::Bytes(value) => Kept::Bytes(value.clone()),
+            Data::Original => Kept::Source(output.source.clone()),
+        };
+        let (value_ptr, value_len) = as_mem(delivery.value.value());
         let (key_ptr, key_len) = as_mem(output.key());
         // From here on the token is librdkafka's if the call succeeds, and
         // taken back below if it fails for good.
@@ -470,18 +497,30 @@ mod tests {
         let mut sender = Sender::new(producer.clone());
         let offsets = Arc::new(PartitionOffsets::new("in", 0));
         let sources: Vec<_> = (0..20).map(source).collect();
-        for source in &sources {
+        // Odd records get a value of the plugin's own.
+        let own: Vec<Option<Bytes>> = sources
+            .iter()
+            .map(|s| (s.offset % 2 == 1).then(|| Bytes::from(format!("own value {}", s.offset))))
+            .collect();
+        for (source, own) in sources.iter().zip(&own) {
             let mut output = Output::forward(source.clone());
             // One explicit partition; the rest partitioned by key.
             output.partition = (source.offset == 7).then_some(5);
+            if let Some(own) = own {
+                output.value = Data::Bytes(own.clone());
+            }
             let delivery = Delivery::new(offsets.begin(source.offset, 1), offsets.clone(), None);
             sender.send("out", &output, delivery).unwrap();
         }
         // Every report acknowledged, and with it every value let go.
         wait_for("the delivery reports", || offsets.stored() == Some(20));
         assert!(offsets.failure().is_none());
-        for source in &sources {
+        for (source, own) in sources.iter().zip(&own) {
+            assert_eq!(Arc::strong_count(source), 1, "record {}", source.offset);
             assert!(source.value.as_ref().unwrap().is_unique());
+            if let Some(own) = own {
+                assert!(own.is_unique(), "record {}", source.offset);
+            }
         }
 
         // The same keys produced by name, as rdkafka does it: the topic
@@ -506,9 +545,12 @@ mod tests {
 
         let mut read = read_all(&bootstrap, "out", sources.len());
         read.sort_by_key(|(_, _, _, _, ts)| *ts);
-        for (source, (partition, key, value, headers, ts)) in sources.iter().zip(read) {
+        for ((source, own), (partition, key, value, headers, ts)) in
+            sources.iter().zip(&own).zip(read)
+        {
             assert_eq!(key, source.key.as_deref().unwrap());
-            assert_eq!(value, source.value.as_deref().unwrap());
+            let want_value = own.as_deref().or(source.value.as_deref()).unwrap();
+            assert_eq!(value, want_value, "record {}", source.offset);
             let want: Vec<(String, Vec<u8>)> = source
                 .headers
                 .iter()
@@ -551,6 +593,7 @@ mod tests {
         );
         // The token came back and was dropped: nothing holds the value.
         drop(output);
+        assert_eq!(Arc::strong_count(&refused), 1);
         assert!(refused.value.as_ref().unwrap().is_unique());
     }
 }
