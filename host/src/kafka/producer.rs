@@ -201,12 +201,15 @@ impl Sender {
     }
 
     /// Hands `output` to librdkafka for `topic`; its delivery report
-    /// acknowledges `delivery`. Waits while librdkafka's queue is full.
+    /// acknowledges `delivery`. Waits while librdkafka's queue is full,
+    /// unless `give_up` says to stop waiting: then the output is not
+    /// produced and the error is `QueueFull`.
     pub fn send(
         &mut self,
         topic: &str,
         output: &Output,
         mut delivery: Box<Delivery>,
+        give_up: &dyn Fn() -> bool,
     ) -> KafkaResult<()> {
         let rkt = self.handle(topic)?;
         let headers = NativeHeaders::of(output)?;
@@ -285,8 +288,10 @@ impl Sender {
                 code
             };
             let code = RDKafkaErrorCode::from(code);
-            if code == RDKafkaErrorCode::QueueFull {
-                // Back-pressure: wait for deliveries to free queue space.
+            if code == RDKafkaErrorCode::QueueFull && !give_up() {
+                // Back-pressure: wait for deliveries to free queue space
+                // (outputs to a broker that is gone free it only when they
+                // time out, after `message.timeout.ms`).
                 self.producer.inner.poll(Duration::from_millis(10));
                 continue;
             }
@@ -510,7 +515,7 @@ mod tests {
                 output.value = Data::Bytes(own.clone());
             }
             let delivery = Delivery::new(offsets.begin(source.offset, 1), offsets.clone(), None);
-            sender.send("out", &output, delivery).unwrap();
+            sender.send("out", &output, delivery, &|| false).unwrap();
         }
         // Every report acknowledged, and with it every value let go.
         wait_for("the delivery reports", || offsets.stored() == Some(20));
@@ -579,14 +584,18 @@ mod tests {
         // A first output teaches the client the topic's partitions.
         let first = source(0);
         sender
-            .send("out", &Output::forward(first.clone()), delivery(0))
+            .send("out", &Output::forward(first.clone()), delivery(0), &|| {
+                false
+            })
             .unwrap();
         wait_for("the first report", || offsets.stored() == Some(1));
 
         let refused = source(1);
         let mut output = Output::forward(refused.clone());
         output.partition = Some(PARTITIONS + 10);
-        let err = sender.send("out", &output, delivery(1)).unwrap_err();
+        let err = sender
+            .send("out", &output, delivery(1), &|| false)
+            .unwrap_err();
         assert_eq!(
             err,
             KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition)
@@ -595,5 +604,53 @@ mod tests {
         drop(output);
         assert_eq!(Arc::strong_count(&refused), 1);
         assert!(refused.value.as_ref().unwrap().is_unique());
+    }
+
+    #[test]
+    fn a_full_queue_waits_until_told_to_give_up_and_gives_the_token_back() {
+        // Nothing listens there: outputs stay queued (loopback, a port
+        // nothing binds).
+        let mut config = config("127.0.0.1:1");
+        config.set("queue.buffering.max.messages", "1");
+        let producer = Arc::new(OutputProducer::new(&config).unwrap());
+        let offsets = Arc::new(PartitionOffsets::new("in", 0));
+        let (first, waiting) = (source(0), source(1));
+        // On a thread of its own, so that a send that never gives up fails
+        // the test instead of hanging it.
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let (offsets, first, waiting) = (offsets.clone(), first.clone(), waiting.clone());
+            move || {
+                let mut sender = Sender::new(producer);
+                let delivery =
+                    |offset| Delivery::new(offsets.begin(offset, 1), offsets.clone(), None);
+                let mut output = Output::forward(first);
+                output.partition = Some(0);
+                sender.send("out", &output, delivery(0), &|| false).unwrap();
+                // The queue holds one output: the next waits, asking
+                // whether to give up between its tries, until told to.
+                let mut output = Output::forward(waiting);
+                output.partition = Some(0);
+                let asked = std::cell::Cell::new(0);
+                let sent = sender.send("out", &output, delivery(1), &|| {
+                    asked.set(asked.get() + 1);
+                    asked.get() == 3
+                });
+                done.send((sent, asked.get())).unwrap();
+            }
+        });
+        let (sent, asked) = result
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the send gave up");
+        assert_eq!(
+            sent,
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+        );
+        assert_eq!(asked, 3, "asked once per try");
+        // The thread's output is gone with it; the token came back.
+        wait_for("the sender's thread to end", || {
+            Arc::strong_count(&waiting) == 1
+        });
+        assert_eq!(offsets.stored(), None);
     }
 }

@@ -321,7 +321,7 @@ fn handle_batch(
             match answer {
                 Ok(routed) => {
                     meters.routed(instance, routed.len());
-                    produce(parts, record, &routed, true, meters, sender);
+                    produce(parts, record, &routed, true, meters, sender, stopping);
                 }
                 Err(failure) => {
                     if !handle(
@@ -360,12 +360,21 @@ fn handle(
     else {
         return false;
     };
-    produce(parts, record, &routed, routed_normally, meters, sender);
+    produce(
+        parts,
+        record,
+        &routed,
+        routed_normally,
+        meters,
+        sender,
+        stopping,
+    );
     true
 }
 
 /// Hands `routed`, what was decided for `record`, to the producer, and
-/// registers the record for in-order acknowledgement.
+/// registers the record for in-order acknowledgement. Stops waiting for
+/// room in librdkafka's queue when the worker must stop.
 fn produce(
     parts: &WorkerParts,
     record: &SourceRecord,
@@ -373,6 +382,7 @@ fn produce(
     routed_normally: bool,
     meters: &Meters,
     sender: &mut Sender,
+    stopping: &dyn Fn() -> bool,
 ) {
     let offsets = &parts.offsets;
     // Acknowledged outputs count as produced (dead-letter records not).
@@ -384,8 +394,12 @@ fn produce(
     let ack = offsets.begin(record.offset, routed.len());
     for out in routed {
         let delivery = Delivery::new(ack.clone(), offsets.clone(), produced.cloned());
-        if let Err(e) = sender.send(&out.topic, &out.output, delivery) {
-            offsets.fail(&ack, format!("cannot produce to '{}': {e}", out.topic));
+        if let Err(e) = sender.send(&out.topic, &out.output, delivery, stopping) {
+            // Stopping while librdkafka's queue is full: the record is
+            // not finished, so the partition's next owner routes it again.
+            if !stopping() {
+                offsets.fail(&ack, format!("cannot produce to '{}': {e}", out.topic));
+            }
             break;
         }
     }
