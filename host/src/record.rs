@@ -101,13 +101,7 @@ impl Output {
     /// The value to produce.
     #[must_use]
     pub fn value(&self) -> Option<&[u8]> {
-        self.value_bytes().map(Bytes::as_ref)
-    }
-
-    /// The value to produce, as the shared buffer that holds it.
-    #[must_use]
-    pub fn value_bytes(&self) -> Option<&Bytes> {
-        resolve(&self.value, self.source.value.as_ref())
+        resolve(&self.value, self.source.value.as_ref()).map(Bytes::as_ref)
     }
 
     /// The headers to produce, in order.

@@ -948,8 +948,8 @@ fn stop_all(mut workers: Vec<&mut Worker>) {
 
 fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &AtomicBool) {
     // Partitions whose records came to the consumer's queue instead of a
-    // worker's (see `stray`).
-    let mut paused: Vec<(String, i32)> = Vec::new();
+    // worker's (see `stray`), once logged.
+    let mut logged: Vec<(String, i32)> = Vec::new();
     shared.status.set_consumer_running(true);
     while !stop.load(Ordering::Acquire) && shared.fatal().is_none() {
         shared.status.polled();
@@ -967,7 +967,7 @@ fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &Ato
         match consumer.poll(wait) {
             None => {}
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-            Some(Ok(message)) => stray(consumer, &message, &mut paused),
+            Some(Ok(message)) => stray(consumer, &message, &mut logged),
         }
         shared.store_finished(consumer, shared.workers().values());
     }
@@ -984,24 +984,28 @@ fn poll_loop(consumer: &BaseConsumer<RouterContext>, shared: &Shared, stop: &Ato
 fn stray(
     consumer: &BaseConsumer<RouterContext>,
     message: &BorrowedMessage<'_>,
-    paused: &mut Vec<(String, i32)>,
+    logged: &mut Vec<(String, i32)>,
 ) {
+    // Logged once per partition; paused for each such record, as a
+    // partition assigned anew was resumed.
     let key = (message.topic().to_owned(), message.partition());
-    if paused.contains(&key) {
-        return;
+    let first = !logged.contains(&key);
+    if first {
+        tracing::error!(
+            topic = key.0,
+            partition = key.1,
+            offset = message.offset(),
+            "a record of a partition without a worker: the partition is paused, nothing of it is committed"
+        );
     }
-    tracing::error!(
-        topic = key.0,
-        partition = key.1,
-        offset = message.offset(),
-        "a record of a partition without a worker: the partition is paused, nothing of it is committed"
-    );
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&key.0, key.1);
     if let Err(e) = consumer.pause(&tpl) {
         tracing::warn!(topic = key.0, partition = key.1, error = %e, "cannot pause the partition");
     }
-    paused.push(key);
+    if first {
+        logged.push(key);
+    }
 }
 
 fn source_record<M: Message>(message: &M, topic: Arc<str>) -> SourceRecord {
