@@ -7,6 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use smallvec::SmallVec;
 
 use crate::config::{FailurePolicy, RouteConfig};
 use crate::plugin::{
@@ -307,6 +308,10 @@ impl std::fmt::Debug for RouteInstance {
     }
 }
 
+/// What a record is routed to: its outputs, checked, in order (inline for
+/// the usual one, which then costs no allocation of its own).
+pub type RoutedOutputs = SmallVec<[Routed; 1]>;
+
 /// An output that passed the route's checks, with its target resolved.
 #[derive(Debug, Clone)]
 pub struct Routed {
@@ -332,11 +337,11 @@ impl RouteInstance {
     /// The plugin's decision for `record` (passthrough without a plugin),
     /// with every output checked: not too large, topic allowed and
     /// existing, partition in range.
-    pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Vec<Routed>, RouteFailure> {
+    pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<RoutedOutputs, RouteFailure> {
         self.follow_swaps();
         let outputs = match &mut self.plugin {
             Some(plugin) => plugin.route(record)?,
-            None => vec![Output::forward(record.clone())],
+            None => return self.checked(std::iter::once(Output::forward(record.clone()))),
         };
         self.checked(outputs)
     }
@@ -347,7 +352,7 @@ impl RouteInstance {
     pub fn route_batch(
         &mut self,
         records: &[Arc<SourceRecord>],
-    ) -> Result<Vec<Result<Vec<Routed>, RouteFailure>>, RouteFailure> {
+    ) -> Result<Vec<Result<RoutedOutputs, RouteFailure>>, RouteFailure> {
         self.follow_swaps();
         Ok(match &mut self.plugin {
             Some(plugin) => plugin
@@ -357,12 +362,15 @@ impl RouteInstance {
                 .collect(),
             None => records
                 .iter()
-                .map(|record| self.checked(vec![Output::forward(record.clone())]))
+                .map(|record| self.checked(std::iter::once(Output::forward(record.clone()))))
                 .collect(),
         })
     }
 
-    fn checked(&self, outputs: Vec<Output>) -> Result<Vec<Routed>, RouteFailure> {
+    fn checked(
+        &self,
+        outputs: impl IntoIterator<Item = Output>,
+    ) -> Result<RoutedOutputs, RouteFailure> {
         outputs
             .into_iter()
             .enumerate()

@@ -4,7 +4,8 @@
 //! `BaseProducer::send`, for two things that API does not offer:
 //!
 //! - **no copy of the value**: librdkafka keeps a pointer to the bytes,
-//!   which the delivery token holds until the delivery report (a 1 KiB
+//!   which the record's [`Delivery`] holds until the last of its outputs'
+//!   delivery reports (a 1 KiB
 //!   value is otherwise copied into a fresh allocation that another thread
 //!   frees);
 //! - **topic handles**: each worker's [`Sender`] keeps librdkafka's handle
@@ -17,7 +18,7 @@ use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use rdkafka::ClientContext;
 use rdkafka::bindings as rd;
 use rdkafka::bindings::rd_kafka_vtype_t::{
@@ -28,59 +29,52 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::pipeline::offsets::{PartitionOffsets, RecordAck};
-use crate::record::{Data, Output, SourceRecord};
+use crate::record::Output;
+use crate::route::{Routed, RoutedOutputs};
 
-/// What a delivery report acknowledges: one output of one record.
+/// One record's outputs on their way to Kafka, shared by their delivery
+/// reports: each acknowledges one output, and the last one lets go of the
+/// outputs, and with them of the values librdkafka was handed without a
+/// copy (a forwarded value is held by its source record).
 #[derive(Debug)]
 pub struct Delivery {
-    /// The record's acknowledgement.
-    pub ack: Arc<RecordAck>,
-    /// Its partition's tracking.
-    pub offsets: Arc<PartitionOffsets>,
-    /// Counts the output once acknowledged (none for dead-letter records).
-    pub produced: Option<prometheus_client::metrics::counter::Counter>,
-    /// What holds the value librdkafka was handed without a copy, until
-    /// the delivery report ([`Sender::send`] sets it).
-    value: Kept,
-}
-
-/// What keeps an output's value alive until its delivery report.
-#[derive(Debug)]
-enum Kept {
-    /// A null value.
-    Nothing,
-    /// The source record, whose value the output forwards (a reference
-    /// count, where a clone of the value's `Bytes` could allocate).
-    Source(Arc<SourceRecord>),
-    /// The value the plugin made.
-    Bytes(Bytes),
-}
-
-impl Kept {
-    /// The value held.
-    fn value(&self) -> Option<&[u8]> {
-        match self {
-            Self::Nothing => None,
-            Self::Source(record) => record.value.as_deref(),
-            Self::Bytes(value) => Some(value),
-        }
-    }
+    ack: RecordAck,
+    offsets: Arc<PartitionOffsets>,
+    /// Counts each output once acknowledged (none for dead-letter records).
+    produced: Option<Counter>,
+    outputs: RoutedOutputs,
 }
 
 impl Delivery {
-    /// The token of one output of `ack`'s record.
+    /// Registers the record at `offset` with `offsets` for its `outputs`,
+    /// about to be sent ([`Sender::send`]).
     #[must_use]
     pub fn new(
-        ack: Arc<RecordAck>,
-        offsets: Arc<PartitionOffsets>,
-        produced: Option<prometheus_client::metrics::counter::Counter>,
-    ) -> Box<Self> {
-        Box::new(Self {
-            ack,
-            offsets,
+        offsets: &Arc<PartitionOffsets>,
+        offset: i64,
+        outputs: RoutedOutputs,
+        produced: Option<Counter>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            ack: offsets.begin(offset, outputs.len()),
+            offsets: offsets.clone(),
             produced,
-            value: Kept::Nothing,
+            outputs,
         })
+    }
+
+    /// The outputs, in the order they are sent.
+    #[must_use]
+    pub fn outputs(&self) -> &[Routed] {
+        &self.outputs
+    }
+
+    /// Output `index` could not be handed to librdkafka: the record's
+    /// partition stops there (nothing past it is committed).
+    pub fn fail(&self, index: usize, error: &KafkaError) {
+        let topic = self.outputs.get(index).map_or("?", |out| &out.topic);
+        self.offsets
+            .fail(&self.ack, format!("cannot produce to '{topic}': {error}"));
     }
 }
 
@@ -100,9 +94,9 @@ impl ClientContext for DeliveryContext {
 }
 
 impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = Box<Delivery>;
+    type DeliveryOpaque = Arc<Delivery>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Arc<Delivery>) {
         match result {
             Ok(_) => {
                 if let Some(produced) = &delivery.produced {
@@ -200,29 +194,25 @@ impl Sender {
         }
     }
 
-    /// Hands `output` to librdkafka for `topic`; its delivery report
-    /// acknowledges `delivery`. Waits while librdkafka's queue is full,
+    /// Hands output `index` of `delivery` to librdkafka; its delivery
+    /// report acknowledges it. Waits while librdkafka's queue is full,
     /// unless `give_up` says to stop waiting: then the output is not
     /// produced and the error is `QueueFull`.
     pub fn send(
         &mut self,
-        topic: &str,
-        output: &Output,
-        mut delivery: Box<Delivery>,
+        delivery: &Arc<Delivery>,
+        index: usize,
         give_up: &dyn Fn() -> bool,
     ) -> KafkaResult<()> {
+        let Routed { topic, output } = &delivery.outputs[index];
         let rkt = self.handle(topic)?;
         let headers = NativeHeaders::of(output)?;
-        delivery.value = match &output.value {
-            Data::Null => Kept::Nothing,
-            Data::Bytes(value) => Kept::Bytes(value.clone()),
-            Data::Original => Kept::Source(output.source.clone()),
-        };
-        let (value_ptr, value_len) = as_mem(delivery.value.value());
+        // The value's bytes live as long as `delivery`, whose reference
+        // librdkafka holds from here on if the call succeeds (and which
+        // is taken back below if it fails for good).
+        let (value_ptr, value_len) = as_mem(output.value());
         let (key_ptr, key_len) = as_mem(output.key());
-        // From here on the token is librdkafka's if the call succeeds, and
-        // taken back below if it fails for good.
-        let opaque = Box::into_raw(delivery);
+        let opaque = Arc::into_raw(delivery.clone());
         let mem = |(ptr, size)| rd::rd_kafka_vu_s__bindgen_ty_1 {
             mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr, size },
         };
@@ -261,16 +251,17 @@ impl Sender {
             vu(
                 RD_KAFKA_VTYPE_OPAQUE,
                 rd::rd_kafka_vu_s__bindgen_ty_1 {
-                    ptr: opaque.cast::<c_void>(),
+                    ptr: opaque.cast_mut().cast::<c_void>(),
                 },
             ),
         ];
         loop {
             #[allow(unsafe_code, reason = "librdkafka's produce call, see below")]
-            // SAFETY: `rkt` is a live handle of this client. The value's bytes are owned by the delivery token,
-            // which librdkafka hands back to the delivery callback (rdkafka
-            // turns it back into the `Box` there) or we take back below on
-            // failure, so they outlive every use librdkafka makes of them.
+            // SAFETY: `rkt` is a live handle of this client. The value's
+            // bytes are owned by `delivery`, a reference to which librdkafka
+            // hands back to the delivery callback (rdkafka turns it back
+            // into the `Arc` there) or we take back below on failure, so
+            // they outlive every use librdkafka makes of them.
             // The key and the headers' contents are copied during the call.
             // The headers list becomes librdkafka's only on success.
             let error = unsafe {
@@ -295,13 +286,10 @@ impl Sender {
                 self.producer.inner.poll(Duration::from_millis(10));
                 continue;
             }
-            #[allow(
-                unsafe_code,
-                reason = "taking back the delivery token librdkafka refused"
-            )]
+            #[allow(unsafe_code, reason = "taking back the reference librdkafka refused")]
             // SAFETY: the call failed, so librdkafka kept no pointer to the
-            // token; it came from `Box::into_raw` above.
-            drop(unsafe { Box::from_raw(opaque) });
+            // reference; it came from `Arc::into_raw` above.
+            drop(unsafe { Arc::from_raw(opaque) });
             return Err(KafkaError::MessageProduction(code));
         }
     }
@@ -412,7 +400,9 @@ mod tests {
 
     use super::*;
     use crate::config::KafkaConfig;
-    use crate::record::{Header, SourceRecord};
+    use bytes::Bytes;
+
+    use crate::record::{Data, Header, SourceRecord};
 
     const PARTITIONS: i32 = 6;
 
@@ -441,6 +431,14 @@ mod tests {
                 },
             ],
         })
+    }
+
+    /// `output`, the one output of its record, to topic "out".
+    fn out(output: Output) -> RoutedOutputs {
+        smallvec::smallvec![Routed {
+            topic: "out".into(),
+            output,
+        }]
     }
 
     /// Waits (bounded) until `done` holds.
@@ -514,8 +512,8 @@ mod tests {
             if let Some(own) = own {
                 output.value = Data::Bytes(own.clone());
             }
-            let delivery = Delivery::new(offsets.begin(source.offset, 1), offsets.clone(), None);
-            sender.send("out", &output, delivery, &|| false).unwrap();
+            let delivery = Delivery::new(&offsets, source.offset, out(output), None);
+            sender.send(&delivery, 0, &|| false).unwrap();
         }
         // Every report acknowledged, and with it every value let go.
         wait_for("the delivery reports", || offsets.stored() == Some(20));
@@ -580,28 +578,24 @@ mod tests {
             Arc::new(OutputProducer::new(&config(&cluster.bootstrap_servers())).unwrap());
         let mut sender = Sender::new(producer.clone());
         let offsets = Arc::new(PartitionOffsets::new("in", 0));
-        let delivery = |offset| Delivery::new(offsets.begin(offset, 1), offsets.clone(), None);
         // A first output teaches the client the topic's partitions.
-        let first = source(0);
-        sender
-            .send("out", &Output::forward(first.clone()), delivery(0), &|| {
-                false
-            })
-            .unwrap();
+        let first = Delivery::new(&offsets, 0, out(Output::forward(source(0))), None);
+        sender.send(&first, 0, &|| false).unwrap();
         wait_for("the first report", || offsets.stored() == Some(1));
 
         let refused = source(1);
         let mut output = Output::forward(refused.clone());
         output.partition = Some(PARTITIONS + 10);
-        let err = sender
-            .send("out", &output, delivery(1), &|| false)
-            .unwrap_err();
+        let delivery = Delivery::new(&offsets, 1, out(output), None);
+        let err = sender.send(&delivery, 0, &|| false).unwrap_err();
         assert_eq!(
             err,
             KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition)
         );
-        // The token came back and was dropped: nothing holds the value.
-        drop(output);
+        // librdkafka's reference came back and was dropped: only ours
+        // holds the output.
+        assert_eq!(Arc::strong_count(&delivery), 1);
+        drop(delivery);
         assert_eq!(Arc::strong_count(&refused), 1);
         assert!(refused.value.as_ref().unwrap().is_unique());
     }
@@ -622,17 +616,17 @@ mod tests {
             let (offsets, first, waiting) = (offsets.clone(), first.clone(), waiting.clone());
             move || {
                 let mut sender = Sender::new(producer);
-                let delivery =
-                    |offset| Delivery::new(offsets.begin(offset, 1), offsets.clone(), None);
-                let mut output = Output::forward(first);
-                output.partition = Some(0);
-                sender.send("out", &output, delivery(0), &|| false).unwrap();
+                let delivery = |source: Arc<SourceRecord>| {
+                    let offset = source.offset;
+                    let mut output = Output::forward(source);
+                    output.partition = Some(0);
+                    Delivery::new(&offsets, offset, out(output), None)
+                };
+                sender.send(&delivery(first), 0, &|| false).unwrap();
                 // The queue holds one output: the next waits, asking
                 // whether to give up between its tries, until told to.
-                let mut output = Output::forward(waiting);
-                output.partition = Some(0);
                 let asked = std::cell::Cell::new(0);
-                let sent = sender.send("out", &output, delivery(1), &|| {
+                let sent = sender.send(&delivery(waiting), 0, &|| {
                     asked.set(asked.get() + 1);
                     asked.get() == 3
                 });

@@ -12,12 +12,15 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
-/// The outputs of one record still waiting for their acknowledgement.
+/// A record registered for acknowledgement: its place in its partition's
+/// order, and how many of its outputs are still unacknowledged.
 #[derive(Debug)]
 pub struct RecordAck {
     offset: i64,
+    /// Its place among the records registered on its partition.
+    seq: u64,
     remaining: AtomicUsize,
 }
 
@@ -38,9 +41,19 @@ pub struct PartitionOffsets {
     stopped: AtomicBool,
 }
 
+/// A registered record not yet past the finished prefix.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    offset: i64,
+    finished: bool,
+}
+
 #[derive(Default)]
 struct State {
-    pending: VecDeque<Arc<RecordAck>>,
+    /// Registered records from the first unfinished one on, in order.
+    pending: VecDeque<Pending>,
+    /// `RecordAck::seq` of `pending`'s front.
+    front: u64,
     /// Next offset to consume after the finished prefix.
     stored: Option<i64>,
     /// `stored` moved since [`PartitionOffsets::take_unstored`] last took it.
@@ -91,23 +104,35 @@ impl PartitionOffsets {
     /// Registers the record at `offset` with `outputs` outputs about to be
     /// produced. Records must be registered in offset order. A record with
     /// no outputs is finished at once.
-    pub fn begin(&self, offset: i64, outputs: usize) -> Arc<RecordAck> {
-        let ack = Arc::new(RecordAck {
+    pub fn begin(&self, offset: i64, outputs: usize) -> RecordAck {
+        let mut state = self.state();
+        let seq = state.front + state.pending.len() as u64;
+        state.pending.push_back(Pending {
             offset,
-            remaining: AtomicUsize::new(outputs),
+            finished: outputs == 0,
         });
-        self.state().pending.push_back(ack.clone());
         if outputs == 0 {
-            self.advance();
+            Self::advance(&mut state);
         }
-        ack
+        RecordAck {
+            offset,
+            seq,
+            remaining: AtomicUsize::new(outputs),
+        }
     }
 
     /// One output of `ack`'s record was acknowledged.
     pub fn acknowledge(&self, ack: &RecordAck) {
-        if ack.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.advance();
+        if ack.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
         }
+        let mut state = self.state();
+        // Only unfinished records are pending, and a record finishes once.
+        let index = usize::try_from(ack.seq - state.front).unwrap_or(usize::MAX);
+        if let Some(pending) = state.pending.get_mut(index) {
+            pending.finished = true;
+        }
+        Self::advance(&mut state);
     }
 
     /// An output of `ack`'s record could not be delivered: this partition
@@ -161,18 +186,19 @@ impl PartitionOffsets {
             .flatten()
     }
 
-    fn advance(&self) {
-        let mut state = self.state();
+    /// Moves the stored offset over the finished prefix.
+    fn advance(state: &mut State) {
         if state.failed.is_some() {
             return;
         }
         let mut last = None;
         while let Some(front) = state.pending.front() {
-            if front.remaining.load(Ordering::Acquire) != 0 {
+            if !front.finished {
                 break;
             }
             last = Some(front.offset);
             state.pending.pop_front();
+            state.front += 1;
         }
         if let Some(last) = last {
             state.stored = Some(last + 1);

@@ -19,7 +19,7 @@ use crate::kafka::{Delivery, OutputProducer, Sender};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::plugin::{FailureKind, Plugin, RouteFailure};
 use crate::record::{Header, Output, OutputHeaders, SourceRecord};
-use crate::route::{Halt, Route, RouteInstance, Routed};
+use crate::route::{Halt, Route, RouteInstance, Routed, RoutedOutputs};
 
 /// Records a worker takes from its queue at once, at most: what librdkafka
 /// has at hand, without waiting once the first is there.
@@ -321,7 +321,7 @@ fn handle_batch(
             match answer {
                 Ok(routed) => {
                     meters.routed(instance, routed.len());
-                    produce(parts, record, &routed, true, meters, sender, stopping);
+                    produce(parts, record, routed, true, meters, sender, stopping);
                 }
                 Err(failure) => {
                     if !handle(
@@ -351,7 +351,7 @@ fn handle(
     parts: &WorkerParts,
     instance: &mut RouteInstance,
     record: &Arc<SourceRecord>,
-    first: Option<Result<Vec<Routed>, RouteFailure>>,
+    first: Option<Result<RoutedOutputs, RouteFailure>>,
     meters: &mut Meters,
     sender: &mut Sender,
     stopping: &dyn Fn() -> bool,
@@ -363,7 +363,7 @@ fn handle(
     produce(
         parts,
         record,
-        &routed,
+        routed,
         routed_normally,
         meters,
         sender,
@@ -378,27 +378,31 @@ fn handle(
 fn produce(
     parts: &WorkerParts,
     record: &SourceRecord,
-    routed: &[Routed],
+    routed: RoutedOutputs,
     routed_normally: bool,
     meters: &Meters,
     sender: &mut Sender,
     stopping: &dyn Fn() -> bool,
 ) {
     let offsets = &parts.offsets;
-    // Acknowledged outputs count as produced (dead-letter records not).
-    let produced = routed_normally.then_some(&meters.counters.produced);
     let _held = parts.gate.as_ref().map(|gate| {
         gate.read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     });
-    let ack = offsets.begin(record.offset, routed.len());
-    for out in routed {
-        let delivery = Delivery::new(ack.clone(), offsets.clone(), produced.cloned());
-        if let Err(e) = sender.send(&out.topic, &out.output, delivery, stopping) {
+    if routed.is_empty() {
+        // Filtered or skipped: finished at once.
+        offsets.begin(record.offset, 0);
+        return;
+    }
+    // Acknowledged outputs count as produced (dead-letter records not).
+    let produced = routed_normally.then(|| meters.counters.produced.clone());
+    let delivery = Delivery::new(offsets, record.offset, routed, produced);
+    for index in 0..delivery.outputs().len() {
+        if let Err(e) = sender.send(&delivery, index, stopping) {
             // Stopping while librdkafka's queue is full: the record is
             // not finished, so the partition's next owner routes it again.
             if !stopping() {
-                offsets.fail(&ack, format!("cannot produce to '{}': {e}", out.topic));
+                delivery.fail(index, &e);
             }
             break;
         }
@@ -413,10 +417,10 @@ fn decide(
     parts: &WorkerParts,
     instance: &mut RouteInstance,
     record: &Arc<SourceRecord>,
-    mut first: Option<Result<Vec<Routed>, RouteFailure>>,
+    mut first: Option<Result<RoutedOutputs, RouteFailure>>,
     meters: &mut Meters,
     stopping: &dyn Fn() -> bool,
-) -> Option<(Vec<Routed>, bool)> {
+) -> Option<(RoutedOutputs, bool)> {
     let route = &parts.route;
     loop {
         let (result, attempts) = attempt(route, instance, record, first.take(), meters, stopping)?;
@@ -438,9 +442,9 @@ fn decide(
         match route.policy() {
             FailurePolicy::DeadLetter(topic) => {
                 let dead = dead_letter(topic, record, &failure, attempts, instance);
-                return Some((vec![dead], false));
+                return Some((smallvec::smallvec![dead], false));
             }
-            FailurePolicy::Skip => return Some((Vec::new(), false)),
+            FailurePolicy::Skip => return Some((RoutedOutputs::new(), false)),
             FailurePolicy::Stop => {
                 // Hold the partition at this record until a new plugin
                 // version is swapped in; then route it again.
@@ -487,10 +491,10 @@ fn attempt(
     route: &Route,
     instance: &mut RouteInstance,
     record: &Arc<SourceRecord>,
-    mut first: Option<Result<Vec<Routed>, RouteFailure>>,
+    mut first: Option<Result<RoutedOutputs, RouteFailure>>,
     meters: &mut Meters,
     stopping: &dyn Fn() -> bool,
-) -> Option<(Result<Vec<Routed>, RouteFailure>, u32)> {
+) -> Option<(Result<RoutedOutputs, RouteFailure>, u32)> {
     let retry = &route.config.retry;
     let backoff = retry.backoff();
     let mut attempts = 0;
