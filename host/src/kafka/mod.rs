@@ -1,13 +1,15 @@
-//! Talking to Kafka: client settings, the output producer, topic metadata,
-//! and the consumer's context (rebalance hooks).
+//! Talking to Kafka: client settings, the output producer, partition
+//! queues, topic metadata, and the consumer's context (rebalance hooks).
 
 mod client;
 mod metadata;
 mod producer;
+mod queue;
 
 pub use client::{STATISTICS_INTERVAL_MS, consumer_config, producer_config};
 pub use metadata::TopicCache;
 pub use producer::{Delivery, OutputProducer, Sender};
+pub use queue::{FetchedMessage, PartitionQueue};
 
 /// librdkafka's own log lines, at the matching `tracing` level.
 pub(crate) fn client_log(

@@ -21,17 +21,17 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use self::offsets::PartitionOffsets;
 use self::transactions::{Transactions, TxnError};
 use self::worker::{Worker, WorkerParts};
 use crate::config::{FailurePolicy, RouterConfig};
-use crate::kafka::{self, OutputProducer, TopicCache};
+use crate::kafka::{self, OutputProducer, PartitionQueue, TopicCache};
 use crate::metrics::Metrics;
 use crate::plugin::{PluginEngine, PluginError, RouteFailure};
-use crate::record::{Header, SourceRecord};
+use crate::record::SourceRecord;
 use crate::route::{Route, Topics};
 use crate::status::Status;
 
@@ -570,7 +570,7 @@ impl Shared {
             .consumer
             .get()
             .and_then(Weak::upgrade)
-            .and_then(|consumer| consumer.split_partition_queue(topic, partition))
+            .and_then(|consumer| PartitionQueue::split(&consumer, topic, partition))
         else {
             tracing::error!(
                 topic,
@@ -1005,30 +1005,6 @@ fn stray(
     }
     if first {
         logged.push(key);
-    }
-}
-
-fn source_record<M: Message>(message: &M, topic: Arc<str>) -> SourceRecord {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| Header {
-                    key: h.key.to_owned(),
-                    value: bytes::Bytes::copy_from_slice(h.value.unwrap_or_default()),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    SourceRecord {
-        topic,
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp_ms: message.timestamp().to_millis(),
-        key: message.key().map(bytes::Bytes::copy_from_slice),
-        value: message.payload().map(bytes::Bytes::copy_from_slice),
-        headers,
     }
 }
 

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prometheus_client::metrics::histogram::Histogram;
-use rdkafka::consumer::base_consumer::PartitionQueue;
 
 use super::offsets::PartitionOffsets;
-use super::{FailureSink, RecordFailure, RouterContext, source_record};
+use super::{FailureSink, RecordFailure, RouterContext};
 use crate::config::FailurePolicy;
-use crate::kafka::{Delivery, OutputProducer, Sender};
+use crate::kafka::{Delivery, FetchedMessage, OutputProducer, PartitionQueue, Sender};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::plugin::{FailureKind, Plugin, RouteFailure};
 use crate::record::{Header, Output, OutputHeaders, SourceRecord};
@@ -221,21 +220,19 @@ fn run(parts: &WorkerParts, queue: &Queue, topic: &Arc<str>, stop: &AtomicBool) 
     let mut meters = Meters::new(parts, &instance);
     let mut sender = Sender::new(parts.producer.clone());
     let mut size = CallSize::FULL;
+    let mut fetched: Vec<FetchedMessage> = Vec::with_capacity(BATCH);
     let mut records: Vec<Arc<SourceRecord>> = Vec::with_capacity(BATCH);
     while !stopping() {
         // Wait for a record, then take what else is at hand.
+        queue.take(POLL_WAIT, BATCH, &mut fetched);
         records.clear();
-        let mut wait = POLL_WAIT;
-        while records.len() < BATCH {
-            match queue.poll(wait) {
-                None => break,
-                Some(Ok(message)) => records.push(Arc::new(source_record(&message, topic.clone()))),
-                Some(Err(e)) => {
+        for message in fetched.drain(..) {
+            match message.error() {
+                None => records.push(Arc::new(message.record(topic.clone()))),
+                Some(e) => {
                     tracing::warn!(topic = offsets.topic(), partition = offsets.partition(), error = %e, "consumer error");
-                    break;
                 }
             }
-            wait = Duration::ZERO;
         }
         if !handle_batch(
             parts,

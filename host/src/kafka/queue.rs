@@ -1,0 +1,267 @@
+//! A partition's own queue of fetched records, read in batches through
+//! librdkafka's C API.
+//!
+//! rdkafka's `PartitionQueue::poll` hands out one message per call, each
+//! wrapped in a reference-counted event, with the clock read per message;
+//! a worker routing a partition wants what the queue holds at once.
+//! librdkafka's batch call (`rd_kafka_consume_batch_queue`, what
+//! confluent-kafka's `consume(num_messages)` uses on a high-level
+//! consumer's queue) gives exactly that, with the same care for outdated
+//! and control messages and for the application's position as its
+//! single-message poll.
+
+use std::ffi::CStr;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::bindings as rd;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::record::{Header, SourceRecord};
+
+/// A partition's queue, split from its consumer's: the partition's records
+/// come here and nowhere else.
+pub struct PartitionQueue<C: ConsumerContext> {
+    queue: NonNull<rd::rd_kafka_queue_t>,
+    /// The client the queue belongs to, alive as long as the queue.
+    consumer: Arc<BaseConsumer<C>>,
+}
+
+#[allow(unsafe_code, reason = "a librdkafka queue handle")]
+// SAFETY: librdkafka's queues are thread-safe: any thread may consume from
+// or destroy a queue handle.
+unsafe impl<C: ConsumerContext> Send for PartitionQueue<C> {}
+#[allow(unsafe_code, reason = "a librdkafka queue handle")]
+// SAFETY: as for `Send`; `take` only calls thread-safe librdkafka functions.
+unsafe impl<C: ConsumerContext> Sync for PartitionQueue<C> {}
+
+impl<C: ConsumerContext> std::fmt::Debug for PartitionQueue<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionQueue").finish_non_exhaustive()
+    }
+}
+
+impl<C: ConsumerContext> PartitionQueue<C> {
+    /// Splits `topic`/`partition`'s queue from `consumer`'s queue; `None`
+    /// when librdkafka has no queue for it (an invalid topic name).
+    ///
+    /// Once split, librdkafka never forwards the partition's fetched
+    /// records to the consumer's queue again, even when the partition is
+    /// assigned after the split (it marks the queue as the application's).
+    pub fn split(consumer: &Arc<BaseConsumer<C>>, topic: &str, partition: i32) -> Option<Self> {
+        let topic = std::ffi::CString::new(topic).ok()?;
+        let rk = consumer.client().native_ptr();
+        #[allow(unsafe_code, reason = "getting and unforwarding a partition's queue")]
+        // SAFETY: `rk` is the live client `consumer` owns; the queue handle
+        // returned is ours to destroy (in `drop`). Forwarding to null
+        // detaches it from the consumer's queue.
+        let queue = unsafe {
+            let queue = rd::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition);
+            if !queue.is_null() {
+                rd::rd_kafka_queue_forward(queue, ptr::null_mut());
+            }
+            queue
+        };
+        Some(Self {
+            queue: NonNull::new(queue)?,
+            consumer: consumer.clone(),
+        })
+    }
+
+    /// Waits up to `wait` for a message, then takes what else is at hand
+    /// without waiting, up to `max` in all, in the partition's order, into
+    /// `into`.
+    pub fn take(&self, wait: Duration, max: usize, into: &mut Vec<FetchedMessage>) {
+        let start = into.len();
+        self.batch(0, max, into);
+        if into.len() == start && !wait.is_zero() && max > 0 {
+            let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+            // Waits only for the first: a batch call waits to fill itself.
+            self.batch(wait_ms, 1, into);
+            if into.len() > start {
+                self.batch(0, max - 1, into);
+            }
+        }
+    }
+
+    /// Takes up to `max` messages into `into`, waiting up to `wait_ms` for
+    /// them all.
+    fn batch(&self, wait_ms: i32, max: usize, into: &mut Vec<FetchedMessage>) {
+        if max == 0 {
+            return;
+        }
+        into.reserve(max);
+        let start = into.len();
+        let spare = into.spare_capacity_mut();
+        #[allow(unsafe_code, reason = "consuming a batch of messages from librdkafka")]
+        // SAFETY: the queue is live; librdkafka writes at most `max`
+        // message pointers into the vector's spare capacity (reserved
+        // above), each one ours to destroy. `FetchedMessage` is a
+        // transparent non-null pointer, so the written pointers are valid
+        // values of it.
+        let taken = unsafe {
+            rd::rd_kafka_consume_batch_queue(
+                self.queue.as_ptr(),
+                wait_ms,
+                spare.as_mut_ptr().cast::<*mut rd::rd_kafka_message_t>(),
+                max,
+            )
+        };
+        // -1 is an error of the call itself, and leaves nothing written.
+        let taken = usize::try_from(taken).unwrap_or(0).min(max);
+        #[allow(unsafe_code, reason = "taking the messages librdkafka wrote")]
+        // SAFETY: librdkafka initialised the first `taken` spare slots.
+        unsafe {
+            into.set_len(start + taken);
+        }
+    }
+
+    /// The consumer the queue belongs to.
+    #[must_use]
+    pub fn consumer(&self) -> &Arc<BaseConsumer<C>> {
+        &self.consumer
+    }
+}
+
+impl<C: ConsumerContext> Drop for PartitionQueue<C> {
+    fn drop(&mut self) {
+        #[allow(unsafe_code, reason = "releasing a queue handle")]
+        // SAFETY: the handle came from `rd_kafka_queue_get_partition` and is
+        // released once, while the client (`self.consumer`) is alive.
+        unsafe {
+            rd::rd_kafka_queue_destroy(self.queue.as_ptr());
+        }
+    }
+}
+
+/// A message taken from a partition's queue: a record, or a consumer error.
+#[repr(transparent)]
+pub struct FetchedMessage(NonNull<rd::rd_kafka_message_t>);
+
+#[allow(unsafe_code, reason = "a librdkafka message")]
+// SAFETY: a consumed message is immutable and may be read and destroyed
+// from any thread.
+unsafe impl Send for FetchedMessage {}
+
+impl std::fmt::Debug for FetchedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchedMessage")
+            .field("offset", &self.native().offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FetchedMessage {
+    fn native(&self) -> &rd::rd_kafka_message_t {
+        #[allow(unsafe_code, reason = "reading a librdkafka message")]
+        // SAFETY: the pointer is live until `drop`.
+        unsafe {
+            self.0.as_ref()
+        }
+    }
+
+    /// The consumer error this message carries instead of a record, if it
+    /// does.
+    #[must_use]
+    pub fn error(&self) -> Option<KafkaError> {
+        let native = self.native();
+        if native.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return None;
+        }
+        Some(KafkaError::MessageConsumption(RDKafkaErrorCode::from(
+            native.err,
+        )))
+    }
+
+    /// The record, its bytes copied, for `topic` (the partition's).
+    #[must_use]
+    pub fn record(&self, topic: Arc<str>) -> SourceRecord {
+        let native = self.native();
+        SourceRecord {
+            topic,
+            partition: native.partition,
+            offset: native.offset,
+            timestamp_ms: self.timestamp_ms(),
+            key: bytes_at(native.key.cast_const(), native.key_len),
+            value: bytes_at(native.payload.cast_const(), native.len),
+            headers: self.headers(),
+        }
+    }
+
+    fn timestamp_ms(&self) -> Option<i64> {
+        let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        #[allow(unsafe_code, reason = "reading a librdkafka message")]
+        // SAFETY: the message is live; `kind` is written.
+        let timestamp = unsafe { rd::rd_kafka_message_timestamp(self.0.as_ptr(), &raw mut kind) };
+        (kind != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && timestamp != -1)
+            .then_some(timestamp)
+    }
+
+    /// The headers, in order. A name that is not UTF-8 is read lossily
+    /// (header names are strings to plugins).
+    fn headers(&self) -> Vec<Header> {
+        let mut native = ptr::null_mut();
+        #[allow(unsafe_code, reason = "reading a librdkafka message's headers")]
+        // SAFETY: the message is live; the headers list it returns belongs
+        // to the message.
+        let err = unsafe { rd::rd_kafka_message_headers(self.0.as_ptr(), &raw mut native) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || native.is_null() {
+            return Vec::new();
+        }
+        #[allow(unsafe_code, reason = "reading a librdkafka headers list")]
+        // SAFETY: the list is the live message's.
+        let count = unsafe { rd::rd_kafka_header_cnt(native) };
+        let mut headers = Vec::with_capacity(count);
+        for index in 0..count {
+            let mut name = ptr::null();
+            let mut value = ptr::null();
+            let mut size = 0;
+            #[allow(unsafe_code, reason = "reading a librdkafka header")]
+            // SAFETY: the list is the live message's; the name is a
+            // NUL-terminated string and the value `size` bytes (or null),
+            // both alive as long as the message.
+            let header = unsafe {
+                let err = rd::rd_kafka_header_get_all(
+                    native,
+                    index,
+                    &raw mut name,
+                    &raw mut value,
+                    &raw mut size,
+                );
+                (err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && !name.is_null())
+                    .then(|| Header {
+                        key: CStr::from_ptr(name).to_string_lossy().into_owned(),
+                        value: bytes_at(value.cast(), size).unwrap_or_default(),
+                    })
+            };
+            headers.extend(header);
+        }
+        headers
+    }
+}
+
+/// A copy of the `len` bytes at `data`; `None` for a null pointer.
+fn bytes_at(data: *const std::ffi::c_void, len: usize) -> Option<Bytes> {
+    if data.is_null() {
+        return None;
+    }
+    #[allow(unsafe_code, reason = "copying bytes librdkafka owns")]
+    // SAFETY: callers pass a live message's key, value or header value:
+    // `len` readable bytes at a non-null `data`.
+    let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+    Some(Bytes::copy_from_slice(bytes))
+}
+
+impl Drop for FetchedMessage {
+    fn drop(&mut self) {
+        #[allow(unsafe_code, reason = "releasing a consumed message")]
+        // SAFETY: the message came from a consume call and is released
+        // once.
+        unsafe {
+            rd::rd_kafka_message_destroy(self.0.as_ptr());
+        }
+    }
+}
