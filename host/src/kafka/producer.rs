@@ -102,7 +102,16 @@ impl ProducerContext for DeliveryContext {
                 if let Some(produced) = &delivery.produced {
                     produced.inc();
                 }
-                delivery.offsets.acknowledge(&delivery.ack);
+                match Arc::try_unwrap(delivery) {
+                    // The last reference: the worker frees the outputs.
+                    Ok(Delivery {
+                        ack,
+                        offsets,
+                        outputs,
+                        ..
+                    }) => offsets.acknowledge_last(&ack, outputs),
+                    Err(delivery) => delivery.offsets.acknowledge(&delivery.ack),
+                }
             }
             Err((error, _)) => delivery.offsets.fail(&delivery.ack, error.to_string()),
         }
@@ -491,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn outputs_arrive_as_given_and_their_values_are_held_until_their_reports() {
+    fn outputs_arrive_as_given_and_their_values_are_held_until_their_reports_then_handed_back() {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("out", PARTITIONS, 1).unwrap();
         cluster.create_topic("by-name", PARTITIONS, 1).unwrap();
@@ -512,12 +521,26 @@ mod tests {
             if let Some(own) = own {
                 output.value = Data::Bytes(own.clone());
             }
-            let delivery = Delivery::new(&offsets, source.offset, out(output), None);
-            sender.send(&delivery, 0, &|| false).unwrap();
+            // Ours is dropped as soon as it is sent, long before its report
+            // (librdkafka lingers 5 ms before sending).
+            sender
+                .send(
+                    &Delivery::new(&offsets, source.offset, out(output), None),
+                    0,
+                    &|| false,
+                )
+                .unwrap();
         }
-        // Every report acknowledged, and with it every value let go.
+        // Every report acknowledged, and each record's last one handed its
+        // outputs back for the worker to free: they still hold the values.
         wait_for("the delivery reports", || offsets.stored() == Some(20));
         assert!(offsets.failure().is_none());
+        let mut retired = Vec::new();
+        offsets.take_retired(&mut retired);
+        assert_eq!(retired.len(), sources.len());
+        assert!(sources.iter().all(|source| Arc::strong_count(source) == 2));
+        // Freed, every value is let go.
+        retired.clear();
         for (source, own) in sources.iter().zip(&own) {
             assert_eq!(Arc::strong_count(source), 1, "record {}", source.offset);
             assert!(source.value.as_ref().unwrap().is_unique());

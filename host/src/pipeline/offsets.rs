@@ -14,6 +14,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::route::RoutedOutputs;
+
 /// A record registered for acknowledgement: its place in its partition's
 /// order, and how many of its outputs are still unacknowledged.
 #[derive(Debug)]
@@ -58,6 +60,9 @@ struct State {
     stored: Option<i64>,
     /// `stored` moved since [`PartitionOffsets::take_unstored`] last took it.
     unstored: bool,
+    /// Outputs of finished records handed back by the delivery thread, for
+    /// the partition's worker to free ([`PartitionOffsets::take_retired`]).
+    retired: Vec<RoutedOutputs>,
     /// Set when an output could not be delivered: the partition stops
     /// advancing, so nothing past the record is ever committed.
     failed: Option<String>,
@@ -123,16 +128,37 @@ impl PartitionOffsets {
 
     /// One output of `ack`'s record was acknowledged.
     pub fn acknowledge(&self, ack: &RecordAck) {
-        if ack.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
+        if ack.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            Self::finish(&mut self.state(), ack);
         }
+    }
+
+    /// The last acknowledgement of `ack`'s record, handing back its
+    /// `outputs` for the partition's worker to free: memory is freed
+    /// fastest by the thread that allocated it, and the records an output
+    /// refers to were allocated by the worker.
+    pub fn acknowledge_last(&self, ack: &RecordAck, outputs: RoutedOutputs) {
+        let finished = ack.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
         let mut state = self.state();
+        if finished {
+            Self::finish(&mut state, ack);
+        }
+        state.retired.push(outputs);
+    }
+
+    /// Swaps what was handed back since the last call into `into` (given
+    /// empty), for the caller to free; both vectors keep their capacity.
+    pub fn take_retired(&self, into: &mut Vec<RoutedOutputs>) {
+        std::mem::swap(&mut self.state().retired, into);
+    }
+
+    fn finish(state: &mut State, ack: &RecordAck) {
         // Only unfinished records are pending, and a record finishes once.
         let index = usize::try_from(ack.seq - state.front).unwrap_or(usize::MAX);
         if let Some(pending) = state.pending.get_mut(index) {
             pending.finished = true;
         }
-        Self::advance(&mut state);
+        Self::advance(state);
     }
 
     /// An output of `ack`'s record could not be delivered: this partition

@@ -222,7 +222,11 @@ fn run(parts: &WorkerParts, queue: &Queue, topic: &Arc<str>, stop: &AtomicBool) 
     let mut size = CallSize::FULL;
     let mut fetched: Vec<FetchedMessage> = Vec::with_capacity(BATCH);
     let mut records: Vec<Arc<SourceRecord>> = Vec::with_capacity(BATCH);
+    let mut retired = Vec::new();
     while !stopping() {
+        // Free what the delivery thread handed back.
+        offsets.take_retired(&mut retired);
+        retired.clear();
         // Wait for a record, then take what else is at hand.
         queue.take(POLL_WAIT, BATCH, &mut fetched);
         records.clear();
