@@ -26,8 +26,8 @@ use crate::record::{Header, SourceRecord};
 /// come here and nowhere else.
 pub struct PartitionQueue<C: ConsumerContext> {
     queue: NonNull<rd::rd_kafka_queue_t>,
-    /// The client the queue belongs to, alive as long as the queue.
-    consumer: Arc<BaseConsumer<C>>,
+    /// The client the queue belongs to, kept alive as long as the queue.
+    _consumer: Arc<BaseConsumer<C>>,
 }
 
 #[allow(unsafe_code, reason = "a librdkafka queue handle")]
@@ -67,7 +67,7 @@ impl<C: ConsumerContext> PartitionQueue<C> {
         };
         Some(Self {
             queue: NonNull::new(queue)?,
-            consumer: consumer.clone(),
+            _consumer: consumer.clone(),
         })
     }
 
@@ -118,19 +118,13 @@ impl<C: ConsumerContext> PartitionQueue<C> {
             into.set_len(start + taken);
         }
     }
-
-    /// The consumer the queue belongs to.
-    #[must_use]
-    pub fn consumer(&self) -> &Arc<BaseConsumer<C>> {
-        &self.consumer
-    }
 }
 
 impl<C: ConsumerContext> Drop for PartitionQueue<C> {
     fn drop(&mut self) {
         #[allow(unsafe_code, reason = "releasing a queue handle")]
         // SAFETY: the handle came from `rd_kafka_queue_get_partition` and is
-        // released once, while the client (`self.consumer`) is alive.
+        // released once, while the client (`self._consumer`) is alive.
         unsafe {
             rd::rd_kafka_queue_destroy(self.queue.as_ptr());
         }
@@ -262,6 +256,180 @@ impl Drop for FetchedMessage {
         // once.
         unsafe {
             rd::rd_kafka_message_destroy(self.0.as_ptr());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use std::ffi::CString;
+    use std::time::Instant;
+
+    use rdkafka::consumer::DefaultConsumerContext;
+    use rdkafka::message::Message;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    use super::*;
+
+    /// A record to produce: key, value, headers (name and value, raw
+    /// bytes), timestamp.
+    type Raw<'a> = (&'a [u8], &'a [u8], &'a [(&'a [u8], &'a [u8])], i64);
+
+    /// Produces records whose header names are raw bytes (rdkafka's API
+    /// only takes `&str` names).
+    fn produce(bootstrap: &str, records: &[Raw<'_>]) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        let topic = CString::new("in").unwrap();
+        for (key, value, headers, timestamp) in records {
+            #[allow(unsafe_code, reason = "producing raw headers through librdkafka")]
+            // SAFETY: a new headers list, filled with copies of the names and
+            // values, handed to librdkafka with the message (which copies
+            // key and value: RD_KAFKA_MSG_F_COPY) and freed by it.
+            unsafe {
+                let list = rd::rd_kafka_headers_new(headers.len());
+                for (name, value) in *headers {
+                    rd::rd_kafka_header_add(
+                        list,
+                        name.as_ptr().cast(),
+                        isize::try_from(name.len()).unwrap(),
+                        value.as_ptr().cast(),
+                        isize::try_from(value.len()).unwrap(),
+                    );
+                }
+                let mem = |data: &[u8]| rd::rd_kafka_vu_s__bindgen_ty_1 {
+                    mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+                        ptr: data.as_ptr().cast_mut().cast(),
+                        size: data.len(),
+                    },
+                };
+                use rd::rd_kafka_vtype_t as t;
+                let vus = [
+                    rd::rd_kafka_vu_t {
+                        vtype: t::RD_KAFKA_VTYPE_TOPIC,
+                        u: rd::rd_kafka_vu_s__bindgen_ty_1 {
+                            cstr: topic.as_ptr(),
+                        },
+                    },
+                    rd::rd_kafka_vu_t {
+                        vtype: t::RD_KAFKA_VTYPE_PARTITION,
+                        u: rd::rd_kafka_vu_s__bindgen_ty_1 { i32_: 0 },
+                    },
+                    rd::rd_kafka_vu_t {
+                        vtype: t::RD_KAFKA_VTYPE_MSGFLAGS,
+                        u: rd::rd_kafka_vu_s__bindgen_ty_1 {
+                            i: rd::RD_KAFKA_MSG_F_COPY,
+                        },
+                    },
+                    rd::rd_kafka_vu_t {
+                        vtype: t::RD_KAFKA_VTYPE_KEY,
+                        u: mem(key),
+                    },
+                    rd::rd_kafka_vu_t {
+                        vtype: t::RD_KAFKA_VTYPE_VALUE,
+                        u: mem(value),
+                    },
+                    rd::rd_kafka_vu_t {
+                        vtype: t::RD_KAFKA_VTYPE_TIMESTAMP,
+                        u: rd::rd_kafka_vu_s__bindgen_ty_1 { i64_: *timestamp },
+                    },
+                    rd::rd_kafka_vu_t {
+                        vtype: t::RD_KAFKA_VTYPE_HEADERS,
+                        u: rd::rd_kafka_vu_s__bindgen_ty_1 { headers: list },
+                    },
+                ];
+                let error =
+                    rd::rd_kafka_produceva(producer.client().native_ptr(), vus.as_ptr(), vus.len());
+                assert!(error.is_null(), "produce failed");
+            }
+        }
+        producer.flush(Duration::from_secs(20)).unwrap();
+    }
+
+    #[test]
+    fn a_split_queue_hands_out_whole_records_in_batches_even_with_a_header_name_that_is_not_utf8() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("in", 1, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let count = 300;
+        let values: Vec<Vec<u8>> = (0..count)
+            .map(|i| format!("value {i}").into_bytes())
+            .collect();
+        let records: Vec<Raw<'_>> = values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let headers: &[(&[u8], &[u8])] = if i == 7 {
+                    &[(b"tenant-id", b"acme"), (b"bad-\xff-name", b"kept")]
+                } else {
+                    &[(b"tenant-id", b"acme")]
+                };
+                let key: &[u8] = b"k";
+                (key, value.as_slice(), headers, 1_700_000_000_000 + i as i64)
+            })
+            .collect();
+        produce(&bootstrap, &records);
+
+        let consumer: Arc<BaseConsumer<DefaultConsumerContext>> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", "queue-test")
+                .create()
+                .unwrap(),
+        );
+        // Split before the partition is assigned, as the router does.
+        let queue = PartitionQueue::split(&consumer, "in", 0).unwrap();
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset("in", 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&assignment).unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut fetched = Vec::new();
+        let mut read = Vec::new();
+        let mut largest = 0;
+        while read.len() < count {
+            assert!(Instant::now() < deadline, "read {} of {count}", read.len());
+            // The consumer's own queue is served, as the router's consumer
+            // thread does; none of the partition's records may come here.
+            if let Some(Ok(message)) = consumer.poll(Duration::ZERO) {
+                panic!("record {} reached the consumer's queue", message.offset());
+            }
+            queue.take(Duration::from_millis(100), 128, &mut fetched);
+            assert!(fetched.len() <= 128);
+            largest = largest.max(fetched.len());
+            for message in fetched.drain(..) {
+                assert!(message.error().is_none(), "{:?}", message.error());
+                read.push(message.record("in".into()));
+            }
+        }
+        assert_eq!(read.len(), count);
+        assert!(largest > 1, "taken in batches, not one by one");
+        for (i, record) in read.iter().enumerate() {
+            assert_eq!(record.offset, i as i64);
+            assert_eq!(record.partition, 0);
+            assert_eq!(&*record.topic, "in");
+            assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
+            assert_eq!(record.value.as_deref(), Some(values[i].as_slice()));
+            assert_eq!(record.timestamp_ms, Some(1_700_000_000_000 + i as i64));
+            let mut want = vec![Header {
+                key: "tenant-id".into(),
+                value: Bytes::from_static(b"acme"),
+            }];
+            if i == 7 {
+                want.push(Header {
+                    key: "bad-\u{fffd}-name".into(),
+                    value: Bytes::from_static(b"kept"),
+                });
+            }
+            assert_eq!(record.headers, want, "record {i}");
         }
     }
 }
