@@ -7,10 +7,13 @@
 //! librdkafka's batch call (`rd_kafka_consume_batch_queue`, what
 //! confluent-kafka's `consume(num_messages)` uses on a high-level
 //! consumer's queue) gives exactly that, with the same care for outdated
-//! and control messages and for the application's position as its
-//! single-message poll.
+//! and control messages as its single-message poll. (Unlike that poll, it
+//! also moves the partition's position past a consumer error's offset;
+//! the router never pauses a partition it routes, where that position
+//! would matter, and commits only the offsets it stored.)
 
 use std::ffi::CStr;
+use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 
 use crate::record::{Header, SourceRecord};
 
@@ -74,7 +77,7 @@ impl<C: ConsumerContext> PartitionQueue<C> {
     /// Waits up to `wait` for a message, then takes what else is at hand
     /// without waiting, up to `max` in all, in the partition's order, into
     /// `into`.
-    pub fn take(&self, wait: Duration, max: usize, into: &mut Vec<FetchedMessage>) {
+    pub fn take<'q>(&'q self, wait: Duration, max: usize, into: &mut Vec<FetchedMessage<'q>>) {
         let start = into.len();
         self.batch(0, max, into);
         if into.len() == start && !wait.is_zero() && max > 0 {
@@ -89,7 +92,7 @@ impl<C: ConsumerContext> PartitionQueue<C> {
 
     /// Takes up to `max` messages into `into`, waiting up to `wait_ms` for
     /// them all.
-    fn batch(&self, wait_ms: i32, max: usize, into: &mut Vec<FetchedMessage>) {
+    fn batch<'q>(&'q self, wait_ms: i32, max: usize, into: &mut Vec<FetchedMessage<'q>>) {
         if max == 0 {
             return;
         }
@@ -100,8 +103,8 @@ impl<C: ConsumerContext> PartitionQueue<C> {
         // SAFETY: the queue is live; librdkafka writes at most `max`
         // message pointers into the vector's spare capacity (reserved
         // above), each one ours to destroy. `FetchedMessage` is a
-        // transparent non-null pointer, so the written pointers are valid
-        // values of it.
+        // transparent non-null pointer (its other field is zero-sized), so
+        // the written pointers are valid values of it.
         let taken = unsafe {
             rd::rd_kafka_consume_batch_queue(
                 self.queue.as_ptr(),
@@ -132,15 +135,17 @@ impl<C: ConsumerContext> Drop for PartitionQueue<C> {
 }
 
 /// A message taken from a partition's queue: a record, or a consumer error.
+/// It borrows the queue, and so its client, which must outlive it
+/// (librdkafka does not allow destroying a message after its client).
 #[repr(transparent)]
-pub struct FetchedMessage(NonNull<rd::rd_kafka_message_t>);
+pub struct FetchedMessage<'q>(NonNull<rd::rd_kafka_message_t>, PhantomData<&'q ()>);
 
 #[allow(unsafe_code, reason = "a librdkafka message")]
-// SAFETY: a consumed message is immutable and may be read and destroyed
-// from any thread.
-unsafe impl Send for FetchedMessage {}
+// SAFETY: a consumed message is only read (its headers parsed on first
+// use) by the one thread holding it, and may be destroyed from any thread.
+unsafe impl Send for FetchedMessage<'_> {}
 
-impl std::fmt::Debug for FetchedMessage {
+impl std::fmt::Debug for FetchedMessage<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FetchedMessage")
             .field("offset", &self.native().offset)
@@ -148,7 +153,7 @@ impl std::fmt::Debug for FetchedMessage {
     }
 }
 
-impl FetchedMessage {
+impl FetchedMessage<'_> {
     fn native(&self) -> &rd::rd_kafka_message_t {
         #[allow(unsafe_code, reason = "reading a librdkafka message")]
         // SAFETY: the pointer is live until `drop`.
@@ -158,16 +163,25 @@ impl FetchedMessage {
     }
 
     /// The consumer error this message carries instead of a record, if it
-    /// does.
+    /// does, with librdkafka's words for it.
     #[must_use]
-    pub fn error(&self) -> Option<KafkaError> {
+    pub fn error(&self) -> Option<String> {
         let native = self.native();
         if native.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return None;
         }
-        Some(KafkaError::MessageConsumption(RDKafkaErrorCode::from(
-            native.err,
-        )))
+        let code = RDKafkaErrorCode::from(native.err);
+        #[allow(unsafe_code, reason = "reading a librdkafka message's error text")]
+        // SAFETY: the message is live; the text, if any, is a
+        // NUL-terminated string it owns.
+        let text = unsafe {
+            let text = rd::rd_kafka_message_errstr(self.0.as_ptr());
+            (!text.is_null()).then(|| CStr::from_ptr(text).to_string_lossy().into_owned())
+        };
+        Some(match text {
+            Some(text) if !text.is_empty() => format!("{code}: {text}"),
+            _ => code.to_string(),
+        })
     }
 
     /// The record, its bytes copied, for `topic` (the partition's).
@@ -249,7 +263,7 @@ fn bytes_at(data: *const std::ffi::c_void, len: usize) -> Option<Bytes> {
     Some(Bytes::copy_from_slice(bytes))
 }
 
-impl Drop for FetchedMessage {
+impl Drop for FetchedMessage<'_> {
     fn drop(&mut self) {
         #[allow(unsafe_code, reason = "releasing a consumed message")]
         // SAFETY: the message came from a consume call and is released
@@ -275,9 +289,11 @@ mod tests {
 
     use super::*;
 
-    /// A record to produce: key, value, headers (name and value, raw
-    /// bytes), timestamp.
-    type Raw<'a> = (&'a [u8], &'a [u8], &'a [(&'a [u8], &'a [u8])], i64);
+    /// A header to produce: name (raw bytes) and value (`None`: null).
+    type RawHeader<'a> = (&'a [u8], Option<&'a [u8]>);
+
+    /// A record to produce: key, value (`None`: null), headers, timestamp.
+    type Raw<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a [RawHeader<'a>], i64);
 
     /// Produces records whose header names are raw bytes (rdkafka's API
     /// only takes `&str` names).
@@ -299,14 +315,14 @@ mod tests {
                         list,
                         name.as_ptr().cast(),
                         isize::try_from(name.len()).unwrap(),
-                        value.as_ptr().cast(),
-                        isize::try_from(value.len()).unwrap(),
+                        value.map_or(ptr::null(), |v| v.as_ptr().cast()),
+                        isize::try_from(value.map_or(0, <[u8]>::len)).unwrap(),
                     );
                 }
-                let mem = |data: &[u8]| rd::rd_kafka_vu_s__bindgen_ty_1 {
+                let mem = |data: Option<&[u8]>| rd::rd_kafka_vu_s__bindgen_ty_1 {
                     mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
-                        ptr: data.as_ptr().cast_mut().cast(),
-                        size: data.len(),
+                        ptr: data.map_or(ptr::null_mut(), |d| d.as_ptr().cast_mut().cast()),
+                        size: data.map_or(0, <[u8]>::len),
                     },
                 };
                 use rd::rd_kafka_vtype_t as t;
@@ -329,11 +345,11 @@ mod tests {
                     },
                     rd::rd_kafka_vu_t {
                         vtype: t::RD_KAFKA_VTYPE_KEY,
-                        u: mem(key),
+                        u: mem(*key),
                     },
                     rd::rd_kafka_vu_t {
                         vtype: t::RD_KAFKA_VTYPE_VALUE,
-                        u: mem(value),
+                        u: mem(*value),
                     },
                     rd::rd_kafka_vu_t {
                         vtype: t::RD_KAFKA_VTYPE_TIMESTAMP,
@@ -353,7 +369,8 @@ mod tests {
     }
 
     #[test]
-    fn a_split_queue_hands_out_whole_records_in_batches_even_with_a_header_name_that_is_not_utf8() {
+    fn a_split_queue_hands_out_whole_records_in_batches_nulls_and_a_header_name_that_is_not_utf8_too()
+     {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("in", 1, 1).unwrap();
         let bootstrap = cluster.bootstrap_servers();
@@ -365,13 +382,21 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, value)| {
-                let headers: &[(&[u8], &[u8])] = if i == 7 {
-                    &[(b"tenant-id", b"acme"), (b"bad-\xff-name", b"kept")]
-                } else {
-                    &[(b"tenant-id", b"acme")]
+                let headers: &[RawHeader<'_>] = match i {
+                    7 => &[
+                        (b"tenant-id", Some(b"acme")),
+                        (b"bad-\xff-name", Some(b"kept")),
+                    ],
+                    8 => &[(b"tenant-id", Some(b"acme")), (b"null", None)],
+                    _ => &[(b"tenant-id", Some(b"acme"))],
                 };
-                let key: &[u8] = b"k";
-                (key, value.as_slice(), headers, 1_700_000_000_000 + i as i64)
+                // Record 9 has a null key and a null value.
+                let (key, value) = if i == 9 {
+                    (None, None)
+                } else {
+                    (Some(&b"k"[..]), Some(value.as_slice()))
+                };
+                (key, value, headers, 1_700_000_000_000 + i as i64)
             })
             .collect();
         produce(&bootstrap, &records);
@@ -416,8 +441,12 @@ mod tests {
             assert_eq!(record.offset, i as i64);
             assert_eq!(record.partition, 0);
             assert_eq!(&*record.topic, "in");
-            assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
-            assert_eq!(record.value.as_deref(), Some(values[i].as_slice()));
+            if i == 9 {
+                assert_eq!((&record.key, &record.value), (&None, &None));
+            } else {
+                assert_eq!(record.key.as_deref(), Some(&b"k"[..]));
+                assert_eq!(record.value.as_deref(), Some(values[i].as_slice()));
+            }
             assert_eq!(record.timestamp_ms, Some(1_700_000_000_000 + i as i64));
             let mut want = vec![Header {
                 key: "tenant-id".into(),
@@ -427,6 +456,13 @@ mod tests {
                 want.push(Header {
                     key: "bad-\u{fffd}-name".into(),
                     value: Bytes::from_static(b"kept"),
+                });
+            }
+            // A null header value reads as empty (plugins see bytes).
+            if i == 8 {
+                want.push(Header {
+                    key: "null".into(),
+                    value: Bytes::new(),
                 });
             }
             assert_eq!(record.headers, want, "record {i}");

@@ -152,10 +152,20 @@ impl PartitionOffsets {
         std::mem::swap(&mut self.state().retired, into);
     }
 
+    /// Frees what was handed back, and the room it took (a worker held
+    /// at a record, or gone).
+    pub fn free_retired(&self) {
+        drop(std::mem::take(&mut self.state().retired));
+    }
+
     fn finish(state: &mut State, ack: &RecordAck) {
         // Only unfinished records are pending, and a record finishes once.
-        let index = usize::try_from(ack.seq - state.front).unwrap_or(usize::MAX);
-        if let Some(pending) = state.pending.get_mut(index) {
+        let index = ack
+            .seq
+            .checked_sub(state.front)
+            .and_then(|index| usize::try_from(index).ok());
+        debug_assert!(index.is_some(), "record at {} finished twice", ack.offset);
+        if let Some(pending) = index.and_then(|index| state.pending.get_mut(index)) {
             pending.finished = true;
         }
         Self::advance(state);

@@ -220,7 +220,7 @@ fn run(parts: &WorkerParts, queue: &Queue, topic: &Arc<str>, stop: &AtomicBool) 
     let mut meters = Meters::new(parts, &instance);
     let mut sender = Sender::new(parts.producer.clone());
     let mut size = CallSize::FULL;
-    let mut fetched: Vec<FetchedMessage> = Vec::with_capacity(BATCH);
+    let mut fetched: Vec<FetchedMessage<'_>> = Vec::with_capacity(BATCH);
     let mut records: Vec<Arc<SourceRecord>> = Vec::with_capacity(BATCH);
     let mut retired = Vec::new();
     while !stopping() {
@@ -251,6 +251,9 @@ fn run(parts: &WorkerParts, queue: &Queue, topic: &Arc<str>, stop: &AtomicBool) 
         }
     }
     route.set_halted(offsets.topic(), offsets.partition(), None);
+    // Reports may still come (a revocation waits for them); what they hand
+    // back then is freed with the partition's tracking.
+    offsets.free_retired();
 }
 
 /// Routes `records` (one partition's, in order) with as few plugin calls
@@ -466,6 +469,8 @@ fn decide(
                     }),
                 );
                 while !stopping() && route.generation() == generation {
+                    // Nothing is routed meanwhile: free what was in flight.
+                    parts.offsets.free_retired();
                     route.wait(generation, HALT_RECHECK, stopping);
                 }
                 if stopping() {
