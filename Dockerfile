@@ -21,7 +21,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin switchyard \
     && mkdir -p /etc/switchyard /plugins /var/cache/switchyard \
-    && chown switchyard /var/cache/switchyard
+    && chown switchyard /var/cache/switchyard \
+    && chmod 700 /var/cache/switchyard
 COPY --from=build /src/dist/switchyard /usr/local/bin/switchyard
 # The example plugins; mount your own over /plugins.
 COPY --from=build /src/dist/plugins/ /plugins/
@@ -29,7 +30,9 @@ COPY deploy/router.toml /etc/switchyard/router.toml
 
 USER switchyard
 # Compiled plugins are cached here (mount a volume to keep them across
-# restarts: a plugin seen before then loads in milliseconds).
+# restarts: a plugin seen before then loads in milliseconds). They are
+# native code: the folder must be the router user's alone (mode 700), or
+# the router does not use it.
 ENV SWITCHYARD_CACHE_DIR=/var/cache/switchyard \
     SWITCHYARD_LOG_FORMAT=json
 VOLUME ["/var/cache/switchyard"]

@@ -4,12 +4,15 @@ use std::collections::HashMap;
 use std::io::{BufReader, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::offline::{self, Targets};
+use crate::config::{LimitsConfig, OnFailure, Property, RetryConfig, RouteConfig};
+use crate::offline::{self, GivenTopics};
 use crate::plugin::{ArtifactCache, Limits, PluginEngine, RouteContext};
+use crate::route::Route;
 
 /// Kafka message router with hot-swappable WebAssembly routing plugins.
 #[derive(Debug, Parser)]
@@ -98,6 +101,11 @@ struct PluginArgs {
     /// it; repeat for several.
     #[arg(long = "partitions", short = 'p', value_name = "TOPIC=N", value_parser = topic_partitions)]
     partitions: Vec<(String, u32)>,
+    /// A topic outputs may go to, `*` matching any run of characters (the
+    /// route's `allowed_targets`); repeat for several. Without it, only
+    /// the default target, as in `switchyard run`.
+    #[arg(long = "allow", value_name = "PATTERN")]
+    allow: Vec<String>,
 }
 
 fn key_value(arg: &str) -> Result<(String, String), String> {
@@ -211,23 +219,50 @@ fn probe(addr: &str, path: &str) -> anyhow::Result<(bool, String)> {
 }
 
 impl PluginArgs {
-    fn targets(&self) -> Targets {
-        Targets {
-            default_target: self.target.clone(),
-            partitions: self.partitions.iter().cloned().collect::<HashMap<_, _>>(),
-        }
+    fn topics(&self) -> GivenTopics {
+        GivenTopics(self.partitions.iter().cloned().collect::<HashMap<_, _>>())
     }
 
     fn instantiate(&self) -> anyhow::Result<crate::plugin::PluginInstance> {
         let engine = plugin_engine()?;
         let plugin = engine.load(&self.plugin)?;
-        let targets = self.targets();
-        let context = RouteContext {
-            route: "offline".to_owned(),
-            default_target: targets.default_target,
-            partitions: std::sync::Arc::new(targets.partitions),
-        };
+        let context = RouteContext::new(
+            "offline".to_owned(),
+            self.target.clone(),
+            Arc::new(self.topics()),
+        );
         Ok(plugin.instantiate(&self.config, context, Limits::default())?)
+    }
+
+    /// The route `switchyard run` would have with these arguments: its
+    /// plugin, configuration, target and allowed targets, default limits.
+    fn route(&self) -> anyhow::Result<crate::route::RouteInstance> {
+        let engine = plugin_engine()?;
+        let plugin = engine.load(&self.plugin)?;
+        let config = RouteConfig {
+            name: "offline".to_owned(),
+            source_topics: vec!["input".to_owned()],
+            plugin: Some(self.plugin.clone()),
+            default_target: self.target.clone(),
+            allowed_targets: self.allow.clone(),
+            plugin_config: self
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), Property::Text(v.clone())))
+                .collect(),
+            limits: LimitsConfig::default(),
+            dead_letter_topic: None,
+            on_failure: Some(OnFailure::Skip),
+            retry: RetryConfig::default(),
+        };
+        if !config.allowed_targets.is_empty() && !config.allows(&config.default_target) {
+            bail!(
+                "--allow does not match the default target '{}' (--target)",
+                config.default_target
+            );
+        }
+        let route = Route::new(config, Some(plugin), Arc::new(self.topics()));
+        Ok(Arc::new(route).instance()?)
     }
 }
 
@@ -237,7 +272,7 @@ fn run_router(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let router = crate::pipeline::start(
         &config,
         &engine,
-        std::sync::Arc::new(crate::pipeline::LogFailures::default()),
+        Arc::new(crate::pipeline::LogFailures::default()),
     )?;
     tracing::info!(routes = config.routes.len(), group = %config.kafka.group_id, "routing");
     tokio::runtime::Builder::new_current_thread()
@@ -307,19 +342,14 @@ fn check(args: &PluginArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn route(args: &PluginArgs, input: &str) -> anyhow::Result<ExitCode> {
-    let mut instance = args.instantiate()?;
+    let mut instance = args.route()?;
     let stdout = std::io::stdout().lock();
     let summary = if input == "-" {
-        offline::route_lines(
-            &mut instance,
-            &args.targets(),
-            std::io::stdin().lock(),
-            stdout,
-        )
+        offline::route_lines(&mut instance, std::io::stdin().lock(), stdout)
     } else {
         let file =
             std::fs::File::open(input).with_context(|| format!("cannot open input '{input}'"))?;
-        offline::route_lines(&mut instance, &args.targets(), BufReader::new(file), stdout)
+        offline::route_lines(&mut instance, BufReader::new(file), stdout)
     }
     .context("cannot write output")?;
     tracing::info!(

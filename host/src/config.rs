@@ -196,6 +196,26 @@ pub struct HttpConfig {
     /// Whether to serve at all.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Connections served at once; more are closed as soon as they are
+    /// accepted, so that idle clients cannot use up the file descriptors
+    /// the Kafka clients need.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (also how
+    /// long an idle kept-alive connection stays open), in milliseconds.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+}
+
+/// Enough for probes, a few scrapers and curl, far below the usual
+/// 1,024 descriptors a process may have.
+const fn default_max_connections() -> usize {
+    64
+}
+
+/// Probes and scrapers send their headers at once; 5 s is generous.
+const fn default_header_timeout_ms() -> u64 {
+    5_000
 }
 
 /// Loopback: a sidecar's endpoint is for its pod, not the network.
@@ -212,6 +232,8 @@ impl Default for HttpConfig {
         Self {
             listen: default_listen(),
             enabled: true,
+            max_connections: default_max_connections(),
+            header_timeout_ms: default_header_timeout_ms(),
         }
     }
 }
@@ -361,6 +383,15 @@ pub struct LimitsConfig {
     /// Bytes (key, value and headers) one output may have.
     #[serde(default = "default_max_output_bytes")]
     pub max_output_bytes: u64,
+    /// Plugin log lines (`log` calls, stdout and stderr lines) per second,
+    /// all the route's instances together; the rest are dropped and
+    /// counted.
+    #[serde(default = "default_log_lines_per_second")]
+    pub log_lines_per_second: u32,
+}
+
+const fn default_log_lines_per_second() -> u32 {
+    Limits::DEFAULT_LOG_LINES_PER_SECOND
 }
 
 const fn default_max_outputs() -> u32 {
@@ -393,6 +424,7 @@ impl Default for LimitsConfig {
             init_timeout_ms: default_init_timeout_ms(),
             max_outputs: default_max_outputs(),
             max_output_bytes: default_max_output_bytes(),
+            log_lines_per_second: default_log_lines_per_second(),
         }
     }
 }
@@ -406,6 +438,7 @@ impl LimitsConfig {
             route_timeout: Duration::from_millis(self.route_timeout_ms),
             init_timeout: Duration::from_millis(self.init_timeout_ms),
             max_outputs: self.max_outputs as usize,
+            log_lines_per_second: self.log_lines_per_second,
         }
     }
 }
@@ -571,6 +604,12 @@ impl RouterConfig {
         if self.shutdown.timeout_ms == 0 {
             return Err(self.invalid("shutdown.timeout_ms", "must be positive"));
         }
+        if self.http.max_connections == 0 {
+            return Err(self.invalid("http.max_connections", "must be at least 1"));
+        }
+        if self.http.header_timeout_ms == 0 {
+            return Err(self.invalid("http.header_timeout_ms", "must be positive"));
+        }
         if self.http.enabled && self.http.listen.trim().is_empty() {
             return Err(self.invalid(
                 "http.listen",
@@ -677,7 +716,93 @@ impl RouterConfig {
             }
             self.validate_failures(i, route)?;
         }
+        self.validate_reach()
+    }
+}
+
+impl RouterConfig {
+    /// Outputs may not reach a dead-letter topic (a plugin could forge
+    /// failure records) nor come back to the route that wrote them, directly
+    /// or through other routes (records would be routed forever, each pass
+    /// possibly multiplying them). Routes that feed each other in a chain
+    /// are fine.
+    fn validate_reach(&self) -> Result<(), ConfigError> {
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}] ('{}')", route.name);
+            for other in &self.routes {
+                if let Some(dlq) = &other.dead_letter_topic
+                    && route.allows(dlq)
+                {
+                    return Err(self.invalid(
+                        format!("{at}.allowed_targets"),
+                        format!(
+                            "reaches '{dlq}', the dead-letter topic of route '{}': a plugin could write records that look like dead letters; list the targets it may write to instead",
+                            other.name
+                        ),
+                    ));
+                }
+            }
+        }
+        // A route feeds another when one of its targets is the other's
+        // source; a cycle in that graph is a loop.
+        let feeds =
+            |from: &RouteConfig, to: &RouteConfig| to.source_topics.iter().any(|t| from.allows(t));
+        let n = self.routes.len();
+        for start in 0..n {
+            // Depth-first from `start`, looking for a way back to it; `path`
+            // holds the routes on the way.
+            let mut path = vec![start];
+            let mut next = vec![0_usize];
+            let mut seen = vec![false; n];
+            while let (Some(&at), Some(cursor)) = (path.last(), next.last_mut()) {
+                let Some(to) = (*cursor..n).find(|&to| {
+                    feeds(&self.routes[at], &self.routes[to]) && (to == start || !seen[to])
+                }) else {
+                    path.pop();
+                    next.pop();
+                    continue;
+                };
+                *cursor = to + 1;
+                if to == start {
+                    return Err(self.loop_error(&path));
+                }
+                seen[to] = true;
+                path.push(to);
+                next.push(0);
+            }
+        }
         Ok(())
+    }
+
+    /// The error for routes `cycle` (indexes, in order) that feed each
+    /// other in a loop.
+    fn loop_error(&self, cycle: &[usize]) -> ConfigError {
+        let route = |i: usize| &self.routes[i];
+        let first = cycle[0];
+        let hops: Vec<String> = cycle
+            .iter()
+            .enumerate()
+            .map(|(k, &from)| {
+                let to = cycle.get(k + 1).copied().unwrap_or(first);
+                let topic = route(to)
+                    .source_topics
+                    .iter()
+                    .find(|t| route(from).allows(t))
+                    .map_or("?", String::as_str);
+                format!(
+                    "route '{}' may write to '{topic}', a source of route '{}'",
+                    route(from).name,
+                    route(to).name
+                )
+            })
+            .collect();
+        self.invalid(
+            format!("routes[{first}] ('{}').allowed_targets", route(first).name),
+            format!(
+                "{}: records would be routed in a loop; narrow allowed_targets so that no route's outputs come back to it",
+                hops.join(", and ")
+            ),
+        )
     }
 }
 

@@ -15,16 +15,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
-use crate::config::FailurePolicy;
+use crate::config::{FailurePolicy, HttpConfig};
 use crate::kafka::OutputProducer;
 use crate::metrics::Metrics;
 use crate::reload::ReloadStats;
@@ -79,9 +83,12 @@ impl Drop for HttpServer {
     }
 }
 
-/// Binds `listen` and serves `shown` on a thread of its own.
-pub fn serve(listen: &str, shown: Shown) -> std::io::Result<HttpServer> {
-    let listener = std::net::TcpListener::bind(listen)?;
+/// Binds `config.listen` and serves `shown` on a thread of its own, at
+/// most `config.max_connections` connections at once, each closed if its
+/// client is slower than `config.header_timeout_ms` to send a request's
+/// headers (or stays idle that long between requests).
+pub fn serve(config: &HttpConfig, shown: Shown) -> std::io::Result<HttpServer> {
+    let listener = std::net::TcpListener::bind(&config.listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -94,24 +101,17 @@ pub fn serve(listen: &str, shown: Shown) -> std::io::Result<HttpServer> {
         .route("/metrics", get(metrics))
         .route("/routes", get(list_routes))
         .with_state(shown);
+    let limits = ConnectionLimits {
+        max: config.max_connections,
+        header_timeout: Duration::from_millis(config.header_timeout_ms),
+    };
     let thread = std::thread::Builder::new()
         .name("switchyard-http".to_owned())
         .spawn(move || {
             runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot serve HTTP");
-                        return;
-                    }
-                };
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "HTTP endpoint failed");
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => accept(listener, app, limits, stopped).await,
+                    Err(e) => tracing::error!(error = %e, "cannot serve HTTP"),
                 }
             });
         })?;
@@ -121,6 +121,68 @@ pub fn serve(listen: &str, shown: Shown) -> std::io::Result<HttpServer> {
         shutdown: Some(shutdown),
         thread: Some(thread),
     })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    max: usize,
+    header_timeout: Duration,
+}
+
+/// Wait after a failed accept (out of file descriptors, typically) before
+/// the next one, so that the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves connections until `stopped`. A connection past the cap is closed
+/// at once: the endpoint answers its probes again as soon as the clients
+/// holding connections go or time out, and never holds more descriptors
+/// than the cap.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max));
+    let mut refused: u64 = 0;
+    loop {
+        let stream = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refused += 1;
+            // Said once per burst: the first, then every 1,024th.
+            if refused & 1023 == 1 {
+                tracing::warn!(
+                    max_connections = limits.max,
+                    refused,
+                    "HTTP connection refused: http.max_connections are open"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+            drop(permit);
+        });
+    }
 }
 
 fn verdict(verdict: &Verdict) -> (StatusCode, Json<Value>) {

@@ -92,6 +92,7 @@ pub struct Metrics {
     plugin_info: Family<InfoLabels, Gauge>,
     held: Family<RouteLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
+    log_dropped: Family<RouteLabels, Counter>,
     lag: Family<PartitionLabels, Gauge>,
     assigned: Gauge,
     broker_up: Gauge,
@@ -134,6 +135,7 @@ impl Metrics {
             plugin_info: Family::default(),
             held: Family::default(),
             reloads: Family::default(),
+            log_dropped: Family::default(),
             lag: Family::default(),
             assigned: Gauge::default(),
             broker_up: Gauge::default(),
@@ -191,6 +193,11 @@ impl Metrics {
             "plugin_info",
             "The plugin version routing now, per route (always 1)",
             metrics.plugin_info.clone(),
+        );
+        r.register(
+            "plugin_log_lines_dropped",
+            "Plugin log lines dropped over the route's limits.log_lines_per_second",
+            metrics.log_dropped.clone(),
         );
         r.register(
             "partitions_held",
@@ -338,6 +345,10 @@ impl Metrics {
             }
             let held = i64::try_from(route.halted().len()).unwrap_or(i64::MAX);
             self.held.get_or_create(&labels).set(held);
+            catch_up(
+                &self.log_dropped.get_or_create(&labels),
+                route.log_lines_dropped(),
+            );
             // Every route has a latency series, even before its first call.
             let _ = self.call_seconds.get_or_create(&labels);
             let _ = self.call_records.get_or_create(&labels);
@@ -349,11 +360,7 @@ impl Metrics {
                 ("unreadable", &reload.unreadable),
             ] {
                 let counter = self.reloads.get_or_create(&ReloadLabels { result });
-                let now = count.load(Ordering::Relaxed);
-                let seen = counter.get();
-                if now > seen {
-                    counter.inc_by(now - seen);
-                }
+                catch_up(&counter, count.load(Ordering::Relaxed));
             }
         }
         if let Some(queue) = producer_queue {
@@ -363,6 +370,14 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Brings `counter`, which mirrors a count kept elsewhere, up to `now`.
+fn catch_up(counter: &Counter, now: u64) {
+    let seen = counter.get();
+    if now > seen {
+        counter.inc_by(now - seen);
     }
 }
 

@@ -9,8 +9,14 @@
 //!
 //! Output: `{"offset":N,"outputs":[...]}` or
 //! `{"offset":N,"error":{"kind":"retry|reject|trap|timeout|memory|invalid-output","message":"..."}}`;
-//! a line that is not a valid record gives `{"line":N,"error":{"kind":"input",...}}`
-//! and processing goes on.
+//! a line that is not a valid record (not JSON, not UTF-8, a field of the
+//! wrong type) gives `{"line":N,"error":{"kind":"input",...}}` and
+//! processing goes on.
+//!
+//! Outputs pass the very checks `switchyard run` applies
+//! ([`RouteInstance::route`]): size with headers and framing, allowed
+//! targets, partition range. A topic whose partition count was not given
+//! is taken to exist (its partitions are not checked).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -22,8 +28,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::plugin::{FailureKind, PluginInstance, RouteFailure};
-use crate::record::{Header, Output, SourceRecord};
+use crate::plugin::PartitionCounts;
+use crate::record::{Header, SourceRecord};
+use crate::route::{RouteInstance, Routed, Topics};
 
 /// What a run saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -36,31 +43,56 @@ pub struct Summary {
     pub malformed: u64,
 }
 
-/// Topic facts the offline router checks outputs against.
+/// The topics the offline router knows: the partition counts it was given.
+/// Other topics are taken to exist, with partitions unknown.
 #[derive(Debug, Clone, Default)]
-pub struct Targets {
-    /// Where outputs without a topic go.
-    pub default_target: String,
-    /// Known partition counts.
-    pub partitions: HashMap<String, u32>,
+pub struct GivenTopics(pub HashMap<String, u32>);
+
+impl PartitionCounts for GivenTopics {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.0.get(topic).copied()
+    }
+}
+
+impl Topics for GivenTopics {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.0.get(topic).copied()
+    }
+
+    fn refreshed_partition_count(&self, topic: &str) -> Option<u32> {
+        self.0.get(topic).copied()
+    }
+
+    fn unknown_topics_exist(&self) -> bool {
+        true
+    }
 }
 
 /// Routes every line of `input` through `instance`, writing one line per
 /// input line to `out`. Blank lines are skipped.
 pub fn route_lines(
-    instance: &mut PluginInstance,
-    targets: &Targets,
-    input: impl BufRead,
+    instance: &mut RouteInstance,
+    mut input: impl BufRead,
     mut out: impl Write,
 ) -> std::io::Result<Summary> {
     let mut summary = Summary::default();
-    for (index, line) in input.lines().enumerate() {
-        let line_no = index as u64 + 1;
-        let line = line?;
-        if line.trim().is_empty() {
+    let mut bytes = Vec::new();
+    let mut line_no = 0_u64;
+    loop {
+        bytes.clear();
+        if input.read_until(b'\n', &mut bytes)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let record = match parse_record(&line, line_no) {
+        let record = match std::str::from_utf8(line)
+            .map_err(|e| format!("line {line_no} is not UTF-8: {e}"))
+            .and_then(|line| parse_record(line, line_no))
+        {
             Ok(record) => Arc::new(record),
             Err(message) => {
                 summary.malformed += 1;
@@ -70,13 +102,10 @@ pub fn route_lines(
                 continue;
             }
         };
-        let result = instance
-            .route(&record)
-            .and_then(|outputs| check_outputs(&outputs, targets).map(|()| outputs));
-        let report = match result {
+        let report = match instance.route(&record) {
             Ok(outputs) => {
                 summary.routed += 1;
-                let outputs: Vec<Value> = outputs.iter().map(|o| output_json(o, targets)).collect();
+                let outputs: Vec<Value> = outputs.iter().map(output_json).collect();
                 json!({"offset": record.offset, "outputs": outputs})
             }
             Err(failure) => {
@@ -88,33 +117,6 @@ pub fn route_lines(
     }
     out.flush()?;
     Ok(summary)
-}
-
-/// Checks outputs against what is known of their topics.
-pub fn check_outputs(outputs: &[Output], targets: &Targets) -> Result<(), RouteFailure> {
-    for (i, output) in outputs.iter().enumerate() {
-        let topic = output.topic.as_deref().unwrap_or(&targets.default_target);
-        if topic.is_empty() {
-            return Err(invalid(format!("output {i}: empty topic name")));
-        }
-        if let Some(p) = output.partition {
-            if p < 0 {
-                return Err(invalid(format!("output {i}: negative partition {p}")));
-            }
-            if let Some(&count) = targets.partitions.get(topic)
-                && p.unsigned_abs() >= count
-            {
-                return Err(invalid(format!(
-                    "output {i}: partition {p} is out of range for topic '{topic}' ({count} partitions)"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn invalid(message: String) -> RouteFailure {
-    RouteFailure::new(FailureKind::Invalid, message)
 }
 
 #[derive(Deserialize)]
@@ -180,10 +182,10 @@ fn parse_record(line: &str, line_no: u64) -> Result<SourceRecord, String> {
     })
 }
 
-fn output_json(output: &Output, targets: &Targets) -> Value {
+fn output_json(routed: &Routed) -> Value {
+    let output = &routed.output;
     let mut obj = serde_json::Map::new();
-    let topic = output.topic.as_deref().unwrap_or(&targets.default_target);
-    obj.insert("topic".into(), topic.into());
+    obj.insert("topic".into(), (*routed.topic).into());
     obj.insert("partition".into(), output.partition.into());
     put_bytes(&mut obj, "key", output.key());
     put_bytes(&mut obj, "value", output.value());

@@ -120,17 +120,48 @@ impl Output {
         self.timestamp_ms.or(self.source.timestamp_ms)
     }
 
-    /// Bytes this output would put on the wire (key, value and headers),
-    /// for size limits.
+    /// The size the producer counts for this record against its
+    /// `message.max.bytes`: key, value, every header with its two length
+    /// prefixes, and the record's own framing at its largest
+    /// ([`RECORD_OVERHEAD`]). librdkafka refuses a record above the limit
+    /// by exactly this measure, so an output within it is never refused
+    /// for its size by the producer.
     #[must_use]
-    pub fn size(&self) -> usize {
-        self.key().map_or(0, <[u8]>::len)
+    pub fn wire_size(&self) -> usize {
+        RECORD_OVERHEAD
+            + self.key().map_or(0, <[u8]>::len)
             + self.value().map_or(0, <[u8]>::len)
-            + self
-                .headers()
-                .map(|h| h.key.len() + h.value.len())
-                .sum::<usize>()
+            + self.headers().map(Header::wire_size).sum::<usize>()
     }
+}
+
+/// The most a record's framing takes in a Kafka record batch (v2): its
+/// length, attributes, timestamp and offset deltas, key and value lengths
+/// and header count, each at its widest varint (what librdkafka adds to a
+/// record's size when it checks it against `message.max.bytes`).
+pub const RECORD_OVERHEAD: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+
+impl Header {
+    /// Bytes this header takes in a record: its key and value, each after
+    /// its length as a zigzag varint.
+    #[must_use]
+    pub fn wire_size(&self) -> usize {
+        let key = self.key.len();
+        let value = self.value.len();
+        zigzag_varint_len(key) + key + zigzag_varint_len(value) + value
+    }
+}
+
+/// Length of `n` as a zigzag-encoded varint (how Kafka writes lengths in a
+/// record).
+fn zigzag_varint_len(n: usize) -> usize {
+    let mut zigzag = (n as u64) << 1;
+    let mut len = 1;
+    while zigzag >= 0x80 {
+        zigzag >>= 7;
+        len += 1;
+    }
+    len
 }
 
 fn resolve<'a>(data: &'a Data, original: Option<&'a Bytes>) -> Option<&'a Bytes> {
@@ -138,5 +169,51 @@ fn resolve<'a>(data: &'a Data, original: Option<&'a Bytes>) -> Option<&'a Bytes>
         Data::Original => original,
         Data::Null => None,
         Data::Bytes(b) => Some(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(key: &str, value_len: usize) -> Header {
+        Header {
+            key: key.to_owned(),
+            value: Bytes::from(vec![b'v'; value_len]),
+        }
+    }
+
+    #[test]
+    fn lengths_are_counted_as_kafka_writes_them() {
+        // zigzag(n) = 2n: one byte up to 63, two up to 8191.
+        assert_eq!(zigzag_varint_len(0), 1);
+        assert_eq!(zigzag_varint_len(63), 1);
+        assert_eq!(zigzag_varint_len(64), 2);
+        assert_eq!(zigzag_varint_len(8191), 2);
+        assert_eq!(zigzag_varint_len(8192), 3);
+        assert_eq!(header("", 0).wire_size(), 2);
+        assert_eq!(header("tenant-id", 4).wire_size(), 1 + 9 + 1 + 4);
+    }
+
+    #[test]
+    fn an_output_counts_its_framing_and_every_header() {
+        let source = Arc::new(SourceRecord {
+            topic: "in".into(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            key: Some(Bytes::from_static(b"key")),
+            value: Some(Bytes::from(vec![0; 1000])),
+            headers: vec![header("a", 10)],
+        });
+        let mut output = Output::forward(source);
+        assert_eq!(
+            output.wire_size(),
+            RECORD_OVERHEAD + 3 + 1000 + (1 + 1 + 1 + 10)
+        );
+        // 300,000 empty headers are 600,000 bytes on the wire.
+        output.headers = OutputHeaders::Replace(vec![header("", 0); 300_000]);
+        output.value = Data::Null;
+        assert_eq!(output.wire_size(), RECORD_OVERHEAD + 3 + 600_000);
     }
 }

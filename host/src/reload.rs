@@ -9,12 +9,18 @@
 //! folder makes every plugin in it be read again and compared by content
 //! hash, after the folder has been quiet for a moment (a burst of writes is
 //! one change).
+//!
+//! Each route's file is checked on a thread of its own, one check at a time
+//! per route: a file that is slow to compile or whose `init` runs out its
+//! time delays only its own route's swap, never another's. Reading,
+//! compiling and `init` are each bounded (see [`PluginEngine::read`] and
+//! the route's `limits.init_timeout_ms`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -64,14 +70,24 @@ impl Drop for PluginWatcher {
 
 /// Watches the plugin files of `routes` (those with a plugin).
 pub fn watch(routes: &[Arc<Route>], engine: &PluginEngine) -> Result<PluginWatcher, notify::Error> {
-    let routes: Vec<Arc<Route>> = routes
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(ReloadStats::default());
+    let watched: Vec<Arc<Watched>> = routes
         .iter()
         .filter(|r| r.config.plugin.is_some())
-        .cloned()
+        .map(|route| {
+            Arc::new(Watched {
+                route: route.clone(),
+                engine: engine.clone(),
+                stats: stats.clone(),
+                stop: stop.clone(),
+                state: Mutex::default(),
+            })
+        })
         .collect();
-    let folders: BTreeSet<PathBuf> = routes
+    let folders: BTreeSet<PathBuf> = watched
         .iter()
-        .filter_map(|r| r.config.plugin.as_deref().map(folder_of))
+        .filter_map(|w| w.route.config.plugin.as_deref().map(folder_of))
         .collect();
     let (tx, rx) = channel();
     let mut watcher = notify::recommended_watcher(move |event| {
@@ -80,15 +96,6 @@ pub fn watch(routes: &[Arc<Route>], engine: &PluginEngine) -> Result<PluginWatch
     for folder in &folders {
         watcher.watch(folder, RecursiveMode::NonRecursive)?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(ReloadStats::default());
-    let mut reloader = Reloader {
-        routes,
-        engine: engine.clone(),
-        refused: HashMap::new(),
-        missing: HashMap::new(),
-        stats: stats.clone(),
-    };
     let thread = std::thread::Builder::new()
         .name("switchyard-reload".to_owned())
         .spawn({
@@ -111,7 +118,9 @@ pub fn watch(routes: &[Arc<Route>], engine: &PluginEngine) -> Result<PluginWatch
                                     Err(RecvTimeoutError::Disconnected) => return,
                                 }
                             }
-                            reloader.check_all();
+                            for route in &watched {
+                                Watched::check_soon(route);
+                            }
                         }
                     }
                 }
@@ -132,25 +141,67 @@ fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-struct Reloader {
-    routes: Vec<Arc<Route>>,
+/// One route's plugin file, and the checks of it.
+struct Watched {
+    route: Arc<Route>,
     engine: PluginEngine,
-    /// Content hash of the last file refused per route, so that one bad
-    /// file is reported once, not on every event in its folder.
-    refused: HashMap<String, String>,
-    /// Routes whose file is currently missing (reported once).
-    missing: HashMap<String, ()>,
     stats: Arc<ReloadStats>,
+    stop: Arc<AtomicBool>,
+    state: Mutex<CheckState>,
 }
 
-impl Reloader {
-    fn check_all(&mut self) {
-        for route in self.routes.clone() {
-            self.check(&route);
+#[derive(Default)]
+struct CheckState {
+    /// A check is running on its thread.
+    running: bool,
+    /// Something changed while it ran: check again when it ends.
+    again: bool,
+    /// Content hash of the last file refused, so that one bad file is
+    /// reported once, not on every event in its folder.
+    refused: Option<String>,
+    /// The file is missing or unreadable (reported once).
+    missing: bool,
+}
+
+impl Watched {
+    fn state(&self) -> std::sync::MutexGuard<'_, CheckState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks the route's file on a thread of its own, now or, if a check
+    /// is running, right after it.
+    fn check_soon(this: &Arc<Self>) {
+        {
+            let mut state = this.state();
+            if state.running {
+                state.again = true;
+                return;
+            }
+            state.running = true;
+        }
+        let watched = this.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("reload-{}", this.route.name()))
+            .spawn(move || {
+                loop {
+                    if !watched.stop.load(Ordering::Acquire) {
+                        watched.check();
+                    }
+                    let mut state = watched.state();
+                    if !std::mem::take(&mut state.again) {
+                        state.running = false;
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(route = this.route.name(), error = %e, "cannot check the plugin file");
+            this.state().running = false;
         }
     }
 
-    fn check(&mut self, route: &Route) {
+    fn check(&self) {
+        let route = &self.route;
         let Some(path) = route.config.plugin.as_deref() else {
             return;
         };
@@ -158,11 +209,11 @@ impl Reloader {
             return;
         };
         let started = Instant::now();
-        let bytes = match std::fs::read(path) {
+        let bytes = match self.engine.read(path) {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
-                if self.missing.insert(route.name().to_owned(), ()).is_none() {
+                if !std::mem::replace(&mut self.state().missing, true) {
                     tracing::warn!(
                         route = route.name(),
                         file = %path.display(),
@@ -174,18 +225,21 @@ impl Reloader {
                 return;
             }
         };
-        self.missing.remove(route.name());
+        self.state().missing = false;
         let sha256: String = Sha256::digest(&bytes)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        if sha256 == current.sha256() || self.refused.get(route.name()) == Some(&sha256) {
+        if sha256 == current.sha256() || self.state().refused.as_ref() == Some(&sha256) {
             return;
         }
         let checked = self
             .engine
             .load_bytes(path, &bytes)
             .and_then(|plugin| route.instantiate(&plugin).map(|_| plugin));
+        if self.stop.load(Ordering::Acquire) {
+            return;
+        }
         match checked {
             Ok(plugin) => {
                 let load_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -198,7 +252,7 @@ impl Reloader {
                     "plugin swapped"
                 );
                 route.swap_plugin(plugin);
-                self.refused.remove(route.name());
+                self.state().refused = None;
                 self.stats.swaps.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
@@ -209,7 +263,7 @@ impl Reloader {
                     error = %e,
                     "new plugin file refused: still routing with the loaded version"
                 );
-                self.refused.insert(route.name().to_owned(), sha256);
+                self.state().refused = Some(sha256);
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
             }
         }

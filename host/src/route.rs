@@ -11,9 +11,15 @@ use smallvec::SmallVec;
 
 use crate::config::{FailurePolicy, RouteConfig};
 use crate::plugin::{
-    FailureKind, PartitionCounts, Plugin, PluginError, PluginInstance, RouteContext, RouteFailure,
+    FailureKind, Interrupt, LogBudget, PartitionCounts, Plugin, PluginError, PluginInstance,
+    RouteContext, RouteFailure,
 };
 use crate::record::{Output, SourceRecord};
+
+/// Headers one output may have: librdkafka refuses to parse the headers
+/// of a consumed record with more (its consumers, Switchyard's own among
+/// them, would see none).
+pub const MAX_OUTPUT_HEADERS: usize = 100_000;
 
 /// Looks topics up for the route's checks and the plugin's questions.
 pub trait Topics: Send + Sync {
@@ -23,6 +29,13 @@ pub trait Topics: Send + Sync {
     /// Partition count of `topic` after a refresh (partitions may have been
     /// added since the last one).
     fn refreshed_partition_count(&self, topic: &str) -> Option<u32>;
+
+    /// Whether a topic of unknown partition count is taken to exist (its
+    /// partitions then unchecked): only where nothing can be asked, as in
+    /// `switchyard route`.
+    fn unknown_topics_exist(&self) -> bool {
+        false
+    }
 }
 
 /// A route ready to make workers. Its plugin can be replaced while it runs
@@ -46,13 +59,16 @@ pub struct Route {
     /// Wakes workers waiting for a swap (held partitions, backoff) when a
     /// plugin is swapped or a worker is told to stop.
     wake: (Mutex<()>, Condvar),
+    /// The budget of plugin log lines all the route's instances share.
+    log_budget: Arc<LogBudget>,
 }
 
 /// A partition held at a record (`on_failure = "stop"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Halt {
-    /// The record's offset: nothing from here on is committed.
-    pub offset: i64,
+    /// The record's offset: nothing from here on is committed (`None`:
+    /// held before its first record, whose offset is not known yet).
+    pub offset: Option<i64>,
     /// Why the record failed.
     pub reason: String,
 }
@@ -174,8 +190,15 @@ impl Route {
             stats: RouteStats::default(),
             halted: Mutex::default(),
             wake: (Mutex::new(()), Condvar::new()),
+            log_budget: Arc::new(LogBudget::new(config.limits.log_lines_per_second)),
             config,
         }
+    }
+
+    /// Plugin log lines dropped so far (over `limits.log_lines_per_second`).
+    #[must_use]
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.log_budget.dropped()
     }
 
     /// What happens to records that fail for good.
@@ -252,6 +275,16 @@ impl Route {
     /// A checked instance of `plugin` with this route's configuration,
     /// context and limits (runs the plugin's `init`).
     pub fn instantiate(&self, plugin: &Plugin) -> Result<PluginInstance, PluginError> {
+        self.instantiate_interruptible(plugin, None)
+    }
+
+    /// [`instantiate`](Self::instantiate), with calls that end at once
+    /// when `interrupt` is raised.
+    fn instantiate_interruptible(
+        &self,
+        plugin: &Plugin,
+        interrupt: Option<Interrupt>,
+    ) -> Result<PluginInstance, PluginError> {
         let context = RouteContext {
             route: self.config.name.clone(),
             default_target: self.config.default_target.clone(),
@@ -259,11 +292,13 @@ impl Route {
                 config: self.config.clone(),
                 topics: self.topics.clone(),
             }),
+            log_budget: self.log_budget.clone(),
         };
-        plugin.instantiate(
+        plugin.instantiate_interruptible(
             &self.config.plugin_config_pairs(),
             context,
             self.config.limits.limits(),
+            interrupt,
         )
     }
 
@@ -278,15 +313,25 @@ impl Route {
 
     /// A new router for one partition worker (with its own plugin instance).
     pub fn instance(self: &Arc<Self>) -> Result<RouteInstance, PluginError> {
+        self.interruptible_instance(None)
+    }
+
+    /// [`instance`](Self::instance), whose plugin calls end at once when
+    /// `interrupt` is raised (the worker must stop).
+    pub fn interruptible_instance(
+        self: &Arc<Self>,
+        interrupt: Option<Interrupt>,
+    ) -> Result<RouteInstance, PluginError> {
         let generation = self.generation.load(Ordering::Acquire);
         let plugin = match self.plugin.load_full() {
             None => None,
-            Some(plugin) => Some(self.instantiate(&plugin)?),
+            Some(plugin) => Some(self.instantiate_interruptible(&plugin, interrupt.clone())?),
         };
         Ok(RouteInstance {
             route: self.clone(),
             plugin,
             generation,
+            interrupt,
         })
     }
 }
@@ -297,6 +342,8 @@ pub struct RouteInstance {
     plugin: Option<PluginInstance>,
     /// The route's generation `plugin` was built from.
     generation: u64,
+    /// Ends the plugin's calls when the worker must stop.
+    interrupt: Option<Interrupt>,
 }
 
 impl std::fmt::Debug for RouteInstance {
@@ -336,9 +383,9 @@ impl RouteInstance {
 
     /// The plugin's decision for `record` (passthrough without a plugin),
     /// with every output checked: not too large, topic allowed and
-    /// existing, partition in range.
+    /// existing, partition in range. Routes with the version this instance
+    /// runs: [`follow_swaps`](Self::follow_swaps) moves to a newer one.
     pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<RoutedOutputs, RouteFailure> {
-        self.follow_swaps();
         let outputs = match &mut self.plugin {
             Some(plugin) => plugin.route(record)?,
             None => return self.checked(std::iter::once(Output::forward(record.clone()))),
@@ -353,7 +400,6 @@ impl RouteInstance {
         &mut self,
         records: &[Arc<SourceRecord>],
     ) -> Result<Vec<Result<RoutedOutputs, RouteFailure>>, RouteFailure> {
-        self.follow_swaps();
         Ok(match &mut self.plugin {
             Some(plugin) => plugin
                 .route_batch(records)?
@@ -380,38 +426,45 @@ impl RouteInstance {
 
     /// Moves to the route's current plugin if it was swapped since this
     /// instance was built (a record boundary: nothing is in flight here).
-    fn follow_swaps(&mut self) {
+    ///
+    /// The new version was checked before the swap, so its `init` failing
+    /// here is rare (a plugin whose `init` depends on chance, or memory
+    /// running short). Routing on with the old version would hide that a
+    /// partition is not on the version `/routes` shows: the worker holds
+    /// the partition until the new version starts (the error says why).
+    pub fn follow_swaps(&mut self) -> Result<(), PluginError> {
         let generation = self.route.generation.load(Ordering::Acquire);
         if generation == self.generation {
-            return;
+            return Ok(());
         }
-        self.generation = generation;
         let Some(plugin) = self.route.plugin.load_full() else {
             self.plugin = None;
-            return;
+            self.generation = generation;
+            return Ok(());
         };
-        match self.route.instantiate(&plugin) {
-            Ok(instance) => self.plugin = Some(instance),
-            // The file was checked before the swap, so this is rare (memory,
-            // say): keep routing with the instance we have.
-            Err(e) => tracing::error!(
-                route = self.route.name(),
-                version = plugin.version(),
-                error = %e,
-                "cannot start the swapped-in plugin on this partition: keeping the previous one"
-            ),
-        }
+        let instance = self
+            .route
+            .instantiate_interruptible(&plugin, self.interrupt.clone())?;
+        self.plugin = Some(instance);
+        self.generation = generation;
+        Ok(())
     }
 
     fn check(&self, i: usize, mut output: Output) -> Result<Routed, RouteFailure> {
         let invalid = |message: String| {
             RouteFailure::new(FailureKind::Invalid, format!("output {i}: {message}"))
         };
+        let headers = output.headers().count();
+        if headers > MAX_OUTPUT_HEADERS {
+            return Err(invalid(format!(
+                "{headers} headers: consumers built on librdkafka (Switchyard among them) read no headers of a record with more than {MAX_OUTPUT_HEADERS}"
+            )));
+        }
         let max_bytes = self.route.config.limits.max_output_bytes;
-        let size = output.size() as u64;
+        let size = output.wire_size() as u64;
         if size > max_bytes {
             return Err(invalid(format!(
-                "{size} bytes: the route's limit (limits.max_output_bytes) is {max_bytes}"
+                "{size} bytes with its headers and framing: the route's limit (limits.max_output_bytes) is {max_bytes}"
             )));
         }
         // Per output: the default target is shared, not copied.
@@ -425,10 +478,17 @@ impl RouteInstance {
                 self.route.config.name
             )));
         }
-        let Some(count) = self.route.topics.partition_count(&topic) else {
-            return Err(invalid(format!("topic '{topic}' does not exist")));
+        let count = match self.route.topics.partition_count(&topic) {
+            Some(count) => Some(count),
+            None if self.route.topics.unknown_topics_exist() => None,
+            None => return Err(invalid(format!("topic '{topic}' does not exist"))),
         };
-        if let Some(p) = output.partition {
+        if let Some(p) = output.partition.filter(|&p| p < 0) {
+            return Err(invalid(format!(
+                "partition {p} is out of range for topic '{topic}'"
+            )));
+        }
+        if let (Some(p), Some(count)) = (output.partition, count) {
             let out_of_range = |count: u32| p < 0 || p.unsigned_abs() >= count;
             // The cache may predate partitions added since: look again
             // before refusing.

@@ -144,10 +144,13 @@ impl Status {
                 problems.push(format!("route '{}': no plugin loaded", route.name()));
             }
             for ((topic, partition), halt) in route.halted() {
+                let at = halt.offset.map_or_else(
+                    || "before its next record".to_owned(),
+                    |o| format!("at offset {o}"),
+                );
                 problems.push(format!(
-                    "route '{}': partition {topic}[{partition}] held at offset {}: {}",
+                    "route '{}': partition {topic}[{partition}] held {at}: {}",
                     route.name(),
-                    halt.offset,
                     halt.reason
                 ));
             }

@@ -15,11 +15,11 @@ use switchyard_plugin_fixtures as fixtures;
 fn misbehave(limits: Limits) -> PluginInstance {
     let engine = PluginEngine::new().unwrap();
     let plugin = engine.load(&fixtures::misbehave()).unwrap();
-    let context = RouteContext {
-        route: "r".to_owned(),
-        default_target: "output".to_owned(),
-        partitions: Arc::new(HashMap::from([("output".to_owned(), 1)])),
-    };
+    let context = RouteContext::new(
+        "r".to_owned(),
+        "output".to_owned(),
+        Arc::new(HashMap::from([("output".to_owned(), 1)])),
+    );
     plugin.instantiate(&[], context, limits).unwrap()
 }
 

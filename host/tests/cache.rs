@@ -55,3 +55,112 @@ fn different_files_get_different_artifacts() {
     engine.load(&fixtures::fan_out()).unwrap();
     assert_eq!(cached_files(dir.path()).len(), 2);
 }
+
+/// The cache's artifact files, by the plugin they compile.
+fn artifact_of(dir: &Path, sha256: &str) -> std::path::PathBuf {
+    cached_files(dir)
+        .into_iter()
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(sha256))
+        .unwrap()
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Puts fan-out's compiled artifact where hello's belongs, with `mode`,
+/// and says whether loading hello then ran fan-out's code (whose `init`
+/// refuses an empty configuration).
+fn planted_artifact_runs(mode: u32, link: bool) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(dir.path()));
+    let hello = engine.load(&fixtures::hello()).unwrap();
+    let fan_out = engine.load(&fixtures::fan_out()).unwrap();
+    let target = artifact_of(dir.path(), hello.sha256());
+    let planted = artifact_of(dir.path(), fan_out.sha256());
+    std::fs::remove_file(&target).unwrap();
+    if link {
+        std::os::unix::fs::symlink(&planted, &target).unwrap();
+    } else {
+        std::fs::copy(&planted, &target).unwrap();
+        set_mode(&target, mode);
+    }
+    let loaded = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(dir.path()))
+        .load(&fixtures::hello())
+        .unwrap();
+    let context = switchyard::plugin::RouteContext::new(
+        "r",
+        "output",
+        std::sync::Arc::new(std::collections::HashMap::<String, u32>::new()),
+    );
+    loaded
+        .instantiate(&[], context, switchyard::plugin::Limits::default())
+        .is_err()
+}
+
+#[test]
+fn a_planted_artifact_others_may_write_or_behind_a_link_is_never_loaded() {
+    // The control: an artifact of the router's own user, writable by it
+    // alone, is trusted (this is how the cache works at all).
+    assert!(
+        planted_artifact_runs(0o600, false),
+        "the control did not load"
+    );
+    assert!(
+        !planted_artifact_runs(0o666, false),
+        "a world-writable artifact ran"
+    );
+    assert!(
+        !planted_artifact_runs(0o620, false),
+        "a group-writable artifact ran"
+    );
+    assert!(
+        !planted_artifact_runs(0o600, true),
+        "an artifact behind a link ran"
+    );
+}
+
+#[test]
+fn a_cache_folder_others_may_write_is_not_used_and_plugins_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    set_mode(dir.path(), 0o777);
+    let engine = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(dir.path()));
+    let plugin = engine.load(&fixtures::hello()).unwrap();
+    assert_eq!(plugin.exports(), ["init()", "route()"]);
+    assert!(
+        cached_files(dir.path()).is_empty(),
+        "written to a shared folder"
+    );
+}
+
+#[test]
+fn a_new_cache_folder_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("a/b/compiled");
+    PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(&cache))
+        .load(&fixtures::hello())
+        .unwrap();
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert_eq!(cached_files(&cache).len(), 1);
+}
+
+#[test]
+fn a_file_that_is_not_a_router_plugin_is_not_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(dir.path()));
+    assert!(engine.load(&fixtures::not_a_router()).is_err());
+    assert!(cached_files(dir.path()).is_empty());
+}

@@ -24,11 +24,7 @@ impl PartitionCounts for Counts {
 fn partitioner(counts: Arc<Counts>) -> PluginInstance {
     let engine = PluginEngine::new().unwrap();
     let plugin = engine.load(&fixtures::tenant_partitioner()).unwrap();
-    let context = RouteContext {
-        route: "r".to_owned(),
-        default_target: "output".to_owned(),
-        partitions: counts,
-    };
+    let context = RouteContext::new("r".to_owned(), "output".to_owned(), counts);
     plugin.instantiate(&[], context, Limits::default()).unwrap()
 }
 
@@ -70,7 +66,7 @@ fn headers_handed_with_the_call_are_always_the_current_records() {
     let mut instance = partitioner(Arc::new(Counts(AtomicU32::new(6))));
     // (key, headers, what the partition is hashed from): a tenant, another,
     // none (the key is used), a repeated header (the first counts), an
-    // empty value, a tenant again.
+    // empty value (as none: the key is used), a tenant again.
     let cases: [Case<'_>; 6] = [
         ("k0", &[("tenant-id", "acme")], "acme"),
         ("k1", &[("trace", "x"), ("tenant-id", "globex")], "globex"),
@@ -80,7 +76,7 @@ fn headers_handed_with_the_call_are_always_the_current_records() {
             &[("tenant-id", "initech"), ("tenant-id", "acme")],
             "initech",
         ),
-        ("k4", &[("tenant-id", "")], ""),
+        ("k4", &[("tenant-id", "")], "k4"),
         ("k5", &[("tenant-id", "umbrella")], "umbrella"),
     ];
     // The first call reads the header with a host call and asks for it to
@@ -107,7 +103,7 @@ fn headers_handed_with_a_batch_are_each_records_own() {
         ("k0", &[("tenant-id", "acme")], "acme"),
         ("k1", &[("trace", "y")], "k1"),
         ("k2", &[("trace", "x"), ("tenant-id", "globex")], "globex"),
-        ("k3", &[("tenant-id", "")], ""),
+        ("k3", &[("tenant-id", "")], "k3"),
         (
             "k4",
             &[("tenant-id", "initech"), ("tenant-id", "acme")],

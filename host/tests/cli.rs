@@ -20,9 +20,18 @@ struct Run {
     stderr: String,
 }
 
-fn switchyard(args: &[&str], stdin: &str) -> Run {
+fn switchyard(args: &[&str], stdin: impl AsRef<[u8]>) -> Run {
+    run_switchyard(args, &[], stdin)
+}
+
+fn switchyard_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_switchyard(args, env, "")
+}
+
+fn run_switchyard(args: &[&str], env: &[(&str, &str)], stdin: impl AsRef<[u8]>) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -33,7 +42,7 @@ fn switchyard(args: &[&str], stdin: &str) -> Run {
         .stdin
         .take()
         .unwrap()
-        .write_all(stdin.as_bytes())
+        .write_all(stdin.as_ref())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     Run {
@@ -138,6 +147,46 @@ fn check_rejects_a_missing_file_naming_it() {
     assert!(
         run.stderr
             .contains("cannot read plugin 'no/such/plugin.wasm': No such file"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_refuses_a_device_a_fifo_or_a_folder_without_reading_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("plugin.wasm");
+    // Nobody ever writes to it: reading it would wait forever.
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for (path, kind) in [
+        (Path::new("/dev/zero"), "a character device"),
+        (fifo.as_path(), "a FIFO"),
+        (dir.path(), "a folder"),
+    ] {
+        let run = check(path, &[]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "'{}' is not a regular file ({kind}): a plugin is a .wasm file",
+                path.display()
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn check_refuses_a_file_over_the_size_limit_and_says_how_to_raise_it() {
+    let run = switchyard_with_env(
+        &["check", fixtures::large().to_str().unwrap()],
+        &[("SWITCHYARD_MAX_PLUGIN_MIB", "1")],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("is larger than 1048576 bytes, the most a plugin file may have (SWITCHYARD_MAX_PLUGIN_MIB raises it)"),
         "{}",
         run.stderr
     );
@@ -257,29 +306,39 @@ fn tenant_partitioner_puts_each_tenant_where_fnv1a_says() {
 }
 
 #[test]
-fn tenant_partitioner_falls_back_to_the_key_and_rejects_records_without_either() {
+fn tenant_partitioner_treats_an_empty_tenant_as_missing_and_a_missing_key_as_empty() {
+    // What a producer balancing by tenant does: the tenant header unless it
+    // is missing or empty, else the key, else the empty string.
     let input = [
         json!({"key": "acme", "value": "x"}),
         json!({"value": "x"}),
         json!({"key": "acme", "value": "x", "headers": [["org", "globex"]]}),
+        json!({"key": "acme", "value": "x", "headers": [["org", ""]]}),
+        json!({"value": "x", "headers": [["org", ""]]}),
     ];
-    let out = route(
+    let args = ["-p", "output=6", "-p", "other=3", "-c", "header=org"];
+    let out = route(&fixtures::tenant_partitioner(), &args, &input);
+    let partition = |line: &Value| line["outputs"][0]["partition"].clone();
+    assert_eq!(partition(&out[0]), json!(fnv1a_32(b"acme") % 6));
+    assert_eq!(partition(&out[1]), json!(fnv1a_32(b"") % 6));
+    assert_eq!(partition(&out[2]), json!(fnv1a_32(b"globex") % 6));
+    assert_eq!(partition(&out[3]), json!(fnv1a_32(b"acme") % 6));
+    assert_eq!(partition(&out[4]), json!(fnv1a_32(b"") % 6));
+    // FNV-1a-32 of nothing is its offset basis.
+    assert_eq!(fnv1a_32(b""), 0x811c_9dc5);
+
+    let rejecting = route(
         &fixtures::tenant_partitioner(),
-        &["-p", "output=6", "-p", "other=3", "-c", "header=org"],
+        &[&args[..], &["-c", "keyless=reject"]].concat(),
         &input,
     );
-    assert_eq!(
-        out[0]["outputs"][0]["partition"],
-        json!(fnv1a_32(b"acme") % 6)
-    );
-    assert_eq!(
-        out[1]["error"],
-        json!({"kind": "reject", "message": "record has no 'org' header and no key"})
-    );
-    assert_eq!(
-        out[2]["outputs"][0]["partition"],
-        json!(fnv1a_32(b"globex") % 6)
-    );
+    assert_eq!(partition(&rejecting[0]), json!(fnv1a_32(b"acme") % 6));
+    for line in [&rejecting[1], &rejecting[4]] {
+        assert_eq!(
+            line["error"],
+            json!({"kind": "reject", "message": "record has no 'org' header and no key"})
+        );
+    }
 }
 
 #[test]
@@ -316,6 +375,10 @@ fn envelope_router_sends_each_type_to_its_topic_and_rejects_the_rest() {
             "order.created=orders.created",
             "-c",
             "order.paid=orders.paid",
+            "--target",
+            "orders.created",
+            "--allow",
+            "orders.*",
         ],
         &input,
     );
@@ -375,7 +438,14 @@ fn fan_out_copies_every_record_to_each_topic() {
     let input = [json!({"key": "k", "value": "v", "headers": [["h", "1"]]})];
     let out = route(
         &fixtures::fan_out(),
-        &["-c", "topics=audit,analytics,archive"],
+        &[
+            "-c",
+            "topics=audit,analytics,archive",
+            "--allow",
+            "output",
+            "--allow",
+            "a*",
+        ],
         &input,
     );
     let outputs = out[0]["outputs"].as_array().unwrap();
@@ -482,6 +552,64 @@ fn a_malformed_line_is_reported_with_its_number_and_the_rest_is_routed() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_an_input_error_and_the_rest_is_routed() {
+    let mut stdin = b"{\"value\":\"a\"}\n{\"value\":\"".to_vec();
+    stdin.extend_from_slice(&[0xff, 0xfe]);
+    stdin.extend_from_slice(b"\"}\n{\"value\":\"b\"}\n");
+    let run = switchyard(&["route", fixtures::hello().to_str().unwrap()], stdin);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let out = lines(&run.stdout);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0]["outputs"][0]["value"], json!("a"));
+    assert_eq!(out[1]["line"], json!(2));
+    assert_eq!(out[1]["error"]["kind"], json!("input"));
+    let message = out[1]["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("line 2 is not UTF-8"), "{message}");
+    assert_eq!(out[2]["outputs"][0]["value"], json!("b"));
+}
+
+#[test]
+fn route_refuses_the_outputs_run_refuses_with_the_same_reasons() {
+    // The same cases, and the same reasons, as the hostile end-to-end test
+    // asserts of `switchyard run` (tests/tests/hostile.rs).
+    let input = [
+        json!({"value": "exact-limit"}),
+        json!({"value": "bad-topic"}),
+        json!({"value": "bad-partition"}),
+        json!({"value": "empty-headers:170000"}),
+        json!({"value": "fine"}),
+    ];
+    let out = route(&fixtures::hostile(), &["-p", "output=3"], &input);
+    let refused = |i: usize, reason: &str| {
+        assert_eq!(
+            out[i]["error"]["kind"],
+            json!("invalid-output"),
+            "{}",
+            out[i]
+        );
+        let message = out[i]["error"]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{message}");
+    };
+    refused(
+        0,
+        "output 0: 1000036 bytes with its headers and framing: the route's limit (limits.max_output_bytes) is 1000000",
+    );
+    refused(
+        1,
+        "output 0: topic 'forbidden' is not an allowed target of route 'offline'",
+    );
+    refused(
+        2,
+        "output 0: partition 9999 is out of range for topic 'output' (3 partitions)",
+    );
+    refused(
+        3,
+        "output 0: 170000 headers: consumers built on librdkafka (Switchyard among them) read no headers of a record with more than 100000",
+    );
+    assert_eq!(out[4]["outputs"][0]["value"], json!("fine"));
 }
 
 #[test]

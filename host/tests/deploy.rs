@@ -80,11 +80,11 @@ fn the_container_config_is_valid_and_its_plugins_are_shipped_and_accept_their_co
         assert!(shipped.iter().any(|s| s == name), "{name} is not shipped");
         // The same plugin, built from the same sources, takes the config.
         let plugin = engine.load(&fixtures::path(name)).unwrap();
-        let context = RouteContext {
-            route: route.name.clone(),
-            default_target: route.default_target.clone(),
-            partitions: Arc::new(std::collections::HashMap::<String, u32>::new()),
-        };
+        let context = RouteContext::new(
+            route.name.clone(),
+            route.default_target.clone(),
+            Arc::new(std::collections::HashMap::<String, u32>::new()),
+        );
         plugin
             .instantiate(&route.plugin_config_pairs(), context, Limits::default())
             .unwrap_or_else(|e| panic!("route '{}': {e}", route.name));

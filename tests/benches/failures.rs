@@ -43,11 +43,11 @@ fn record(value: &str) -> Arc<SourceRecord> {
 fn main() -> anyhow::Result<()> {
     let engine = PluginEngine::new()?;
     let plugin = engine.load(&fixtures::hostile())?;
-    let context = RouteContext {
-        route: "bench".to_owned(),
-        default_target: "output".to_owned(),
-        partitions: Arc::new(std::collections::HashMap::from([("output".to_owned(), 6)])),
-    };
+    let context = RouteContext::new(
+        "bench".to_owned(),
+        "output".to_owned(),
+        Arc::new(std::collections::HashMap::from([("output".to_owned(), 6)])),
+    );
     let timeout = Duration::from_millis(20);
     let limits = Limits {
         route_timeout: timeout,

@@ -99,11 +99,11 @@ fn main() -> anyhow::Result<()> {
         },
     ];
     let engine = PluginEngine::new()?;
-    let context = RouteContext {
-        route: "bench".to_owned(),
-        default_target: TARGET.to_owned(),
-        partitions: Arc::new(std::collections::HashMap::from([(TARGET.to_owned(), 6)])),
-    };
+    let context = RouteContext::new(
+        "bench".to_owned(),
+        TARGET.to_owned(),
+        Arc::new(std::collections::HashMap::from([(TARGET.to_owned(), 6)])),
+    );
 
     // Every cell: a wasm instance and a record, and the native logic with
     // the same record as a message.

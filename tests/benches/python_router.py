@@ -50,7 +50,7 @@ def main():
         if msg.error():
             sys.exit(f"consume failed: {msg.error()}")
         headers = msg.headers() or []
-        tenant = next((v for k, v in headers if k == "tenant-id"), None) or msg.key()
+        tenant = next((v for k, v in headers if k == "tenant-id"), None) or msg.key() or b""
         partition = fnv1a_32(tenant) % partitions
         _, timestamp = msg.timestamp()
         while True:

@@ -114,7 +114,7 @@ fn stop_holds_the_partition_at_the_failed_record_until_a_new_plugin_version_is_s
         route
             .halted()
             .get(&(src.clone(), 0))
-            .is_some_and(|h| h.offset == 1 && h.reason == "reject: asked to reject")
+            .is_some_and(|h| h.offset == Some(1) && h.reason == "reject: asked to reject")
     })
     .unwrap();
     let out = consume(&dst, 1 + flowing.len(), TIMEOUT).unwrap();

@@ -57,7 +57,7 @@ fn cases(socket_port: u16) -> Vec<Case> {
         case(
             "huge-output",
             "invalid-output",
-            "bytes: the route's limit (limits.max_output_bytes) is 1000000",
+            "bytes with its headers and framing: the route's limit (limits.max_output_bytes) is 1000000",
         ),
         case(
             "million-outputs",

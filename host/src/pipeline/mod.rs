@@ -425,7 +425,7 @@ pub fn start(
             producer: Some(producer.clone()),
         };
         Some(
-            crate::http::serve(&config.http.listen, shown).map_err(|e| StartError::Http {
+            crate::http::serve(&config.http, shown).map_err(|e| StartError::Http {
                 listen: config.http.listen.clone(),
                 error: e,
             })?,

@@ -16,8 +16,8 @@ use super::{FailureSink, RecordFailure, RouterContext};
 use crate::config::FailurePolicy;
 use crate::kafka::{Delivery, FetchedMessage, OutputProducer, PartitionQueue, Sender};
 use crate::metrics::{Metrics, RouteCounters};
-use crate::plugin::{FailureKind, Plugin, RouteFailure};
-use crate::record::{Header, Output, OutputHeaders, SourceRecord};
+use crate::plugin::{FailureKind, Interrupt, Plugin, PluginError, RouteFailure};
+use crate::record::{Data, Header, Output, OutputHeaders, SourceRecord};
 use crate::route::{Halt, Route, RouteInstance, Routed, RoutedOutputs};
 
 /// Records a worker takes from its queue at once, at most: what librdkafka
@@ -64,10 +64,18 @@ const HALT_RECHECK: Duration = Duration::from_secs(1);
 /// plugin printed).
 const MAX_ERROR_HEADER: usize = 4096;
 
+/// A partition whose plugin cannot start (a swapped-in version whose
+/// `init` fails here) tries again after this, doubling up to
+/// [`START_RETRY_MAX`], and at once after a swap.
+const START_RETRY_MIN: Duration = Duration::from_millis(500);
+const START_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// The consumer's side of a worker.
 pub(super) struct Worker {
     route: Arc<Route>,
     stop: Arc<AtomicBool>,
+    /// Ends a plugin call in progress when the worker must stop.
+    interrupt: Interrupt,
     thread: Option<JoinHandle<()>>,
     pub(super) offsets: Arc<PartitionOffsets>,
 }
@@ -168,6 +176,7 @@ impl Worker {
         queue: Queue,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
+        let interrupt = Interrupt::new();
         let offsets = parts.offsets.clone();
         let route = parts.route.clone();
         let topic: Arc<str> = topic.into();
@@ -175,11 +184,13 @@ impl Worker {
             .name(format!("{topic}-{partition}"))
             .spawn({
                 let stop = stop.clone();
-                move || run(&parts, &queue, &topic, &stop)
+                let interrupt = interrupt.clone();
+                move || run(&parts, &queue, &topic, &stop, interrupt)
             })?;
         Ok(Self {
             route,
             stop,
+            interrupt,
             thread: Some(thread),
             offsets,
         })
@@ -189,6 +200,9 @@ impl Worker {
     /// waiting for it ([`stop`](Self::stop) waits).
     pub(super) fn signal_stop(&self) {
         self.stop.store(true, Ordering::Release);
+        // A plugin call in progress ends now, not at its time limit: its
+        // record is not finished, so the partition's next owner routes it.
+        self.interrupt.raise();
         // A worker backing off or held at a record waits on its route.
         self.route.wake_all();
     }
@@ -207,16 +221,19 @@ impl Worker {
     }
 }
 
-fn run(parts: &WorkerParts, queue: &Queue, topic: &Arc<str>, stop: &AtomicBool) {
+fn run(
+    parts: &WorkerParts,
+    queue: &Queue,
+    topic: &Arc<str>,
+    stop: &AtomicBool,
+    interrupt: Interrupt,
+) {
     let WorkerParts { route, offsets, .. } = parts;
-    let mut instance = match route.instance() {
-        Ok(instance) => instance,
-        Err(e) => {
-            tracing::error!(route = route.name(), error = %e, "cannot start the route's plugin: the partition is not consumed");
-            return;
-        }
-    };
     let stopping = || stop.load(Ordering::Acquire) || offsets.is_stopped();
+    let Some(mut instance) = start_instance(route, offsets, interrupt, &stopping) else {
+        route.set_halted(offsets.topic(), offsets.partition(), None);
+        return;
+    };
     let mut meters = Meters::new(parts, &instance);
     let mut sender = Sender::new(parts.producer.clone());
     let mut size = CallSize::FULL;
@@ -256,6 +273,110 @@ fn run(parts: &WorkerParts, queue: &Queue, topic: &Arc<str>, stop: &AtomicBool) 
     offsets.free_retired();
 }
 
+/// The partition's instance of the route. While the plugin cannot start
+/// (its `init` fails, say), the partition is held before its first record
+/// (`/ready` and `/routes` say why) and it is tried again, with backoff and
+/// at once after a swap. `None` when the worker must stop first.
+fn start_instance(
+    route: &Arc<Route>,
+    offsets: &PartitionOffsets,
+    interrupt: Interrupt,
+    stopping: &dyn Fn() -> bool,
+) -> Option<RouteInstance> {
+    let mut wait = START_RETRY_MIN;
+    loop {
+        let generation = route.generation();
+        match route.interruptible_instance(Some(interrupt.clone())) {
+            Ok(instance) => {
+                route.set_halted(offsets.topic(), offsets.partition(), None);
+                return Some(instance);
+            }
+            Err(e) => {
+                if stopping() {
+                    return None;
+                }
+                hold_unstarted(route, offsets, None, &e, wait);
+                route.wait(generation, wait, stopping);
+                wait = (wait * 2).min(START_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Brings `instance` to the version routing now before a call that starts
+/// at `offset`; while that version cannot start on this partition, the
+/// partition is held there, as by [`start_instance`]. False when the worker
+/// must stop first.
+fn follow_swaps(
+    route: &Route,
+    offsets: &PartitionOffsets,
+    instance: &mut RouteInstance,
+    offset: i64,
+    stopping: &dyn Fn() -> bool,
+) -> bool {
+    let mut wait = START_RETRY_MIN;
+    let mut held = false;
+    loop {
+        let generation = route.generation();
+        match instance.follow_swaps() {
+            Ok(()) => {
+                if held {
+                    route.set_halted(offsets.topic(), offsets.partition(), None);
+                    tracing::info!(
+                        route = route.name(),
+                        topic = offsets.topic(),
+                        partition = offsets.partition(),
+                        "the plugin version started: routing again"
+                    );
+                }
+                return true;
+            }
+            Err(e) => {
+                if stopping() {
+                    return false;
+                }
+                held = true;
+                hold_unstarted(route, offsets, Some(offset), &e, wait);
+                route.wait(generation, wait, stopping);
+                if stopping() {
+                    return false;
+                }
+                wait = (wait * 2).min(START_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Marks the partition held because its plugin cannot start, and says so.
+fn hold_unstarted(
+    route: &Route,
+    offsets: &PartitionOffsets,
+    offset: Option<i64>,
+    error: &PluginError,
+    retry_in: Duration,
+) {
+    let version = route
+        .plugin()
+        .map_or_else(|| "none".to_owned(), |p| p.version().to_owned());
+    tracing::error!(
+        route = route.name(),
+        topic = offsets.topic(),
+        partition = offsets.partition(),
+        version,
+        error = %error,
+        retry_ms = retry_in.as_millis(),
+        "the plugin cannot start on this partition: nothing of it is routed until it does"
+    );
+    route.set_halted(
+        offsets.topic(),
+        offsets.partition(),
+        Some(Halt {
+            offset,
+            reason: format!("plugin version {version} cannot start: {error}"),
+        }),
+    );
+}
+
 /// Routes `records` (one partition's, in order) with as few plugin calls
 /// as their answers and `size` allow, and hands what was decided to the
 /// producer record by record; false when the worker must stop first.
@@ -281,6 +402,15 @@ fn handle_batch(
             return false;
         }
         let call = &rest[..rest.len().min(size.0)];
+        if !follow_swaps(
+            &parts.route,
+            &parts.offsets,
+            instance,
+            call[0].offset,
+            stopping,
+        ) {
+            return false;
+        }
         // A route without a plugin makes no call to time.
         let started = instance.plugin().is_some().then(Instant::now);
         let answers = instance.route_batch(call);
@@ -427,7 +557,15 @@ fn decide(
 ) -> Option<(RoutedOutputs, bool)> {
     let route = &parts.route;
     loop {
-        let (result, attempts) = attempt(route, instance, record, first.take(), meters, stopping)?;
+        let (result, attempts) = attempt(
+            route,
+            &parts.offsets,
+            instance,
+            record,
+            first.take(),
+            meters,
+            stopping,
+        )?;
         let failure = match result {
             Ok(routed) => {
                 meters.routed(instance, routed.len());
@@ -445,7 +583,14 @@ fn decide(
         });
         match route.policy() {
             FailurePolicy::DeadLetter(topic) => {
-                let dead = dead_letter(topic, record, &failure, attempts, instance);
+                let dead = dead_letter(
+                    topic,
+                    record,
+                    &failure,
+                    attempts,
+                    instance,
+                    route.config.limits.max_output_bytes,
+                );
                 return Some((smallvec::smallvec![dead], false));
             }
             FailurePolicy::Skip => return Some((RoutedOutputs::new(), false)),
@@ -464,7 +609,7 @@ fn decide(
                     &record.topic,
                     record.partition,
                     Some(Halt {
-                        offset: record.offset,
+                        offset: Some(record.offset),
                         reason: failure.to_string(),
                     }),
                 );
@@ -495,6 +640,7 @@ fn decide(
 /// routing now; `None` when the worker must stop.
 fn attempt(
     route: &Route,
+    offsets: &PartitionOffsets,
     instance: &mut RouteInstance,
     record: &Arc<SourceRecord>,
     mut first: Option<Result<RoutedOutputs, RouteFailure>>,
@@ -506,15 +652,26 @@ fn attempt(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let result = first.take().unwrap_or_else(|| {
-            // A route without a plugin makes no call to time.
-            let started = instance.plugin().is_some().then(Instant::now);
-            let result = instance.route(record);
-            if let Some(started) = started {
-                meters.called(started.elapsed(), 1);
+        let result = match first.take() {
+            Some(result) => result,
+            None => {
+                if !follow_swaps(route, offsets, instance, record.offset, stopping) {
+                    return None;
+                }
+                // A route without a plugin makes no call to time.
+                let started = instance.plugin().is_some().then(Instant::now);
+                let result = instance.route(record);
+                if let Some(started) = started {
+                    meters.called(started.elapsed(), 1);
+                }
+                result
             }
-            result
-        });
+        };
+        // A call ended because the worker must stop says nothing of the
+        // record: it is routed again by the partition's next owner.
+        if stopping() {
+            return None;
+        }
         let failure = match result {
             Ok(routed) => return Some((Ok(routed), attempts)),
             Err(failure) => failure,
@@ -548,12 +705,19 @@ fn attempt(
 
 /// The dead-letter record of `record`: its key, value, timestamp and
 /// headers (earlier `dlq-*` headers replaced), plus headers that say why.
+///
+/// It is never larger than the route's `limits.max_output_bytes` (the
+/// producer would refuse it, and the partition could not move on): what
+/// does not fit goes, the value first, then the record's own headers, then
+/// its key, each named in a `dlq-dropped` header with its size. The
+/// headers that say why and where the record came from always stay.
 fn dead_letter(
     topic: &str,
     record: &Arc<SourceRecord>,
     failure: &RouteFailure,
     attempts: u32,
     instance: &RouteInstance,
+    max_bytes: u64,
 ) -> Routed {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -570,7 +734,7 @@ fn dead_letter(
         error.truncate(end);
         error.push_str("...");
     }
-    let why = [
+    let why: Vec<Header> = [
         ("dlq-error", error),
         ("dlq-error-kind", failure.kind.dead_letter_kind().to_owned()),
         ("dlq-attempts", attempts.to_string()),
@@ -581,19 +745,63 @@ fn dead_letter(
         ("dlq-route", instance.route_name().to_owned()),
         ("dlq-plugin", plugin.to_owned()),
         ("dlq-plugin-version", version.to_owned()),
-    ];
-    let headers = record
+    ]
+    .into_iter()
+    .map(|(key, value)| Header {
+        key: key.to_owned(),
+        value: Bytes::from(value),
+    })
+    .collect();
+    let own: Vec<Header> = record
         .headers
         .iter()
         .filter(|h| !h.key.starts_with("dlq-"))
         .cloned()
-        .chain(why.into_iter().map(|(key, value)| Header {
-            key: key.to_owned(),
-            value: Bytes::from(value),
-        }))
         .collect();
     let mut output = Output::forward(record.clone());
-    output.headers = OutputHeaders::Replace(headers);
+    let mut dropped: Vec<String> = Vec::new();
+    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    // Room for the `dlq-dropped` header itself, should one be needed.
+    let fits = |output: &Output, dropped: &[String]| {
+        let note = if dropped.is_empty() {
+            0
+        } else {
+            Header {
+                key: "dlq-dropped".to_owned(),
+                value: Bytes::from(dropped.join(",")),
+            }
+            .wire_size()
+        };
+        output.wire_size() + note <= limit
+    };
+    output.headers = OutputHeaders::Replace(own.iter().chain(&why).cloned().collect());
+    if !fits(&output, &dropped) {
+        dropped.push(format!(
+            "value:{}",
+            record.value.as_ref().map_or(0, Bytes::len)
+        ));
+        output.value = Data::Null;
+    }
+    if !fits(&output, &dropped) {
+        let size: usize = own.iter().map(Header::wire_size).sum();
+        dropped.push(format!("headers:{size}"));
+        output.headers = OutputHeaders::Replace(why.clone());
+    }
+    if !fits(&output, &dropped) {
+        dropped.push(format!("key:{}", record.key.as_ref().map_or(0, Bytes::len)));
+        output.key = Data::Null;
+    }
+    if !dropped.is_empty() {
+        let mut headers = match std::mem::replace(&mut output.headers, OutputHeaders::Original) {
+            OutputHeaders::Replace(headers) => headers,
+            _ => why,
+        };
+        headers.push(Header {
+            key: "dlq-dropped".to_owned(),
+            value: Bytes::from(dropped.join(",")),
+        });
+        output.headers = OutputHeaders::Replace(headers);
+    }
     Routed {
         topic: topic.into(),
         output,

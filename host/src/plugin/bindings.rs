@@ -12,6 +12,10 @@ wasmtime::component::bindgen!({
     // Every host function may trap: a call on a record the router no longer
     // lends is a guest bug, not something to paper over.
     imports: { default: trappable },
+    // Calls run as futures, so that a deadline can abandon one that waits
+    // in a host import (see `PluginEngine::bounded`); the router's own
+    // imports never wait and stay synchronous.
+    exports: { default: async },
     with: { "switchyard:plugin/types.batch": super::state::Batch },
 });
 

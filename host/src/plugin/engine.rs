@@ -1,5 +1,7 @@
 //! Compiling and type-checking plugins.
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use wasmtime::{Config, Engine};
 
 use super::bindings::{Router, RouterPre};
 use super::cache::ArtifactCache;
+use super::interrupt::Interrupt;
 use super::state::HostState;
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
@@ -81,17 +84,64 @@ pub enum PluginError {
         /// The cause.
         reason: String,
     },
+    /// Not a regular file (a folder, a FIFO, a device...).
+    #[error("'{path}' is not a regular file ({kind}): a plugin is a .wasm file")]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// Larger than the router accepts.
+    #[error(
+        "'{path}' is larger than {max} bytes, the most a plugin file may have \
+         (SWITCHYARD_MAX_PLUGIN_MIB raises it)"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        max: u64,
+    },
+    /// Compiling took longer than the router waits.
+    #[error("'{path}' did not compile within {seconds} s (SWITCHYARD_COMPILE_TIMEOUT_S raises it)")]
+    CompileTimeout {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        seconds: u64,
+    },
     /// The engine itself could not be set up.
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
 }
 
-/// One per process: compiles plugins and links their imports.
+/// One per process: compiles plugins, links their imports, and bounds the
+/// time of every call into them.
 #[derive(Clone)]
 pub struct PluginEngine {
     pub(super) engine: Engine,
     pub(super) linker: Arc<Linker<HostState>>,
     cache: Option<ArtifactCache>,
+    /// Largest plugin file accepted, in bytes.
+    max_file_bytes: u64,
+    /// Longest wait for a compilation.
+    compile_timeout: Duration,
+    /// Drives the timers of plugin calls: their deadlines, and the clocks
+    /// and polls a plugin waits on through WASI.
+    timers: Arc<Timers>,
+}
+
+/// The runtime of the plugin timers; dropped without waiting, so that the
+/// last engine may go anywhere (even on a thread of another runtime).
+struct Timers(Option<tokio::runtime::Runtime>);
+
+impl Drop for Timers {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -106,6 +156,14 @@ const CONTRACT_VERSION: &str = "0.3.0";
 impl PluginEngine {
     /// An engine with epoch interruption (advanced by a background thread
     /// that ends with the engine) and the host's imports linked.
+    ///
+    /// A plugin can spend a call's time in two places: running its own
+    /// code, and waiting inside a host import (WASI's clocks and polls: a
+    /// `sleep`). Both are bounded in one place, [`PluginEngine::bounded`]:
+    /// every call runs as a future under a deadline, WASI is linked in its
+    /// async form (a wait is a future too), and plugin code yields at every
+    /// epoch tick. When the time is up, the call is abandoned wherever it
+    /// is and its instance discarded.
     pub fn new() -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
@@ -113,7 +171,7 @@ impl PluginEngine {
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(e.to_string()))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .and_then(|()| {
                 Router::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
                     &mut linker,
@@ -123,10 +181,65 @@ impl PluginEngine {
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
 
         spawn_epoch_ticker(&engine)?;
+        // One thread serves every plugin's timers; the calls themselves run
+        // on the threads that make them.
+        let timers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("switchyard-plugin-timers")
+            .enable_time()
+            .build()
+            .map_err(|e| {
+                PluginError::Engine(format!("cannot start the plugin timer thread: {e}"))
+            })?;
         Ok(Self {
             engine,
             linker: Arc::new(linker),
             cache: None,
+            max_file_bytes: env_limit("SWITCHYARD_MAX_PLUGIN_MIB", DEFAULT_MAX_PLUGIN_MIB) << 20,
+            compile_timeout: Duration::from_secs(env_limit(
+                "SWITCHYARD_COMPILE_TIMEOUT_S",
+                DEFAULT_COMPILE_TIMEOUT_S,
+            )),
+            timers: Arc::new(Timers(Some(timers))),
+        })
+    }
+
+    /// Runs `call` (a plugin call, on this thread) for at most `limit`, or
+    /// until `interrupt` is raised, whichever comes first; the call is then
+    /// abandoned wherever it is (its store must not be entered again).
+    /// Must not be called from inside an async runtime.
+    ///
+    /// This is the one place that bounds what a call may cost in time: a
+    /// plugin running its own code yields to it every epoch tick (see
+    /// `instance.rs`), and one waiting in a host import waits in a future
+    /// it drops.
+    pub(super) fn bounded<F: Future>(
+        &self,
+        limit: Duration,
+        interrupt: Option<&Interrupt>,
+        call: F,
+    ) -> Bounded<F::Output> {
+        if interrupt.is_some_and(Interrupt::is_raised) {
+            return Bounded::Interrupted;
+        }
+        let Some(timers) = &self.timers.0 else {
+            return Bounded::Interrupted;
+        };
+        timers.block_on(async {
+            let stop = async {
+                match interrupt {
+                    Some(interrupt) => interrupt.raised().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                done = tokio::time::timeout(limit, call) => match done {
+                    Ok(output) => Bounded::Done(output),
+                    Err(_) => Bounded::TimedOut,
+                },
+                () = stop => Bounded::Interrupted,
+            }
         })
     }
 
@@ -151,11 +264,74 @@ impl PluginEngine {
 
     /// Reads, compiles and type-checks the plugin at `path`.
     pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|error| PluginError::Read {
+        let bytes = self.read(path)?;
+        self.load_bytes(path, &bytes)
+    }
+
+    /// The bytes of the plugin file at `path`, if it is a regular file (a
+    /// link to one is fine: Kubernetes mounts ConfigMaps that way) of at
+    /// most the size limit. A FIFO or a device is refused without waiting
+    /// on it; a file that grows while being read is cut at the limit and
+    /// refused.
+    pub fn read(&self, path: &Path) -> Result<Vec<u8>, PluginError> {
+        let read_error = |error| PluginError::Read {
             path: path.to_owned(),
             error,
-        })?;
-        self.load_bytes(path, &bytes)
+        };
+        // Non-blocking, so that opening a FIFO cannot wait for a writer.
+        let file = std::fs::File::options()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(read_error)?;
+        let meta = file.metadata().map_err(read_error)?;
+        if !meta.is_file() {
+            return Err(PluginError::NotAFile {
+                path: path.to_owned(),
+                kind: file_kind(&meta),
+            });
+        }
+        let too_large = || PluginError::TooLarge {
+            path: path.to_owned(),
+            max: self.max_file_bytes,
+        };
+        if meta.len() > self.max_file_bytes {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.take(self.max_file_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        if bytes.len() as u64 > self.max_file_bytes {
+            return Err(too_large());
+        }
+        Ok(bytes)
+    }
+
+    /// Compiles `bytes` on a thread of its own, waiting at most the compile
+    /// timeout (a compilation past it goes on in the background, and its
+    /// result is dropped).
+    fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Vec<u8>, PluginError> {
+        let (done, result) = std::sync::mpsc::channel();
+        let engine = self.engine.clone();
+        let wasm = bytes.to_vec();
+        std::thread::Builder::new()
+            .name("switchyard-compile".to_owned())
+            .spawn(move || {
+                let _ = done.send(engine.precompile_component(&wasm));
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start a compilation: {e}")))?;
+        match result.recv_timeout(self.compile_timeout) {
+            Ok(Ok(compiled)) => Ok(compiled),
+            Ok(Err(e)) => Err(PluginError::Invalid {
+                path: path.to_owned(),
+                reason: one_line(&e),
+            }),
+            Err(_) => Err(PluginError::CompileTimeout {
+                path: path.to_owned(),
+                seconds: self.compile_timeout.as_secs(),
+            }),
+        }
     }
 
     /// Compiles and type-checks `bytes`, which came from `path`.
@@ -173,16 +349,22 @@ impl PluginEngine {
             .cache
             .as_ref()
             .and_then(|cache| cache.load(&self.engine, &sha256));
-        let component = match cached {
-            Some(component) => component,
-            None => match &self.cache {
-                Some(cache) => cache.compile(&self.engine, &sha256, bytes),
-                None => Component::new(&self.engine, bytes),
+        // A fresh compilation is cached only once the component proved to
+        // be a router plugin (below).
+        let (component, compiled) = match cached {
+            Some(component) => (component, None),
+            None => {
+                let compiled = self.compile(&path, bytes)?;
+                // SAFETY: `compiled` is what `precompile_component` just
+                // produced with this engine.
+                #[allow(unsafe_code, reason = "loading an artifact this engine just produced")]
+                let component = unsafe { Component::deserialize(&self.engine, &compiled) }
+                    .map_err(|e| PluginError::Invalid {
+                        path: path.clone(),
+                        reason: one_line(&e),
+                    })?;
+                (component, Some(compiled))
             }
-            .map_err(|e| PluginError::Invalid {
-                path: path.clone(),
-                reason: one_line(&e),
-            })?,
         };
         let pre = self
             .linker
@@ -218,6 +400,9 @@ impl PluginEngine {
                 ),
             }
         })?;
+        if let (Some(cache), Some(compiled)) = (&self.cache, compiled) {
+            cache.store(&self.engine, &sha256, &compiled);
+        }
         let name = path
             .file_stem()
             .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
@@ -233,6 +418,17 @@ impl PluginEngine {
             engine: self.clone(),
         })
     }
+}
+
+/// How a bounded call ended.
+#[derive(Debug)]
+pub(super) enum Bounded<T> {
+    /// It returned.
+    Done(T),
+    /// It ran out of time.
+    TimedOut,
+    /// Its interrupt was raised.
+    Interrupted,
 }
 
 /// A compiled plugin whose imports and exports match the `router` world.
@@ -320,6 +516,43 @@ impl Plugin {
                 _ => name.to_owned(),
             })
             .collect()
+    }
+}
+
+/// Largest plugin file accepted by default, in MiB: interpreted plugins
+/// (Python, JavaScript) are 12-20 MiB.
+const DEFAULT_MAX_PLUGIN_MIB: u64 = 64;
+
+/// Longest wait for a compilation by default, in seconds: the largest
+/// interpreted plugins compile in a few seconds here.
+const DEFAULT_COMPILE_TIMEOUT_S: u64 = 60;
+
+/// A positive whole number from the environment variable `name`, else
+/// `default`.
+fn env_limit(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+/// What a file that is not a regular file is, in words.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let ty = meta.file_type();
+    if ty.is_dir() {
+        "a folder"
+    } else if ty.is_fifo() {
+        "a FIFO"
+    } else if ty.is_char_device() {
+        "a character device"
+    } else if ty.is_block_device() {
+        "a block device"
+    } else if ty.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
     }
 }
 

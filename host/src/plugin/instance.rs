@@ -2,16 +2,16 @@
 //! replaced after a trap.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::{Resource, ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtx;
 
 use super::bindings::{Router, types};
-use super::engine::{EPOCH_TICK, Plugin, PluginError, one_line};
-use super::limits::{Limits, MemoryLimiter};
+use super::engine::{Bounded, Plugin, PluginError, one_line};
+use super::interrupt::Interrupt;
+use super::limits::{Limits, MAX_HOST_HANDLES, MemoryLimiter};
 use super::state::{Batch, HostState, RouteContext};
 use super::stdio::{LogStream, LogTag, RecentLines};
 use crate::record::{Data, Header, Output, OutputHeaders, SourceRecord};
@@ -27,6 +27,10 @@ pub enum FailureKind {
     Trap,
     /// The call ran past the route's time limit.
     Timeout,
+    /// The call was ended because its partition's worker must stop (a
+    /// rebalance, a shutdown): nothing is known of the record, which is
+    /// routed again by the partition's next owner.
+    Interrupted,
     /// The plugin tried to grow past the route's memory limit.
     Memory,
     /// The plugin's outputs break the route's rules.
@@ -35,11 +39,12 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, in declaration order (`kind as usize` indexes it).
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Retry,
         Self::Reject,
         Self::Trap,
         Self::Timeout,
+        Self::Interrupted,
         Self::Memory,
         Self::Invalid,
     ];
@@ -52,6 +57,7 @@ impl FailureKind {
             Self::Reject => "reject",
             Self::Trap => "trap",
             Self::Timeout => "timeout",
+            Self::Interrupted => "interrupted",
             Self::Memory => "memory",
             Self::Invalid => "invalid-output",
         }
@@ -104,6 +110,8 @@ pub struct PluginInstance {
     router: Router,
     /// Set after a trap: the store cannot be entered again.
     poisoned: bool,
+    /// Ends calls early when raised (the worker is stopping).
+    interrupt: Option<Interrupt>,
     /// Reused for every call: its buffers keep their capacity.
     call: types::CallContext,
 }
@@ -128,7 +136,19 @@ impl Plugin {
         context: RouteContext,
         limits: Limits,
     ) -> Result<PluginInstance, PluginError> {
-        let (store, router) = self.fresh(config, &context, limits)?;
+        self.instantiate_interruptible(config, context, limits, None)
+    }
+
+    /// A new instance, initialized with `config`, whose calls (its `init`
+    /// included) end at once when `interrupt` is raised.
+    pub fn instantiate_interruptible(
+        &self,
+        config: &[(String, String)],
+        context: RouteContext,
+        limits: Limits,
+        interrupt: Option<Interrupt>,
+    ) -> Result<PluginInstance, PluginError> {
+        let (store, router) = self.fresh(config, &context, limits, interrupt.as_ref())?;
         Ok(PluginInstance {
             plugin: self.clone(),
             config: config.to_vec(),
@@ -137,6 +157,7 @@ impl Plugin {
             store,
             router,
             poisoned: false,
+            interrupt,
             call: types::CallContext {
                 default_target_partitions: 0,
                 header_spans: Vec::new(),
@@ -150,6 +171,7 @@ impl Plugin {
         config: &[(String, String)],
         context: &RouteContext,
         limits: Limits,
+        interrupt: Option<&Interrupt>,
     ) -> Result<(Store<HostState>, Router), PluginError> {
         let stderr = Arc::new(RecentLines::default());
         // No preopened directories, no environment, no arguments, no
@@ -158,10 +180,15 @@ impl Plugin {
             route: context.route.clone(),
             plugin: self.name.clone(),
             version: self.version.clone(),
+            budget: context.log_budget.clone(),
         });
+        let streams = [
+            LogStream::new(tag.clone(), "stdout"),
+            LogStream::new(tag.clone(), "stderr").keeping_recent(stderr.clone()),
+        ];
         let wasi = WasiCtx::builder()
-            .stdout(LogStream::new(tag.clone(), "stdout"))
-            .stderr(LogStream::new(tag.clone(), "stderr").keeping_recent(stderr.clone()))
+            .stdout(streams[0].clone())
+            .stderr(streams[1].clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -176,30 +203,69 @@ impl Plugin {
             batch: Vec::new(),
             wanted_headers: Vec::new(),
             give_partitions: false,
+            streams,
         };
         let mut store = Store::new(&self.engine.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(ticks(limits.init_timeout));
+        // What the host holds for the plugin is bounded too: handles in the
+        // table, and the bytes one host call may copy out of the plugin
+        // (never more than its own memory could hold).
+        store.data_mut().table.set_max_capacity(MAX_HOST_HANDLES);
+        store.set_hostcall_fuel(limits.memory_bytes);
+        // Code that runs on and on yields at every epoch tick, so that the
+        // deadline of its call (`PluginEngine::bounded`) can end it.
+        store.epoch_deadline_async_yield_and_update(1);
+        store.set_epoch_deadline(1);
 
-        let router = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PluginError::Instantiate {
-                path: self.path.clone(),
+        // Instantiation (start functions) and `init` share the init time.
+        let pre = &self.pre;
+        let started = self.engine.bounded(limits.init_timeout, interrupt, async {
+            let router = match pre.instantiate_async(&mut store).await {
+                Ok(router) => router,
+                Err(e) => return Err(Start::Instantiate(e)),
+            };
+            match router.call_init(&mut store, config).await {
+                Ok(Ok(())) => Ok(router),
+                Ok(Err(reason)) => Err(Start::Refused(reason)),
+                Err(e) => Err(Start::Init(e)),
+            }
+        });
+        store.data().finish_lines();
+        let path = self.path.clone();
+        match started {
+            Bounded::Done(Ok(router)) => Ok((store, router)),
+            Bounded::Done(Err(Start::Instantiate(e))) => Err(PluginError::Instantiate {
+                path,
                 reason: describe_trap(&e, &store).message,
-            })?;
-        match router.call_init(&mut store, config) {
-            Ok(Ok(())) => Ok((store, router)),
-            Ok(Err(reason)) => Err(PluginError::InitRefused {
-                path: self.path.clone(),
-                reason,
             }),
-            Err(e) => Err(PluginError::InitFailed {
-                path: self.path.clone(),
+            Bounded::Done(Err(Start::Refused(reason))) => {
+                Err(PluginError::InitRefused { path, reason })
+            }
+            Bounded::Done(Err(Start::Init(e))) => Err(PluginError::InitFailed {
+                path,
                 reason: describe_trap(&e, &store).to_string(),
+            }),
+            Bounded::TimedOut => Err(PluginError::InitFailed {
+                path,
+                reason: format!(
+                    "{}: init did not return within the route's limit (limits.init_timeout_ms = {})",
+                    FailureKind::Timeout,
+                    limits.init_timeout.as_millis()
+                ),
+            }),
+            Bounded::Interrupted => Err(PluginError::InitFailed {
+                path,
+                reason: "init interrupted: the partition's worker is stopping".to_owned(),
             }),
         }
     }
+}
+
+/// How starting an instance failed.
+enum Start {
+    Instantiate(wasmtime::Error),
+    Refused(String),
+    Init(wasmtime::Error),
 }
 
 impl PluginInstance {
@@ -236,9 +302,19 @@ impl PluginInstance {
         if self.poisoned {
             let (store, router) = self
                 .plugin
-                .fresh(&self.config, &self.context, self.limits)
+                .fresh(
+                    &self.config,
+                    &self.context,
+                    self.limits,
+                    self.interrupt.as_ref(),
+                )
                 .map_err(|e| {
-                    RouteFailure::new(FailureKind::Trap, format!("cannot restart plugin: {e}"))
+                    let kind = if self.interrupt.as_ref().is_some_and(Interrupt::is_raised) {
+                        FailureKind::Interrupted
+                    } else {
+                        FailureKind::Trap
+                    };
+                    RouteFailure::new(kind, format!("cannot restart plugin: {e}"))
                 })?;
             self.store = store;
             self.router = router;
@@ -249,17 +325,34 @@ impl PluginInstance {
         state.limiter.exceeded = None;
         state.stderr.next_call();
         fill_call_context(&mut self.call, state);
-        self.store
-            .set_epoch_deadline(ticks(self.limits.route_timeout));
+        self.store.set_epoch_deadline(1);
         // A batch is far smaller than 2^32 records.
         let count = u32::try_from(records.len()).unwrap_or(u32::MAX);
-        let result = self.router.call_route(
+        let call = self.router.call_route(
             &mut self.store,
             Resource::<Batch>::new_borrow(0),
             count,
             &self.call,
         );
-        self.store.data_mut().batch.clear();
+        let result = match self.plugin.engine.bounded(
+            self.limits.route_timeout,
+            self.interrupt.as_ref(),
+            call,
+        ) {
+            Bounded::Done(result) => result,
+            Bounded::TimedOut => Err(wasmtime::Error::new(TimedOut)),
+            Bounded::Interrupted => {
+                self.store.data_mut().batch.clear();
+                self.poisoned = true;
+                return Err(RouteFailure::new(
+                    FailureKind::Interrupted,
+                    "plugin call interrupted: the partition's worker is stopping",
+                ));
+            }
+        };
+        let state = self.store.data_mut();
+        state.batch.clear();
+        state.finish_lines();
         match result {
             Ok(answers) if answers.len() == records.len() => Ok(answers
                 .into_iter()
@@ -353,13 +446,10 @@ fn fill_call_context(call: &mut types::CallContext, state: &HostState) {
     }
 }
 
-/// Epoch ticks for `timeout`, rounded up, at least one.
-fn ticks(timeout: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    u64::try_from(timeout.as_nanos().div_ceil(tick))
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
+/// A call abandoned at its deadline while it waited in a host import.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin ran past its time limit")]
+struct TimedOut;
 
 /// Classifies a failed call and says what happened in one line.
 fn describe_trap(e: &wasmtime::Error, store: &Store<HostState>) -> RouteFailure {
@@ -367,8 +457,19 @@ fn describe_trap(e: &wasmtime::Error, store: &Store<HostState>) -> RouteFailure 
     if let Some(message) = &state.limiter.exceeded {
         return RouteFailure::new(FailureKind::Memory, message.clone());
     }
-    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+    if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) || e.is::<TimedOut>() {
         return RouteFailure::new(FailureKind::Timeout, "plugin ran past its time limit");
+    }
+    if matches!(
+        e.downcast_ref::<ResourceTableError>(),
+        Some(ResourceTableError::Full)
+    ) {
+        return RouteFailure::new(
+            FailureKind::Memory,
+            format!(
+                "plugin holds {MAX_HOST_HANDLES} host handles (streams, pollables) without closing them, the most an instance may"
+            ),
+        );
     }
     if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
         return RouteFailure::new(FailureKind::Trap, format!("plugin called exit({})", exit.0));

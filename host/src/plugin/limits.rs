@@ -16,6 +16,9 @@ pub struct Limits {
     pub init_timeout: Duration,
     /// Outputs one record may have (checked before they are converted).
     pub max_outputs: usize,
+    /// Plugin log lines (`log` calls, stdout and stderr lines) the route
+    /// may write per second, all its instances together.
+    pub log_lines_per_second: u32,
 }
 
 impl Limits {
@@ -30,6 +33,9 @@ impl Limits {
     /// A thousand outputs per record: far above any fan-out seen in
     /// practice, far below what would hurt the producer.
     pub const DEFAULT_MAX_OUTPUTS: usize = 1000;
+    /// A hundred lines a second per route: plenty to debug with, at most
+    /// ~400 KiB/s of log (lines are cut at 4 KiB) whatever a plugin does.
+    pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 100;
 }
 
 impl Default for Limits {
@@ -39,47 +45,75 @@ impl Default for Limits {
             route_timeout: Self::DEFAULT_ROUTE_TIMEOUT,
             init_timeout: Self::DEFAULT_INIT_TIMEOUT,
             max_outputs: Self::DEFAULT_MAX_OUTPUTS,
+            log_lines_per_second: Self::DEFAULT_LOG_LINES_PER_SECOND,
         }
     }
 }
 
-/// Enforces [`Limits::memory_bytes`] and remembers that it did, so that the
-/// resulting trap is reported as a memory failure.
+/// Enforces [`Limits::memory_bytes`] over all of an instance's linear
+/// memories together (a component may declare many), bounds the number of
+/// core instances, memories and tables it may create, and remembers a
+/// refusal, so that the resulting trap is reported as a memory failure.
 #[derive(Debug)]
 pub(super) struct MemoryLimiter {
     max_bytes: usize,
+    /// Bytes of all the instance's memories so far (memories only grow,
+    /// and live as long as the store).
+    total_bytes: usize,
     /// Set when a growth was refused: what was asked for, in one line.
     pub(super) exceeded: Option<String>,
 }
 
-/// Tables hold function references; no sane plugin needs more elements.
+/// Table elements, all tables together: function references, a few per
+/// function of the plugin; no sane plugin needs a million.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Core instances, memories and tables one plugin instance may create. A
+/// Rust plugin has 4 core instances, 2 memories and 3 tables; an
+/// interpreted one (Python, JavaScript) a few more.
+pub(super) const MAX_CORE_INSTANCES: usize = 64;
+pub(super) const MAX_MEMORIES: usize = 16;
+pub(super) const MAX_TABLES: usize = 64;
+
+/// Host-side objects (streams, pollables...) one instance may hold at
+/// once: WASI plugins hold a handful.
+pub(super) const MAX_HOST_HANDLES: usize = 4096;
 
 impl MemoryLimiter {
     pub(super) fn new(max_bytes: usize) -> Self {
         Self {
             max_bytes,
+            total_bytes: 0,
             exceeded: None,
         }
+    }
+
+    fn refuse(&mut self, message: String) -> wasmtime::Result<bool> {
+        self.exceeded = Some(message.clone());
+        wasmtime::bail!(message)
     }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            let message = format!(
-                "plugin tried to grow its memory to {} MiB; the route's limit (limits.memory_mib) is {} MiB",
-                desired.div_ceil(1 << 20),
-                self.max_bytes >> 20
-            );
-            self.exceeded = Some(message.clone());
-            wasmtime::bail!(message);
+        if maximum.is_some_and(|max| desired > max) {
+            // The memory's own type forbids it: wasmtime refuses it anyway.
+            return Ok(false);
         }
+        let total = self.total_bytes - current.min(self.total_bytes) + desired;
+        if total > self.max_bytes {
+            return self.refuse(format!(
+                "plugin tried to grow its memory to {} MiB; the route's limit (limits.memory_mib) is {} MiB",
+                total.div_ceil(1 << 20),
+                self.max_bytes >> 20
+            ));
+        }
+        self.total_bytes = total;
         Ok(true)
     }
 
@@ -89,6 +123,49 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > MAX_TABLE_ELEMENTS {
+            return self.refuse(format!(
+                "plugin tried to grow a table to {desired} elements; the most is {MAX_TABLE_ELEMENTS}"
+            ));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_of_the_instance_together() {
+        let mut limiter = MemoryLimiter::new(10 << 20);
+        // A new memory of 4 MiB, another of 4 MiB: 8 MiB in all.
+        assert!(limiter.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(limiter.memory_growing(0, 4 << 20, None).unwrap());
+        // The first growing by 1 MiB: 9 MiB.
+        assert!(limiter.memory_growing(4 << 20, 5 << 20, None).unwrap());
+        // A third memory of 2 MiB would make 11 MiB.
+        let refused = limiter.memory_growing(0, 2 << 20, None).unwrap_err();
+        assert!(refused.to_string().contains("to 11 MiB"), "{refused}");
+        assert!(limiter.exceeded.is_some());
+    }
+
+    #[test]
+    fn a_growth_past_the_memorys_own_maximum_is_refused_without_counting() {
+        let mut limiter = MemoryLimiter::new(10 << 20);
+        assert!(!limiter.memory_growing(0, 2 << 20, Some(1 << 20)).unwrap());
+        assert!(limiter.memory_growing(0, 10 << 20, None).unwrap());
     }
 }

@@ -8,6 +8,7 @@ use wasmtime::format_err;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{host_api, types};
+use super::stdio::{LogBudget, LogLevel};
 use crate::record::SourceRecord;
 
 /// Answers the plugins' `partition-count` question.
@@ -31,6 +32,25 @@ pub struct RouteContext {
     pub default_target: String,
     /// Partition counts of the topics the route may write to.
     pub partitions: Arc<dyn PartitionCounts>,
+    /// The route's budget of plugin log lines, shared by its instances.
+    pub log_budget: Arc<LogBudget>,
+}
+
+impl RouteContext {
+    /// The context of route `route`, with the default budget of log lines
+    /// ([`Limits::DEFAULT_LOG_LINES_PER_SECOND`](super::Limits)).
+    pub fn new(
+        route: impl Into<String>,
+        default_target: impl Into<String>,
+        partitions: Arc<dyn PartitionCounts>,
+    ) -> Self {
+        Self {
+            route: route.into(),
+            default_target: default_target.into(),
+            partitions,
+            log_budget: Arc::new(LogBudget::new(super::Limits::DEFAULT_LOG_LINES_PER_SECOND)),
+        }
+    }
 }
 
 impl std::fmt::Debug for RouteContext {
@@ -67,6 +87,8 @@ pub struct HostState {
     /// The plugin asked for the default target's partition count: hand it
     /// over with every call from now on.
     pub(super) give_partitions: bool,
+    /// Its stdout and stderr, whose unfinished lines end with each call.
+    pub(super) streams: [super::stdio::LogStream; 2],
 }
 
 /// Header names one instance may ask to be handed with every call; past
@@ -74,6 +96,14 @@ pub struct HostState {
 const MAX_WANTED_HEADERS: usize = 16;
 
 impl HostState {
+    /// Logs what the plugin left unfinished on stdout and stderr: a call's
+    /// output is its own, not the next call's.
+    pub(super) fn finish_lines(&self) {
+        for stream in &self.streams {
+            stream.finish_line();
+        }
+    }
+
     fn record(&self, index: u32) -> wasmtime::Result<&SourceRecord> {
         usize::try_from(index)
             .ok()
@@ -171,25 +201,14 @@ fn len(bytes: Option<&[u8]>) -> Option<u32> {
 
 impl host_api::Host for HostState {
     fn log(&mut self, level: host_api::Level, message: String) -> wasmtime::Result<()> {
-        let tag = &*self.tag;
-        let (route, plugin, version) = (tag.route.as_str(), &*tag.plugin, tag.version.as_str());
-        match level {
-            host_api::Level::Trace => {
-                tracing::trace!(target: "plugin", route, plugin, version, "{message}");
-            }
-            host_api::Level::Debug => {
-                tracing::debug!(target: "plugin", route, plugin, version, "{message}");
-            }
-            host_api::Level::Info => {
-                tracing::info!(target: "plugin", route, plugin, version, "{message}");
-            }
-            host_api::Level::Warn => {
-                tracing::warn!(target: "plugin", route, plugin, version, "{message}");
-            }
-            host_api::Level::Error => {
-                tracing::error!(target: "plugin", route, plugin, version, "{message}");
-            }
-        }
+        let level = match level {
+            host_api::Level::Trace => LogLevel::Trace,
+            host_api::Level::Debug => LogLevel::Debug,
+            host_api::Level::Info => LogLevel::Info,
+            host_api::Level::Warn => LogLevel::Warn,
+            host_api::Level::Error => LogLevel::Error,
+        };
+        self.tag.emit(level, None, message.as_bytes());
         Ok(())
     }
 

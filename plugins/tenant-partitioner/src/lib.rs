@@ -3,9 +3,12 @@
 //!
 //! partition = FNV-1a-32(tenant) mod (partition count of the target), where
 //! the tenant is the value of the `tenant-id` header (config key `header`
-//! names another one), or the record key when the header is missing. A
-//! record with neither is rejected. Key, value and headers pass through
-//! unchanged.
+//! names another one), or the record key when the header is missing or
+//! empty, or the empty string when there is no key either: the same
+//! partition a producer balancing by tenant the usual way picks, so records
+//! written directly and records routed here land together. Config
+//! `keyless = "reject"` rejects records with neither tenant nor key instead.
+//! Key, value and headers pass through unchanged.
 //!
 //! ```toml
 //! plugin_config = { header = "tenant-id" }
@@ -18,27 +21,46 @@ use switchyard_sdk::{
 /// The partitioner and the header it reads.
 pub struct TenantPartitioner {
     header: String,
+    /// Reject records with neither tenant nor key (else they hash as "").
+    reject_keyless: bool,
 }
 
 #[switchyard_sdk::plugin]
 impl Plugin for TenantPartitioner {
     fn init(config: &Config) -> Result<Self, String> {
-        config.deny_unknown(&["header"])?;
+        config.deny_unknown(&["header", "keyless"])?;
         let header = config.get("header").unwrap_or("tenant-id");
         if header.is_empty() {
             return Err("config key 'header' must not be empty".to_owned());
         }
+        let reject_keyless = match config.get("keyless") {
+            None | Some("hash-empty") => false,
+            Some("reject") => true,
+            Some(other) => {
+                return Err(format!(
+                    "config key 'keyless' is '{other}': use \"hash-empty\" (the default) or \"reject\""
+                ));
+            }
+        };
         Ok(Self {
             header: header.to_owned(),
+            reject_keyless,
         })
     }
 
     fn route(&self, msg: &Message) -> RouteResult {
-        let hash = match msg.header(&self.header) {
+        let hash = match msg.header(&self.header).filter(|t| !t.is_empty()) {
             Some(tenant) => fnv1a_32(&tenant),
-            None => fnv1a_32(msg.key().ok_or_else(|| {
-                RouteError::reject(format!("record has no '{}' header and no key", self.header))
-            })?),
+            None => match msg.key() {
+                Some(key) => fnv1a_32(key),
+                None if self.reject_keyless => {
+                    return Err(RouteError::reject(format!(
+                        "record has no '{}' header and no key",
+                        self.header
+                    )));
+                }
+                None => fnv1a_32(b""),
+            },
         };
         let target = default_target();
         let partitions = partition_count(&target).filter(|&n| n > 0).ok_or_else(|| {
@@ -70,7 +92,7 @@ mod tests {
     fn partition_is_fnv1a_of_the_tenant_modulo_the_partition_count() {
         set_partition_count("output", 6);
         let p = partitioner(&[]);
-        for tenant in ["acme", "globex", "initech", "umbrella", ""] {
+        for tenant in ["acme", "globex", "initech", "umbrella"] {
             let msg = Message::builder().header("tenant-id", tenant).build();
             let expected = (fnv1a_32(tenant.as_bytes()) % 6) as i32;
             assert_eq!(partition_of(&p, &msg), expected, "tenant {tenant:?}");
@@ -123,10 +145,33 @@ mod tests {
     }
 
     #[test]
-    fn record_without_header_or_key_is_rejected() {
+    fn an_empty_tenant_counts_as_missing_and_falls_back_to_the_key() {
         set_partition_count("output", 6);
-        let err = partitioner(&[])
-            .route(&Message::builder().build())
+        let msg = Message::builder()
+            .header("tenant-id", "")
+            .key("globex")
+            .build();
+        let expected = (fnv1a_32(b"globex") % 6) as i32;
+        assert_eq!(partition_of(&partitioner(&[]), &msg), expected);
+    }
+
+    #[test]
+    fn a_record_without_tenant_or_key_hashes_as_the_empty_string() {
+        set_partition_count("output", 6);
+        let expected = (fnv1a_32(b"") % 6) as i32;
+        for msg in [
+            Message::builder().build(),
+            Message::builder().header("tenant-id", "").build(),
+        ] {
+            assert_eq!(partition_of(&partitioner(&[]), &msg), expected);
+        }
+    }
+
+    #[test]
+    fn keyless_reject_refuses_a_record_without_tenant_or_key() {
+        set_partition_count("output", 6);
+        let err = partitioner(&[("keyless", "reject")])
+            .route(&Message::builder().header("tenant-id", "").build())
             .unwrap_err();
         assert_eq!(
             err,
@@ -146,7 +191,7 @@ mod tests {
         let err = TenantPartitioner::init(&Config::from_pairs([("heder", "x")])).err();
         assert_eq!(
             err.as_deref(),
-            Some("unknown config key 'heder' (known keys: header)")
+            Some("unknown config key 'heder' (known keys: header, keyless)")
         );
     }
 }

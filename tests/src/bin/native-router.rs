@@ -1,7 +1,8 @@
 //! The router a team writes by hand, for the benchmarks to compare with:
 //! an rdkafka consume → produce loop with the tenant partitioner's logic
 //! compiled in (partition = FNV-1a-32 of the `tenant-id` header, or of the
-//! key, modulo the target's partition count). No sandbox, no offset
+//! key when it is missing or empty, or of nothing, modulo the target's
+//! partition count). No sandbox, no offset
 //! tracking beyond librdkafka's auto-commit, no checks.
 //!
 //! Usage: `native-router BOOTSTRAP GROUP SOURCE TARGET [KEY=VALUE...]`,
@@ -60,8 +61,9 @@ fn main() -> anyhow::Result<()> {
             .headers()
             .and_then(|h| h.iter().find(|h| h.key == "tenant-id"))
             .and_then(|h| h.value)
+            .filter(|tenant| !tenant.is_empty())
             .or_else(|| message.key())
-            .context("record has no tenant-id header and no key")?;
+            .unwrap_or_default();
         let partition = i32::try_from(fnv1a_32(tenant) % partitions)?;
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(target).partition(partition);
         if let Some(key) = message.key() {

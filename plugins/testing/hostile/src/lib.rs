@@ -20,13 +20,26 @@
 //! | `read-env` | reads the environment: forwards it if there is any, rejects if not |
 //! | `socket:PORT` | connects to 127.0.0.1:PORT and writes to it; rejects with the error if it cannot |
 //! | `exit` | calls `exit(3)` |
+//! | `sleep` | logs `offset N sleeps an hour`, then sleeps an hour (waits inside the host, not in its own code) |
+//! | `log-flood` | writes 1,000,000 log lines of 1 KiB, then forwards |
+//! | `log-huge` | writes one log line of 60 MiB, then forwards |
+//! | `print-huge` | writes 60 MiB to stderr without a newline, then forwards |
+//! | `forge` | logs and prints a line with a newline and a fake router line in it, then forwards |
+//! | `leak-stdio` | opens stdout handles without closing them, forever |
+//! | `exact-limit` | returns one output whose value is exactly 1,000,000 bytes |
+//! | `empty-headers:N` | forwards with N empty headers in place of its own |
+//! | `log:TEXT` | logs TEXT, then forwards |
+//! | `future-timestamp` | forwards with a timestamp two hours from now |
 //!
-//! Config `init = "panic" | "loop" | "refuse"` makes `init` fail that way.
+//! Config `init = "panic" | "loop" | "refuse" | "sleep"` makes `init` fail
+//! that way.
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use switchyard_sdk::{Config, Message, Output, Plugin, RouteError, RouteResult};
+use switchyard_sdk::{
+    Config, Header, Level, Message, Output, Plugin, RouteError, RouteResult, log,
+};
 
 /// The fixture. Remembers how often each offset asked for a retry.
 pub struct Hostile {
@@ -42,6 +55,10 @@ impl Plugin for Hostile {
             Some("panic") => panic!("init asked to panic"),
             Some("loop") => spin(),
             Some("refuse") => Err("init asked to refuse".to_owned()),
+            Some("sleep") => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Err("init slept an hour".to_owned())
+            }
             Some(other) => Err(format!("unknown init behaviour '{other}'")),
             None => Ok(Self {
                 retries: RefCell::default(),
@@ -54,6 +71,16 @@ impl Plugin for Hostile {
         let value = msg.value_str().unwrap_or_default();
         if let Some(port) = value.strip_prefix("socket:") {
             return connect(port);
+        }
+        if let Some(text) = value.strip_prefix("log:") {
+            log(Level::Info, text);
+            return Ok(vec![Output::forward()]);
+        }
+        if let Some(count) = value.strip_prefix("empty-headers:") {
+            let count: usize = count.parse().unwrap_or(0);
+            return Ok(vec![
+                Output::forward().headers(vec![Header::new("", ""); count]),
+            ]);
         }
         match value {
             "loop" => spin(),
@@ -100,6 +127,44 @@ impl Plugin for Hostile {
                 }
             }
             "exit" => std::process::exit(3),
+            "sleep" => {
+                log(
+                    Level::Info,
+                    &format!("offset {} sleeps an hour", msg.offset()),
+                );
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(vec![Output::forward()])
+            }
+            "log-flood" => {
+                let filler = "f".repeat(1000);
+                for i in 0..1_000_000 {
+                    log(Level::Info, &format!("flood {i} {filler}"));
+                }
+                Ok(vec![Output::forward()])
+            }
+            "log-huge" => {
+                log(Level::Info, &"h".repeat(60 << 20));
+                Ok(vec![Output::forward()])
+            }
+            "print-huge" => {
+                let chunk = "p".repeat(1 << 20);
+                for _ in 0..60 {
+                    eprint!("{chunk}");
+                }
+                Ok(vec![Output::forward()])
+            }
+            "forge" => {
+                let forged = "harmless\n2026-01-01T00:00:00Z ERROR switchyard: forged by a plugin";
+                log(Level::Warn, forged);
+                println!("{forged}");
+                Ok(vec![Output::forward()])
+            }
+            "leak-stdio" => leak_stdio(),
+            "exact-limit" => Ok(vec![Output::forward().value(vec![b'x'; 1_000_000])]),
+            "future-timestamp" => {
+                let two_hours_ahead = msg.timestamp_ms().unwrap_or(0) + 2 * 3600 * 1000;
+                Ok(vec![Output::forward().timestamp_ms(two_hours_ahead)])
+            }
             _ => Ok(vec![Output::forward()]),
         }
     }
@@ -121,6 +186,29 @@ fn connect(port: &str) -> RouteResult {
             "cannot connect to 127.0.0.1:{port}: {e}"
         ))),
     }
+}
+
+/// Asks WASI for a new stdout handle again and again, never closing one.
+#[cfg(target_arch = "wasm32")]
+fn leak_stdio() -> RouteResult {
+    #[link(wasm_import_module = "wasi:cli/stdout@0.2.6")]
+    unsafe extern "C" {
+        #[link_name = "get-stdout"]
+        fn get_stdout() -> i32;
+    }
+    let mut last = 0;
+    for _ in 0..100_000_000_u64 {
+        // SAFETY: `get-stdout` takes nothing and returns a new handle.
+        last = black_box(unsafe { get_stdout() });
+    }
+    Err(RouteError::reject(format!(
+        "opened 100,000,000 stdout handles (the last {last})"
+    )))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn leak_stdio() -> RouteResult {
+    Err(RouteError::reject("only in wasm"))
 }
 
 fn spin() -> ! {

@@ -2,7 +2,8 @@
 //! `plugin-tag` header. The tag lives in the data segment as
 //! `switchyard-tag:` followed by 9 bytes that tests overwrite in the `.wasm`
 //! file to make distinct versions of the same plugin. A tag starting with
-//! `initfail` makes `init` refuse.
+//! `initfail` makes `init` refuse; the tag `initsleep` makes `init` sleep
+//! an hour (it waits inside the host).
 use switchyard_sdk::{Config, Message, Output, Plugin, RouteResult};
 
 /// Patched by tests: keep the marker and the length.
@@ -26,6 +27,9 @@ impl Plugin for Versioned {
         let tag = tag();
         if tag.starts_with("initfail") {
             return Err(format!("version {tag} refuses to start"));
+        }
+        if tag == "initsleep" {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
         }
         Ok(Self { tag })
     }
