@@ -175,7 +175,7 @@ impl Metrics {
         );
         r.register(
             "record_failures",
-            "Records that failed for good, by kind (reject, retry, trap, timeout, memory, invalid-output)",
+            "Records that failed for good, by kind (reject, retry, trap, timeout, memory, invalid-output, broker-refused)",
             metrics.failures.clone(),
         );
         r.register_with_unit(

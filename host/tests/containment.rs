@@ -356,8 +356,9 @@ fn a_hostile_plugin_costs_its_route_only_its_budgets() {
 
     // A sleep that outlasts the shutdown timeout: SIGTERM ends the call, the
     // router stops in time, and the record is left for the next owner.
-    produce(&sleepy_in, &[on(0, "good"), on(0, "sleep")]).unwrap();
+    produce(&sleepy_in, &[on(0, "good")]).unwrap();
     assert_eq!(values(&consume(&sleepy_out, 1, TIMEOUT).unwrap()), ["good"]);
+    produce(&sleepy_in, &[on(0, "sleep")]).unwrap();
     router.wait_for_log("offset 1 sleeps an hour");
     let peak = router.peak_rss_mib();
     let (status, took) = router.terminate();
@@ -394,7 +395,7 @@ fn a_plugin_whose_init_sleeps_is_refused_at_start_within_its_init_time() {
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains(
-            "init did not return within the route's limit (limits.init_timeout_ms = 1000)"
+            "plugin ran past its time limit: init did not return within limits.init_timeout_ms (1000 ms)"
         ),
         "{log}"
     );
@@ -464,4 +465,42 @@ fn five_thousand_idle_http_connections_cost_neither_routing_nor_descriptors() {
     })
     .unwrap();
     drop(idle);
+}
+
+#[test]
+fn a_rebalance_does_not_wait_for_a_plugin_sleeping_in_a_call() {
+    let (src, dst) = (random_topic("rebal-in"), random_topic("rebal-out"));
+    create_topics(&[(&src, 2), (&dst, 2)]).unwrap();
+    let group = random_topic("rebal-group");
+    // A call may take a minute: a rebalance that waited for it would too.
+    let routes = route(
+        "sleepy",
+        &src,
+        &dst,
+        &fixtures::hostile(),
+        "on_failure = \"skip\"\n[routes.limits]\nroute_timeout_ms = 60000",
+    );
+    let first = Router::start(&group, &routes);
+    // The good record first: in one call with the sleeper it would wait
+    // for the call's time limit.
+    produce(&src, &[on(0, "good"), on(1, "other")]).unwrap();
+    assert_eq!(consume(&dst, 2, TIMEOUT).unwrap().len(), 2);
+    produce(&src, &[on(0, "sleep")]).unwrap();
+    first.wait_for_log("offset 1 sleeps an hour");
+
+    // A second router joins the group: the first gives up a partition
+    // (ending the sleeping call if that is the one), both go on.
+    let joined = Instant::now();
+    let second = Router::start(&group, &routes);
+    second.wait_for_log("partitions assigned");
+    let took = joined.elapsed();
+    eprintln!("a router joining while a call sleeps was assigned partitions after {took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the rebalance took {took:?}:\n{}",
+        first.log()
+    );
+    produce(&src, &[on(1, "after")]).unwrap();
+    let out = consume(&dst, 3, TIMEOUT).unwrap();
+    assert!(values(&out).contains(&"after"), "{:?}", values(&out));
 }

@@ -253,12 +253,34 @@ pub fn create_topics(topics: &[(&str, i32)]) -> anyhow::Result<()> {
 
 /// [`create_topics`] on the broker at `bootstrap`.
 pub fn create_topics_on(bootstrap: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    create_topics_with(bootstrap, topics, &[])
+}
+
+/// Creates topics (name, partitions) with topic `configs` (such as
+/// `max.message.bytes`) on the test broker, and waits until it reports them.
+pub fn create_topics_configured(
+    topics: &[(&str, i32)],
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    create_topics_with(broker(), topics, configs)
+}
+
+fn create_topics_with(
+    bootstrap: &str,
+    topics: &[(&str, i32)],
+    configs: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            configs.iter().fold(
+                NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -353,6 +375,9 @@ pub fn produce_on(bootstrap: &str, topic: &str, records: &[TestRecord]) -> anyho
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
+        // Records near the broker's own limit (1 MiB), past the client's
+        // default.
+        .set("message.max.bytes", "1048000")
         .create()?;
     for r in records {
         let mut headers = OwnedHeaders::new();

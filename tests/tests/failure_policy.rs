@@ -18,7 +18,8 @@ use switchyard::pipeline::{self, LogFailures, RouterHandle};
 use switchyard::plugin::PluginEngine;
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_tests::{
-    TestRecord, committed, consume, create_topics, produce, random_topic, wait_until,
+    TestRecord, committed, consume, create_topics, create_topics_configured, produce, random_topic,
+    wait_until,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -262,4 +263,158 @@ fn a_dead_letter_topic_that_does_not_exist_stops_the_start() {
         error,
         "route 'r': dead_letter_topic 'no-such-topic' does not exist on the cluster"
     );
+}
+
+/// A record of `len` bytes of value.
+fn sized(partition: i32, name: &str, len: usize) -> TestRecord {
+    let mut value = format!("{name}:").into_bytes();
+    value.resize(len, b'.');
+    TestRecord {
+        value: Some(value),
+        ..on(partition, "")
+    }
+}
+
+/// [`sized`], with bytes that do not compress (the broker's limit is on
+/// batches as written, compressed).
+fn incompressible(partition: i32, name: &str, len: usize) -> TestRecord {
+    let mut value = format!("{name}:").into_bytes();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    while value.len() < len {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        value.push((state >> 56) as u8);
+    }
+    TestRecord {
+        value: Some(value),
+        ..on(partition, "")
+    }
+}
+
+fn name_of(record: &TestRecord) -> &str {
+    let value = record.value.as_deref().unwrap_or_default();
+    let name = value.split(|&b| b == b':').next().unwrap_or_default();
+    std::str::from_utf8(name).unwrap()
+}
+
+#[test]
+fn outputs_the_broker_refuses_are_dead_lettered_alone_and_their_partition_flows_on() {
+    let (src, dst, dlq) = (
+        random_topic("refused-in"),
+        random_topic("refused-out"),
+        random_topic("refused-dlq"),
+    );
+    create_topics(&[(&src, 2), (&dlq, 1)]).unwrap();
+    // The target takes record batches of at most 200 kB.
+    create_topics_configured(&[(&dst, 2)], &[("max.message.bytes", "200000")]).unwrap();
+    let group = random_topic("group");
+    let router = start(&config(
+        &group,
+        &src,
+        &dst,
+        &fixtures::hostile(),
+        &format!("dead_letter_topic = \"{dlq}\""),
+    ));
+    let route = router.routes()[0].clone();
+
+    // Partition 0: small records around one too large for the target and
+    // one whose output the broker refuses for its timestamp (two hours
+    // ahead), all written at once so that they share batches; partition 1
+    // flows meanwhile.
+    let mut records: Vec<TestRecord> = (0..40).map(|i| sized(0, &format!("a{i}"), 300)).collect();
+    records.insert(10, incompressible(0, "large", 300_000));
+    records.insert(25, on(0, "future-timestamp"));
+    records.extend((0..200).map(|i| sized(1, &format!("b{i}"), 300)));
+    produce(&src, &records).unwrap();
+
+    let out = consume(&dst, 240, TIMEOUT).unwrap();
+    let zero: Vec<&str> = out
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(b"p0"))
+        .map(name_of)
+        .collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("a{i}")).collect();
+    assert_eq!(zero, expected, "partition 0's records, in order, each once");
+    let dead = consume(&dlq, 2, TIMEOUT).unwrap();
+    let mut kinds: Vec<(&str, &str, &str)> = dead
+        .iter()
+        .map(|r| {
+            (
+                name_of(r),
+                r.header_str("dlq-error-kind").unwrap(),
+                r.header_str("dlq-error").unwrap(),
+            )
+        })
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds.len(), 2, "{kinds:?}");
+    assert_eq!(kinds[0].0, "future-timestamp");
+    assert_eq!(kinds[1].0, "large");
+    for (name, kind, error) in &kinds {
+        assert_eq!(*kind, "broker-refused", "{name}");
+        assert!(
+            error.starts_with(&format!("output 0 to '{dst}' refused by the broker: ")),
+            "{name}: {error}"
+        );
+    }
+    assert!(kinds[0].2.contains("timestamp"), "{kinds:?}");
+    assert!(kinds[1].2.contains("too large"), "{kinds:?}");
+
+    // Offsets move past all of it.
+    wait_until(TIMEOUT, || {
+        committed(&group, &src, 2).is_ok_and(|c| c == HashMap::from([(0, 42), (1, 200)]))
+    })
+    .unwrap();
+    let stats = route.stats.snapshot();
+    assert_eq!(stats.dead_lettered, 2, "{stats:?}");
+    assert_eq!(stats.failures.get("broker-refused"), Some(&2), "{stats:?}");
+    router.shutdown();
+    router.join();
+}
+
+#[test]
+fn a_dead_letter_record_too_large_to_produce_drops_its_value_and_says_so() {
+    let (src, dst, dlq) = (
+        random_topic("near-in"),
+        random_topic("near-out"),
+        random_topic("near-dlq"),
+    );
+    create_topics(&[(&src, 1), (&dst, 1), (&dlq, 1)]).unwrap();
+    let group = random_topic("group");
+    let router = start(&config(
+        &group,
+        &src,
+        &dst,
+        &fixtures::hello(),
+        &format!("dead_letter_topic = \"{dlq}\""),
+    ));
+    // 1,040,000 bytes: the broker takes it, the route's outputs may have
+    // at most 1,000,000 (limits.max_output_bytes), and so may its
+    // dead-letter records.
+    let records = [
+        sized(0, "before", 100),
+        sized(0, "near", 1_040_000).header("trace", "t-1"),
+        sized(0, "after", 100),
+    ];
+    produce(&src, &records).unwrap();
+    let out = consume(&dst, 2, TIMEOUT).unwrap();
+    assert_eq!(
+        out.iter().map(name_of).collect::<Vec<_>>(),
+        ["before", "after"]
+    );
+    let dead = consume(&dlq, 1, TIMEOUT).unwrap();
+    let record = &dead[0];
+    assert_eq!(record.value, None, "the value was dropped");
+    assert_eq!(record.key.as_deref(), Some(&b"p0"[..]), "the key stays");
+    assert_eq!(record.header_str("trace"), Some("t-1"), "its headers stay");
+    assert_eq!(record.header_str("dlq-dropped"), Some("value:1040000"));
+    assert_eq!(record.header_str("dlq-error-kind"), Some("invalid-output"));
+    assert_eq!(record.header_str("dlq-original-offset"), Some("1"));
+    wait_until(TIMEOUT, || {
+        committed(&group, &src, 1).is_ok_and(|c| c == HashMap::from([(0, 3)]))
+    })
+    .unwrap();
+    router.shutdown();
+    router.join();
 }

@@ -294,3 +294,89 @@ fn the_routes_endpoint_shows_the_plugin_version_routing_now() {
             > 1_700_000_000_000
     );
 }
+
+#[test]
+fn a_plugin_file_that_hangs_or_is_not_a_file_delays_no_other_routes_swap() {
+    let t = |p: &str| random_topic(&format!("hang-{p}"));
+    let (a_src, a_dst, b_src, b_dst) = (t("a-src"), t("a-dst"), t("b-src"), t("b-dst"));
+    create_topics(&[(&a_src, 1), (&a_dst, 1), (&b_src, 1), (&b_dst, 1)]).unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (plugin_a, plugin_b) = (dir_a.path().join("a.wasm"), dir_b.path().join("b.wasm"));
+    std::fs::write(&plugin_a, version("v00000000")).unwrap();
+    std::fs::write(&plugin_b, version("v00000000")).unwrap();
+    let route = |name: &str, src: &str, dst: &str, plugin: &Path, extra: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\non_failure = \"skip\"\n{extra}\n",
+            plugin.display()
+        )
+    };
+    let config = switchyard_tests::router_config(
+        &random_topic("group"),
+        &[
+            route(
+                "a",
+                &a_src,
+                &a_dst,
+                &plugin_a,
+                "[routes.limits]\ninit_timeout_ms = 10000",
+            ),
+            route("b", &b_src, &b_dst, &plugin_b, ""),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let engine = PluginEngine::new().unwrap();
+    let router = pipeline::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
+    let stats = router.reload_stats().unwrap();
+    let sha_of = |name: &str| {
+        let route = router.routes().iter().find(|r| r.name() == name).unwrap();
+        route.plugin().unwrap().sha256().to_owned()
+    };
+    let first = sha_of("a");
+
+    // A FIFO nobody writes to, then a device, at route a's path: refused
+    // without reading from them; the loaded version stays.
+    for (n, make) in ["fifo", "device"].iter().enumerate() {
+        let unreadable = stats.unreadable.load(Ordering::Acquire);
+        std::fs::remove_file(&plugin_a).unwrap();
+        if *make == "fifo" {
+            let made = std::process::Command::new("mkfifo")
+                .arg(&plugin_a)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", &plugin_a).unwrap();
+        }
+        wait_until(Duration::from_secs(60), || {
+            stats.unreadable.load(Ordering::Acquire) > unreadable
+        })
+        .unwrap_or_else(|_| panic!("case {n}: a {make} at the plugin path was not refused"));
+        assert_eq!(sha_of("a"), first, "a {make} replaced the plugin");
+    }
+
+    // A version of a whose init sleeps holds a's check for its init time;
+    // b's new version swaps in meanwhile.
+    let failures = stats.failures.load(Ordering::Acquire);
+    std::fs::remove_file(&plugin_a).unwrap();
+    install(
+        dir_a.path(),
+        &plugin_a,
+        Method::RenameIntoPlace,
+        &version("initsleep"),
+        1,
+    );
+    let next = version("v00000001");
+    install(dir_b.path(), &plugin_b, Method::RenameIntoPlace, &next, 2);
+    wait_until(Duration::from_secs(60), || sha_of("b") == sha256(&next)).unwrap();
+    assert_eq!(
+        stats.failures.load(Ordering::Acquire),
+        failures,
+        "b swapped only after a's check ended"
+    );
+    wait_until(Duration::from_secs(60), || {
+        stats.failures.load(Ordering::Acquire) > failures
+    })
+    .expect("the sleeping init was not refused");
+    assert_eq!(sha_of("a"), first, "the sleeping version swapped in");
+}

@@ -38,11 +38,36 @@ use crate::route::{Routed, RoutedOutputs};
 /// copy (a forwarded value is held by its source record).
 #[derive(Debug)]
 pub struct Delivery {
-    ack: RecordAck,
+    ack: Ack,
     offsets: Arc<PartitionOffsets>,
     /// Counts each output once acknowledged (none for dead-letter records).
     produced: Option<Counter>,
     outputs: RoutedOutputs,
+}
+
+/// What an acknowledgement of a [`Delivery`] settles.
+#[derive(Debug)]
+enum Ack {
+    /// An output of its own record.
+    Record(RecordAck),
+    /// The output of another delivery that the broker refused, which this
+    /// one (its record's dead-letter record) stands for.
+    StandsFor(Arc<Delivery>),
+}
+
+/// An output the broker (or librdkafka) refused, for the record's worker to
+/// settle: `delivery` holds the reference that stood for it.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The refused output's delivery.
+    pub delivery: Arc<Delivery>,
+    /// Which of its outputs; `None` if the report could not tell.
+    pub index: Option<usize>,
+    /// What the broker said.
+    pub error: KafkaError,
+    /// Refused even when sent alone: for good (else it may have shared a
+    /// batch with the output at fault, and is sent again alone first).
+    pub alone: bool,
 }
 
 impl Delivery {
@@ -56,32 +81,160 @@ impl Delivery {
         produced: Option<Counter>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            ack: offsets.begin(offset, outputs.len()),
+            ack: Ack::Record(offsets.begin(offset, outputs.len())),
             offsets: offsets.clone(),
             produced,
             outputs,
         })
     }
 
-    /// The outputs, in the order they are sent.
+    /// The dead-letter record `dead` of a record whose output the broker
+    /// refused (`refused`): its acknowledgement settles that output.
+    #[must_use]
+    pub fn standing_for(refused: Arc<Delivery>, dead: Routed) -> Arc<Self> {
+        Arc::new(Self {
+            offsets: refused.offsets.clone(),
+            ack: Ack::StandsFor(refused),
+            produced: None,
+            outputs: smallvec::smallvec![dead],
+        })
+    }
+
+    /// The outputs, in order they are sent.
     #[must_use]
     pub fn outputs(&self) -> &[Routed] {
         &self.outputs
     }
 
-    /// Output `index` could not be handed to librdkafka: the record's
-    /// partition stops there (nothing past it is committed).
+    /// The record these outputs belong to (the refused record's, for a
+    /// dead-letter record standing for one).
+    fn record_ack(&self) -> &RecordAck {
+        match &self.ack {
+            Ack::Record(ack) => ack,
+            Ack::StandsFor(refused) => refused.record_ack(),
+        }
+    }
+
+    /// Whether this is a dead-letter record standing for a refused output.
+    #[must_use]
+    pub fn is_stand_in(&self) -> bool {
+        matches!(self.ack, Ack::StandsFor(_))
+    }
+
+    /// Output `index` could not be handed to librdkafka, or was refused
+    /// and cannot be settled otherwise: the record's partition stops there
+    /// (nothing past it is committed).
     pub fn fail(&self, index: usize, error: &KafkaError) {
         let topic = self.outputs.get(index).map_or("?", |out| &out.topic);
-        self.offsets
-            .fail(&self.ack, format!("cannot produce to '{topic}': {error}"));
+        self.offsets.fail(
+            self.record_ack(),
+            format!("cannot produce to '{topic}': {error}"),
+        );
     }
+
+    /// One output was acknowledged by the broker.
+    fn acknowledged(self: Arc<Self>) {
+        if let Some(produced) = &self.produced {
+            produced.inc();
+        }
+        self.settle();
+    }
+
+    /// One output is settled (acknowledged, or its refusal settled by the
+    /// route's policy): the last one finishes the record.
+    pub fn settle(self: Arc<Self>) {
+        match Arc::try_unwrap(self) {
+            // The last reference: the worker frees the outputs.
+            Ok(Delivery {
+                ack: Ack::Record(ack),
+                offsets,
+                outputs,
+                ..
+            }) => offsets.acknowledge_last(&ack, outputs),
+            Ok(Delivery {
+                ack: Ack::StandsFor(refused),
+                offsets,
+                outputs,
+                ..
+            }) => {
+                offsets.retire(outputs);
+                refused.settle();
+            }
+            Err(shared) => match &shared.ack {
+                Ack::Record(ack) => shared.offsets.acknowledge(ack),
+                // A stand-in has one output: never shared at its report.
+                Ack::StandsFor(_) => {}
+            },
+        }
+    }
+
+    /// Which output a delivery report is about: the one whose value
+    /// librdkafka was handed (it keeps the very bytes), else the first to
+    /// the report's topic and partition.
+    fn index_of(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> Option<usize> {
+        use rdkafka::Message as _;
+        let payload = message.payload().map(<[u8]>::as_ptr);
+        let topic = message.topic();
+        let same_topic = |routed: &Routed| &*routed.topic == topic;
+        self.outputs
+            .iter()
+            .position(|routed| {
+                same_topic(routed)
+                    && payload.is_some()
+                    && routed.output.value().map(<[u8]>::as_ptr) == payload
+            })
+            .or_else(|| {
+                self.outputs.iter().position(|routed| {
+                    same_topic(routed)
+                        && routed
+                            .output
+                            .partition
+                            .is_none_or(|p| p == message.partition())
+                })
+            })
+    }
+}
+
+/// Whether the broker refused the record itself (its size, contents,
+/// timestamp, or the right to write it), so that sending it again as it is
+/// cannot help: a failure of that record, not of the partition.
+pub fn refuses_the_record(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as E;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            E::MessageSizeTooLarge
+                | E::InvalidMessage
+                | E::InvalidMessageSize
+                | E::InvalidRecord
+                | E::InvalidTimestamp
+                | E::MessageBatchTooLarge
+                | E::PolicyViolation
+                | E::TopicAuthorizationFailed
+                | E::InvalidArgument
+                | E::UnknownPartition
+        )
+    )
+}
+
+/// Which producer a report comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The routes' producer.
+    Main,
+    /// The producer of outputs sent again alone after a refusal (one
+    /// record per request).
+    Alone,
+    /// The routes' producer in a transaction: a refusal aborts it.
+    Transactional,
 }
 
 /// Routes delivery reports to the offset tracking and librdkafka's log
 /// lines to `tracing`.
-#[derive(Debug, Default)]
-pub struct DeliveryContext;
+#[derive(Debug)]
+pub struct DeliveryContext {
+    role: Role,
+}
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -98,22 +251,25 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, delivery: Arc<Delivery>) {
         match result {
-            Ok(_) => {
-                if let Some(produced) = &delivery.produced {
-                    produced.inc();
+            Ok(_) => delivery.acknowledged(),
+            Err((error, message)) if refuses_the_record(error) => {
+                let index = delivery.index_of(message);
+                let offsets = delivery.offsets.clone();
+                if self.role == Role::Transactional {
+                    // The transaction must abort; the record is remembered
+                    // (the worker's refusals) and settled when replayed.
+                    delivery.fail(index.unwrap_or(0), error);
                 }
-                match Arc::try_unwrap(delivery) {
-                    // The last reference: the worker frees the outputs.
-                    Ok(Delivery {
-                        ack,
-                        offsets,
-                        outputs,
-                        ..
-                    }) => offsets.acknowledge_last(&ack, outputs),
-                    Err(delivery) => delivery.offsets.acknowledge(&delivery.ack),
-                }
+                offsets.refuse(Refusal {
+                    delivery,
+                    index,
+                    error: error.clone(),
+                    alone: self.role == Role::Alone,
+                });
             }
-            Err((error, _)) => delivery.offsets.fail(&delivery.ack, error.to_string()),
+            Err((error, _)) => delivery
+                .offsets
+                .fail(delivery.record_ack(), error.to_string()),
         }
     }
 }
@@ -132,8 +288,27 @@ impl std::fmt::Debug for OutputProducer {
 impl OutputProducer {
     /// A producer with `config`.
     pub fn new(config: &rdkafka::ClientConfig) -> KafkaResult<Self> {
+        let role = if config.get("transactional.id").is_some() {
+            Role::Transactional
+        } else {
+            Role::Main
+        };
         Ok(Self {
-            inner: config.create_with_context(DeliveryContext)?,
+            inner: config.create_with_context(DeliveryContext { role })?,
+        })
+    }
+
+    /// The producer that sends refused outputs again alone (one record per
+    /// request), to tell the output at fault from those that shared its
+    /// batch: `config` with batching off.
+    pub fn alone(config: &rdkafka::ClientConfig) -> KafkaResult<Self> {
+        let mut config = config.clone();
+        config
+            .set("linger.ms", "0")
+            .set("batch.num.messages", "1")
+            .set("max.in.flight.requests.per.connection", "1");
+        Ok(Self {
+            inner: config.create_with_context(DeliveryContext { role: Role::Alone })?,
         })
     }
 

@@ -26,7 +26,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use self::offsets::PartitionOffsets;
 use self::transactions::{Transactions, TxnError};
-use self::worker::{Worker, WorkerParts};
+use self::worker::{AloneProducer, RefusedRecords, Worker, WorkerParts};
 use crate::config::{FailurePolicy, RouterConfig};
 use crate::kafka::{self, OutputProducer, PartitionQueue, TopicCache};
 use crate::metrics::Metrics;
@@ -362,8 +362,12 @@ pub fn start(
         bootstrap: config.kafka.bootstrap_servers.clone(),
         error,
     };
-    let producer =
-        Arc::new(OutputProducer::new(&kafka::producer_config(&config.kafka)).map_err(kafka_error)?);
+    let producer_config = kafka::producer_config(&config.kafka);
+    let producer = Arc::new(OutputProducer::new(&producer_config).map_err(kafka_error)?);
+    // Refused outputs are sent again alone by a producer of their own,
+    // never in a transaction (exactly-once settles them when replayed).
+    let mut alone_config = producer_config;
+    alone_config.remove("transactional.id");
     let topics = Arc::new(CachedTopics {
         cache: TopicCache::new(CONNECT_TIMEOUT),
         producer: producer.clone(),
@@ -451,6 +455,8 @@ pub fn start(
         routes,
         consumer: OnceLock::new(),
         producer,
+        alone: Arc::new(AloneProducer::new(alone_config)),
+        refused: Arc::default(),
         failures,
         store_offsets,
         workers: Mutex::default(),
@@ -532,6 +538,10 @@ struct Shared {
     /// The consumer (it owns this through its context, hence weak).
     consumer: OnceLock<Weak<BaseConsumer<RouterContext>>>,
     producer: Arc<OutputProducer>,
+    /// Sends refused outputs again alone (started when first needed).
+    alone: Arc<AloneProducer>,
+    /// Exactly-once: records the broker refused in aborted transactions.
+    refused: Arc<RefusedRecords>,
     failures: Arc<dyn FailureSink>,
     /// At-least-once mode: finished offsets go to the consumer's offset
     /// store (exactly-once mode puts them into its transactions).
@@ -587,6 +597,8 @@ impl Shared {
             offsets,
             metrics: self.metrics.clone(),
             gate: self.transactions.as_ref().map(|t| t.gate.clone()),
+            alone: self.alone.clone(),
+            refused: self.refused.clone(),
         };
         match Worker::spawn(topic, partition, parts, queue) {
             Ok(worker) => Some(worker),
@@ -722,6 +734,25 @@ impl Shared {
                 let mut stopped: Vec<Worker> = workers.drain().map(|(_, w)| w).collect();
                 drop(workers);
                 stop_all(stopped.iter_mut().collect());
+                // Records the broker refused fail as such when replayed:
+                // routed again as they were, they would abort again.
+                for worker in &stopped {
+                    for refusal in worker.offsets.take_refused() {
+                        let index = refusal.index.unwrap_or(0);
+                        if let Some(routed) = refusal.delivery.outputs().get(index) {
+                            let record = &routed.output.source;
+                            self.refused.insert(
+                                &record.topic,
+                                record.partition,
+                                record.offset,
+                                format!(
+                                    "output {index} to '{}' refused by the broker: {}",
+                                    routed.topic, refusal.error
+                                ),
+                            );
+                        }
+                    }
+                }
                 if let Err(e) = txn.abort(&self.producer) {
                     self.stop_for_good(&e.to_string());
                     return;
@@ -829,8 +860,10 @@ impl Shared {
                 self.transaction_failed(consumer, &e);
             }
         } else {
-            if let Err(e) = self.producer.flush(self.drain_timeout) {
-                tracing::error!(error = %e, timeout = ?self.drain_timeout, "outputs still unacknowledged (shutdown.timeout_ms): their records will be consumed again");
+            for producer in std::iter::once(&self.producer).chain(self.alone.started()) {
+                if let Err(e) = producer.flush(self.drain_timeout) {
+                    tracing::error!(error = %e, timeout = ?self.drain_timeout, "outputs still unacknowledged (shutdown.timeout_ms): their records will be consumed again");
+                }
             }
             self.store_finished(consumer, stopped.iter().map(|(_, w)| w));
             match consumer.commit_consumer_state(CommitMode::Sync) {

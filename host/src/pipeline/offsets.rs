@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use crate::kafka::Refusal;
 use crate::route::RoutedOutputs;
 
 /// A record registered for acknowledgement: its place in its partition's
@@ -66,6 +67,9 @@ struct State {
     /// Set when an output could not be delivered: the partition stops
     /// advancing, so nothing past the record is ever committed.
     failed: Option<String>,
+    /// Outputs the broker refused, for the partition's worker to settle
+    /// (their records stay unfinished until then).
+    refused: Vec<Refusal>,
 }
 
 impl std::fmt::Debug for PartitionOffsets {
@@ -144,6 +148,29 @@ impl PartitionOffsets {
             Self::finish(&mut state, ack);
         }
         state.retired.push(outputs);
+    }
+
+    /// Hands back the outputs of a record (for the worker to free) without
+    /// settling anything: a dead-letter record's, whose acknowledgement
+    /// settles the output it stands for.
+    pub fn retire(&self, outputs: RoutedOutputs) {
+        self.state().retired.push(outputs);
+    }
+
+    /// An output was refused by the broker: its record stays unfinished
+    /// until the partition's worker settles the refusal
+    /// ([`take_refused`](Self::take_refused)) by the route's policy.
+    pub fn refuse(&self, refusal: Refusal) {
+        self.state().refused.push(refusal);
+    }
+
+    /// The refusals not yet taken, oldest first.
+    pub fn take_refused(&self) -> Vec<Refusal> {
+        let mut state = self.state();
+        if state.refused.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(&mut state.refused)
     }
 
     /// Swaps what was handed back since the last call into `into` (given

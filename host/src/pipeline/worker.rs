@@ -3,6 +3,7 @@
 //! routes them in order, hands outputs to the producer, registers each
 //! record for in-order acknowledgement.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -14,7 +15,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use super::offsets::PartitionOffsets;
 use super::{FailureSink, RecordFailure, RouterContext};
 use crate::config::FailurePolicy;
-use crate::kafka::{Delivery, FetchedMessage, OutputProducer, PartitionQueue, Sender};
+use crate::kafka::{
+    Delivery, FetchedMessage, OutputProducer, PartitionQueue, Refusal, Sender, refuses_the_record,
+};
 use crate::metrics::{Metrics, RouteCounters};
 use crate::plugin::{FailureKind, Interrupt, Plugin, PluginError, RouteFailure};
 use crate::record::{Data, Header, Output, OutputHeaders, SourceRecord};
@@ -89,6 +92,78 @@ pub(super) struct WorkerParts {
     /// Exactly-once mode: held (read) while a record's outputs are handed
     /// over, so that a commit never splits a record.
     pub gate: Option<Arc<std::sync::RwLock<()>>>,
+    /// The producer that sends a refused output again alone.
+    pub alone: Arc<AloneProducer>,
+    /// Records whose outputs the broker refused in an aborted transaction:
+    /// settled by the route's policy when they come again.
+    pub refused: Arc<RefusedRecords>,
+}
+
+/// The producer of outputs sent again alone after the broker refused them
+/// (one record per request, so that only the output at fault fails),
+/// started the first time one is needed.
+pub(super) struct AloneProducer {
+    config: rdkafka::ClientConfig,
+    producer: std::sync::OnceLock<Option<Arc<OutputProducer>>>,
+}
+
+impl AloneProducer {
+    pub(super) fn new(config: rdkafka::ClientConfig) -> Self {
+        Self {
+            config,
+            producer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The producer, started now if it was not; `None` if it cannot be.
+    fn get(&self) -> Option<Arc<OutputProducer>> {
+        self.producer
+            .get_or_init(|| match OutputProducer::alone(&self.config) {
+                Ok(producer) => Some(Arc::new(producer)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the producer that sends refused outputs alone");
+                    None
+                }
+            })
+            .clone()
+    }
+
+    /// The producer, if it was started.
+    pub(super) fn started(&self) -> Option<&Arc<OutputProducer>> {
+        self.producer.get().and_then(Option::as_ref)
+    }
+}
+
+/// Exactly-once: source records an output of which the broker refused
+/// (their transaction aborted), with the broker's reason. When such a record
+/// is routed again it fails with kind `broker-refused` without producing,
+/// so the replay cannot abort the same way forever.
+#[derive(Debug, Default)]
+pub(super) struct RefusedRecords {
+    any: AtomicBool,
+    records: std::sync::Mutex<HashMap<(String, i32, i64), String>>,
+}
+
+impl RefusedRecords {
+    pub(super) fn insert(&self, topic: &str, partition: i32, offset: i64, reason: String) {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((topic.to_owned(), partition, offset), reason);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Why `record` was refused, if it was (one atomic load when none was).
+    fn reason(&self, record: &SourceRecord) -> Option<String> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(record.topic.to_string(), record.partition, record.offset))
+            .cloned()
+    }
 }
 
 /// Where a worker counts what it does: the route's totals (`GET /routes`)
@@ -240,10 +315,13 @@ fn run(
     let mut fetched: Vec<FetchedMessage<'_>> = Vec::with_capacity(BATCH);
     let mut records: Vec<Arc<SourceRecord>> = Vec::with_capacity(BATCH);
     let mut retired = Vec::new();
+    let mut refusals = Refusals { alone: None };
     while !stopping() {
-        // Free what the delivery thread handed back.
+        // Free what the delivery thread handed back; settle what the
+        // broker refused.
         offsets.take_retired(&mut retired);
         retired.clear();
+        refusals.settle(parts, &instance, &mut meters, &mut sender, &stopping);
         // Wait for a record, then take what else is at hand.
         queue.take(POLL_WAIT, BATCH, &mut fetched);
         records.clear();
@@ -347,6 +425,19 @@ fn follow_swaps(
     }
 }
 
+/// Marks `record`'s partition held at it because of `failure`
+/// (`on_failure = "stop"`), for `/ready` and `/routes`.
+fn hold_at(route: &Route, record: &SourceRecord, failure: &RouteFailure) {
+    route.set_halted(
+        &record.topic,
+        record.partition,
+        Some(Halt {
+            offset: Some(record.offset),
+            reason: failure.to_string(),
+        }),
+    );
+}
+
 /// Marks the partition held because its plugin cannot start, and says so.
 fn hold_unstarted(
     route: &Route,
@@ -401,7 +492,29 @@ fn handle_batch(
         if stopping() {
             return false;
         }
-        let call = &rest[..rest.len().min(size.0)];
+        let mut call = &rest[..rest.len().min(size.0)];
+        // Exactly-once: a record the broker refused in an aborted
+        // transaction fails as such, without its outputs.
+        if let Some(at) = call.iter().position(|r| parts.refused.reason(r).is_some()) {
+            if at == 0 {
+                let reason = parts.refused.reason(&call[0]).unwrap_or_default();
+                let failure = RouteFailure::new(FailureKind::BrokerRefused, reason);
+                if !handle(
+                    parts,
+                    instance,
+                    &call[0],
+                    Some(Err(failure)),
+                    meters,
+                    sender,
+                    stopping,
+                ) {
+                    return false;
+                }
+                rest = &rest[1..];
+                continue;
+            }
+            call = &call[..at];
+        }
         if !follow_swaps(
             &parts.route,
             &parts.offsets,
@@ -532,13 +645,162 @@ fn produce(
     let produced = routed_normally.then(|| meters.counters.produced.clone());
     let delivery = Delivery::new(offsets, record.offset, routed, produced);
     for index in 0..delivery.outputs().len() {
-        if let Err(e) = sender.send(&delivery, index, stopping) {
-            // Stopping while librdkafka's queue is full: the record is
-            // not finished, so the partition's next owner routes it again.
-            if !stopping() {
-                delivery.fail(index, &e);
+        match sender.send(&delivery, index, stopping) {
+            Ok(()) => {}
+            // librdkafka refused it for what it is: settled like a refusal
+            // by the broker (already alone), and the other outputs go on.
+            Err(error) if refuses_the_record(&error) => offsets.refuse(Refusal {
+                delivery: delivery.clone(),
+                index: Some(index),
+                error,
+                alone: true,
+            }),
+            Err(e) => {
+                // Stopping while librdkafka's queue is full: the record is
+                // not finished, so the partition's next owner routes it
+                // again.
+                if !stopping() {
+                    delivery.fail(index, &e);
+                }
+                break;
             }
-            break;
+        }
+    }
+}
+
+/// The worker's side of outputs the broker refused: each is sent again
+/// alone first (it may only have shared a batch with the output at fault);
+/// refused alone, its record fails with kind `broker-refused` and the
+/// route's policy settles it: dead-lettered (the dead-letter record stands
+/// for the refused output), skipped, or the partition stops there.
+struct Refusals {
+    alone: Option<Sender>,
+}
+
+impl Refusals {
+    fn settle(
+        &mut self,
+        parts: &WorkerParts,
+        instance: &RouteInstance,
+        meters: &mut Meters,
+        sender: &mut Sender,
+        stopping: &dyn Fn() -> bool,
+    ) {
+        // Exactly-once: the transaction aborts; the pipeline takes the
+        // refusals then, and the records are settled when routed again.
+        if parts.gate.is_some() {
+            return;
+        }
+        for refusal in parts.offsets.take_refused() {
+            let refusal = match self.send_alone(parts, refusal, stopping) {
+                Some(refusal) => refusal,
+                None => continue,
+            };
+            self.settle_for_good(parts, instance, meters, sender, refusal, stopping);
+        }
+    }
+
+    /// Sends a refused output again alone, unless it already was; gives
+    /// the refusal back if it stands.
+    fn send_alone(
+        &mut self,
+        parts: &WorkerParts,
+        refusal: Refusal,
+        stopping: &dyn Fn() -> bool,
+    ) -> Option<Refusal> {
+        let (false, Some(index)) = (refusal.alone, refusal.index) else {
+            return Some(refusal);
+        };
+        if self.alone.is_none() {
+            self.alone = parts.alone.get().map(Sender::new);
+        }
+        let Some(alone) = &mut self.alone else {
+            return Some(Refusal {
+                alone: true,
+                ..refusal
+            });
+        };
+        match alone.send(&refusal.delivery, index, stopping) {
+            Ok(()) => None,
+            Err(error) => Some(Refusal {
+                error,
+                alone: true,
+                ..refusal
+            }),
+        }
+    }
+
+    fn settle_for_good(
+        &mut self,
+        parts: &WorkerParts,
+        instance: &RouteInstance,
+        meters: &mut Meters,
+        sender: &mut Sender,
+        refusal: Refusal,
+        stopping: &dyn Fn() -> bool,
+    ) {
+        let Refusal {
+            delivery,
+            index,
+            error,
+            ..
+        } = refusal;
+        let index = index.unwrap_or(0);
+        let Some(routed) = delivery.outputs().get(index) else {
+            return;
+        };
+        let record = routed.output.source.clone();
+        if delivery.is_stand_in() {
+            // A dead-letter record the broker refused has nowhere to go.
+            tracing::error!(
+                route = parts.route.name(),
+                topic = %record.topic,
+                partition = record.partition,
+                offset = record.offset,
+                error = %error,
+                "the broker refused the dead-letter record of a refused output"
+            );
+            delivery.fail(index, &error);
+            return;
+        }
+        let failure = RouteFailure::new(
+            FailureKind::BrokerRefused,
+            format!(
+                "output {index} to '{}' refused by the broker: {error}",
+                routed.topic
+            ),
+        );
+        let route = &parts.route;
+        meters.failed(instance, failure.kind);
+        parts.failures.failed(&RecordFailure {
+            route: route.name(),
+            record: &record,
+            failure: &failure,
+            attempts: 1,
+            policy: route.policy(),
+        });
+        match route.policy() {
+            FailurePolicy::DeadLetter(topic) => {
+                let dead = dead_letter(
+                    topic,
+                    &record,
+                    &failure,
+                    1,
+                    instance,
+                    route.config.limits.max_output_bytes,
+                );
+                let stand_in = Delivery::standing_for(delivery, dead);
+                if let Err(e) = sender.send(&stand_in, 0, stopping)
+                    && !stopping()
+                {
+                    stand_in.fail(0, &e);
+                }
+            }
+            FailurePolicy::Skip => delivery.settle(),
+            FailurePolicy::Stop => {
+                hold_at(route, &record, &failure);
+                delivery.fail(index, &error);
+            }
         }
     }
 }
@@ -605,14 +867,7 @@ fn decide(
                     offset = record.offset,
                     "partition held at a failed record (on_failure = \"stop\"): nothing past it is routed or committed until a new plugin version is swapped in"
                 );
-                route.set_halted(
-                    &record.topic,
-                    record.partition,
-                    Some(Halt {
-                        offset: Some(record.offset),
-                        reason: failure.to_string(),
-                    }),
-                );
+                hold_at(route, record, &failure);
                 while !stopping() && route.generation() == generation {
                     // Nothing is routed meanwhile: free what was in flight.
                     parts.offsets.free_retired();

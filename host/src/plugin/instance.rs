@@ -35,11 +35,14 @@ pub enum FailureKind {
     Memory,
     /// The plugin's outputs break the route's rules.
     Invalid,
+    /// The broker refused an output (its size, contents, timestamp, or the
+    /// right to write it), even sent alone.
+    BrokerRefused,
 }
 
 impl FailureKind {
     /// Every kind, in declaration order (`kind as usize` indexes it).
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Retry,
         Self::Reject,
         Self::Trap,
@@ -47,6 +50,7 @@ impl FailureKind {
         Self::Interrupted,
         Self::Memory,
         Self::Invalid,
+        Self::BrokerRefused,
     ];
 
     /// Lower-case name used in reports and metrics.
@@ -60,6 +64,7 @@ impl FailureKind {
             Self::Interrupted => "interrupted",
             Self::Memory => "memory",
             Self::Invalid => "invalid-output",
+            Self::BrokerRefused => "broker-refused",
         }
     }
 
@@ -248,8 +253,7 @@ impl Plugin {
             Bounded::TimedOut => Err(PluginError::InitFailed {
                 path,
                 reason: format!(
-                    "{}: init did not return within the route's limit (limits.init_timeout_ms = {})",
-                    FailureKind::Timeout,
+                    "plugin ran past its time limit: init did not return within limits.init_timeout_ms ({} ms)",
                     limits.init_timeout.as_millis()
                 ),
             }),
