@@ -394,6 +394,10 @@ const fn default_log_lines_per_second() -> u32 {
     Limits::DEFAULT_LOG_LINES_PER_SECOND
 }
 
+/// The smallest `max_output_bytes`: room for a dead-letter record's
+/// `dlq-*` headers (`dlq-error` alone may be 4 KiB) with nothing else.
+const MIN_OUTPUT_BYTES: u64 = 8192;
+
 const fn default_max_outputs() -> u32 {
     Limits::DEFAULT_MAX_OUTPUTS as u32
 }
@@ -702,16 +706,25 @@ impl RouterConfig {
             if limits.route_timeout_ms == 0 || limits.init_timeout_ms == 0 {
                 return Err(self.invalid(format!("{at}.limits"), "timeouts must be positive"));
             }
+            if limits.max_output_bytes < MIN_OUTPUT_BYTES {
+                return Err(self.invalid(
+                    format!("{at}.limits.max_output_bytes"),
+                    format!("must be at least {MIN_OUTPUT_BYTES}: a dead-letter record, cut to fit, still carries the headers that say why (up to ~5 KiB)"),
+                ));
+            }
             if limits.max_outputs == 0 {
                 return Err(self.invalid(format!("{at}.limits.max_outputs"), "must be at least 1"));
             }
-            if let Some(max) = self.kafka.producer.get("message.max.bytes")
-                && let Ok(max) = max.to_string().parse::<u64>()
-                && limits.max_output_bytes > max
-            {
+            let producer_max = self
+                .kafka
+                .producer
+                .get("message.max.bytes")
+                .and_then(|max| max.to_string().parse::<u64>().ok())
+                .unwrap_or(default_max_output_bytes());
+            if limits.max_output_bytes > producer_max {
                 return Err(self.invalid(
                     format!("{at}.limits.max_output_bytes"),
-                    format!("{} is more than kafka.producer.\"message.max.bytes\" ({max}): the producer would refuse such outputs", limits.max_output_bytes),
+                    format!("{} is more than kafka.producer.\"message.max.bytes\" ({producer_max}{}): the producer would refuse such outputs; raise that too", limits.max_output_bytes, if self.kafka.producer.contains_key("message.max.bytes") { "" } else { ", librdkafka's default" }),
                 ));
             }
             self.validate_failures(i, route)?;

@@ -129,6 +129,10 @@ struct ConnectionLimits {
     header_timeout: Duration,
 }
 
+/// Longest a connection stays open, however it is used: probes and
+/// scrapers reconnect freely.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
 /// Wait after a failed accept (out of file descriptors, typically) before
 /// the next one, so that the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -172,13 +176,16 @@ async fn accept(
         };
         let service = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let served = http1::Builder::new()
+            let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "HTTP connection ended");
+                .serve_connection(TokioIo::new(stream), service);
+            // A client that never reads its answer holds its connection
+            // no longer than this.
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "HTTP connection ended"),
+                Err(_) => tracing::debug!("HTTP connection closed: open too long"),
+                Ok(Ok(())) => {}
             }
             drop(permit);
         });

@@ -30,6 +30,12 @@ pub trait Topics: Send + Sync {
     /// added since the last one).
     fn refreshed_partition_count(&self, topic: &str) -> Option<u32>;
 
+    /// Partition count of `topic` as known now, without asking the broker
+    /// (what a plugin is told: a host call must not wait on the network).
+    fn known_partition_count(&self, topic: &str) -> Option<u32> {
+        self.partition_count(topic)
+    }
+
     /// Whether a topic of unknown partition count is taken to exist (its
     /// partitions then unchecked): only where nothing can be asked, as in
     /// `switchyard route`.
@@ -171,7 +177,7 @@ struct AllowedTopics {
 impl PartitionCounts for AllowedTopics {
     fn partition_count(&self, topic: &str) -> Option<u32> {
         if self.config.allows(topic) {
-            self.topics.partition_count(topic)
+            self.topics.known_partition_count(topic)
         } else {
             None
         }

@@ -115,6 +115,12 @@ impl Delivery {
         }
     }
 
+    /// The source offset of the record these outputs belong to.
+    #[must_use]
+    pub fn offset(&self) -> i64 {
+        self.record_ack().offset()
+    }
+
     /// Whether this is a dead-letter record standing for a refused output.
     #[must_use]
     pub fn is_stand_in(&self) -> bool {
@@ -162,36 +168,38 @@ impl Delivery {
             }
             Err(shared) => match &shared.ack {
                 Ack::Record(ack) => shared.offsets.acknowledge(ack),
-                // A stand-in has one output: never shared at its report.
-                Ack::StandsFor(_) => {}
+                // Its one output is settled, though someone still holds it
+                // (the worker that just sent it): so is the refused one.
+                Ack::StandsFor(refused) => refused.clone().settle(),
             },
         }
     }
 
-    /// Which output a delivery report is about: the one whose value
-    /// librdkafka was handed (it keeps the very bytes), else the first to
-    /// the report's topic and partition.
+    /// Which output a delivery report is about: one equal to the reported
+    /// message in topic, partition (when the output names one), key,
+    /// value and headers. Outputs that are equal in all of these are
+    /// interchangeable: sending either again produces the same record.
     fn index_of(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> Option<usize> {
         use rdkafka::Message as _;
-        let payload = message.payload().map(<[u8]>::as_ptr);
-        let topic = message.topic();
-        let same_topic = |routed: &Routed| &*routed.topic == topic;
-        self.outputs
-            .iter()
-            .position(|routed| {
-                same_topic(routed)
-                    && payload.is_some()
-                    && routed.output.value().map(<[u8]>::as_ptr) == payload
-            })
-            .or_else(|| {
-                self.outputs.iter().position(|routed| {
-                    same_topic(routed)
-                        && routed
-                            .output
-                            .partition
-                            .is_none_or(|p| p == message.partition())
+        use rdkafka::message::Headers as _;
+        let same_headers = |output: &Output| {
+            let theirs = message.headers();
+            let count = theirs.map_or(0, |h| h.count());
+            output.headers().count() == count
+                && output.headers().enumerate().all(|(i, mine)| {
+                    theirs.and_then(|h| h.try_get(i)).is_some_and(|h| {
+                        h.key == mine.key && h.value.unwrap_or_default() == &mine.value[..]
+                    })
                 })
-            })
+        };
+        self.outputs.iter().position(|routed| {
+            let output = &routed.output;
+            *routed.topic == *message.topic()
+                && output.partition.is_none_or(|p| p == message.partition())
+                && output.key().unwrap_or_default() == message.key().unwrap_or_default()
+                && output.value().unwrap_or_default() == message.payload().unwrap_or_default()
+                && same_headers(output)
+        })
     }
 }
 
@@ -213,6 +221,9 @@ pub fn refuses_the_record(error: &KafkaError) -> bool {
                 | E::TopicAuthorizationFailed
                 | E::InvalidArgument
                 | E::UnknownPartition
+                // Refused for another record's sake in its batch (KIP-467):
+                // sent again alone, it goes through.
+                | E::InvalidDifferentRecord
         )
     )
 }
@@ -766,6 +777,27 @@ mod tests {
             };
             assert_eq!(partition, want_partition, "record {}", source.offset);
         }
+    }
+
+    #[test]
+    fn a_dead_letter_record_settles_the_refused_output_it_stands_for() {
+        let offsets = Arc::new(PartitionOffsets::new("in", 0));
+        let delivery = Delivery::new(&offsets, 7, out(Output::forward(source(7))), None);
+        let dead = Routed {
+            topic: "dlq".into(),
+            output: Output::forward(source(7)),
+        };
+        let stand_in = Delivery::standing_for(delivery.clone(), dead);
+        assert_eq!(stand_in.offset(), 7);
+        assert!(stand_in.is_stand_in());
+        // The worker that sent it may still hold it when its report comes.
+        let held = stand_in.clone();
+        assert_eq!(offsets.stored(), None);
+        stand_in.settle();
+        assert_eq!(offsets.stored(), Some(8), "the refused record finished");
+        drop(held);
+        drop(delivery);
+        assert_eq!(offsets.in_flight(), 0);
     }
 
     #[test]

@@ -325,6 +325,10 @@ impl Topics for CachedTopics {
         self.cache
             .refreshed_partition_count(topic, self.producer.client())
     }
+
+    fn known_partition_count(&self, topic: &str) -> Option<u32> {
+        self.cache.partition_count(topic)
+    }
 }
 
 /// Starts routing as `config` says: loads the plugins, connects, joins the
@@ -711,6 +715,7 @@ impl Shared {
         let result = txn.commit(&self.producer, &tpl, consumer.group_metadata().as_ref());
         if result.is_ok() {
             self.metrics.transaction("committed");
+            self.refused.forget_suspects();
         }
         result
     }
@@ -734,29 +739,22 @@ impl Shared {
                 let mut stopped: Vec<Worker> = workers.drain().map(|(_, w)| w).collect();
                 drop(workers);
                 stop_all(stopped.iter_mut().collect());
-                // Records the broker refused fail as such when replayed:
-                // routed again as they were, they would abort again.
-                for worker in &stopped {
-                    for refusal in worker.offsets.take_refused() {
-                        let index = refusal.index.unwrap_or(0);
-                        if let Some(routed) = refusal.delivery.outputs().get(index) {
-                            let record = &routed.output.source;
-                            self.refused.insert(
-                                &record.topic,
-                                record.partition,
-                                record.offset,
-                                format!(
-                                    "output {index} to '{}' refused by the broker: {}",
-                                    routed.topic, refusal.error
-                                ),
-                            );
-                        }
-                    }
-                }
                 if let Err(e) = txn.abort(&self.producer) {
                     self.stop_for_good(&e.to_string());
                     return;
                 }
+                // Records the broker refused are suspects when replayed:
+                // produced alone, the one at fault is found (see
+                // `RefusedRecords`).
+                for worker in &stopped {
+                    for refusal in worker.offsets.take_refused() {
+                        let index = refusal.index.unwrap_or(0);
+                        if let Some(routed) = refusal.delivery.outputs().get(index) {
+                            self.refused.suspect(&routed.output.source);
+                        }
+                    }
+                }
+
                 if let Err(e) = self.rewind(consumer, &keys) {
                     self.stop_for_good(&format!("cannot rewind after an abort: {e}"));
                 }
@@ -847,6 +845,9 @@ impl Shared {
         if stopped.is_empty() {
             return;
         }
+        for (_, worker) in &stopped {
+            worker.forget_hold();
+        }
         if self.transactions.is_some() {
             if self.fatal().is_some() {
                 // The producer cannot commit any more: what was routed is
@@ -860,8 +861,10 @@ impl Shared {
                 self.transaction_failed(consumer, &e);
             }
         } else {
+            let deadline = std::time::Instant::now() + self.drain_timeout;
             for producer in std::iter::once(&self.producer).chain(self.alone.started()) {
-                if let Err(e) = producer.flush(self.drain_timeout) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if let Err(e) = producer.flush(left) {
                     tracing::error!(error = %e, timeout = ?self.drain_timeout, "outputs still unacknowledged (shutdown.timeout_ms): their records will be consumed again");
                 }
             }

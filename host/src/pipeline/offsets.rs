@@ -164,6 +164,16 @@ impl PartitionOffsets {
         self.state().refused.push(refusal);
     }
 
+    /// The refusals of the record at `offset` (others stay queued).
+    pub fn take_refused_of(&self, offset: i64) -> Vec<Refusal> {
+        let mut state = self.state();
+        let (of, others): (Vec<Refusal>, Vec<Refusal>) = std::mem::take(&mut state.refused)
+            .into_iter()
+            .partition(|r| r.delivery.offset() == offset);
+        state.refused = others;
+        of
+    }
+
     /// The refusals not yet taken, oldest first.
     pub fn take_refused(&self) -> Vec<Refusal> {
         let mut state = self.state();

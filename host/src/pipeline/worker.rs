@@ -134,37 +134,101 @@ impl AloneProducer {
     }
 }
 
-/// Exactly-once: source records an output of which the broker refused
-/// (their transaction aborted), with the broker's reason. When such a record
-/// is routed again it fails with kind `broker-refused` without producing,
-/// so the replay cannot abort the same way forever.
+/// Exactly-once: source records an output of which the broker refused in
+/// an aborted transaction. A broker refuses a whole batch (and a produce
+/// request may be refused as a whole), so a record refused in one is only
+/// a suspect. Routed again, a suspect is produced as usual the first time
+/// (a refusal that does not come back cost one abort); refused again, it is
+/// produced alone the next time (everything before it delivered first, its
+/// own reports awaited), and a record refused alone is the one at fault:
+/// when routed again after that abort it fails as `broker-refused` without
+/// producing, so the replay cannot abort the same way forever. A commit
+/// forgets the suspects.
 #[derive(Debug, Default)]
 pub(super) struct RefusedRecords {
     any: AtomicBool,
-    records: std::sync::Mutex<HashMap<(String, i32, i64), String>>,
+    records: std::sync::Mutex<HashMap<(String, i32, i64), Verdict>>,
+}
+
+/// What is known of a record an output of which the broker refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    /// Refused in a batch this many times in a row.
+    Suspect(u8),
+    /// Refused alone, with the broker's reason.
+    Refused(String),
 }
 
 impl RefusedRecords {
-    pub(super) fn insert(&self, topic: &str, partition: i32, offset: i64, reason: String) {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32, i64), Verdict>> {
         self.records
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert((topic.to_owned(), partition, offset), reason);
+    }
+
+    fn key(record: &SourceRecord) -> (String, i32, i64) {
+        (record.topic.to_string(), record.partition, record.offset)
+    }
+
+    /// An output of `record` was refused in a batch (one more time a
+    /// suspect, unless it was already found at fault).
+    pub(super) fn suspect(&self, record: &SourceRecord) {
+        let mut records = self.records();
+        let verdict = records
+            .entry(Self::key(record))
+            .or_insert(Verdict::Suspect(0));
+        if let Verdict::Suspect(times) = verdict {
+            *times = times.saturating_add(1);
+        }
         self.any.store(true, Ordering::Release);
     }
 
-    /// Why `record` was refused, if it was (one atomic load when none was).
-    fn reason(&self, record: &SourceRecord) -> Option<String> {
+    /// An output of `record` was refused though produced alone.
+    fn refused(&self, record: &SourceRecord, reason: String) {
+        self.records()
+            .insert(Self::key(record), Verdict::Refused(reason));
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// `record`'s outputs went through alone: it was not at fault.
+    fn cleared(&self, record: &SourceRecord) {
+        self.records().remove(&Self::key(record));
+    }
+
+    /// A transaction committed: the suspects went through.
+    pub(super) fn forget_suspects(&self) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let mut records = self.records();
+        records.retain(|_, verdict| matches!(verdict, Verdict::Refused(_)));
+        self.any.store(!records.is_empty(), Ordering::Release);
+    }
+
+    /// What is known of `record` (one atomic load when nothing is).
+    fn verdict(&self, record: &SourceRecord) -> Option<Verdict> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
-        self.records
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(record.topic.to_string(), record.partition, record.offset))
-            .cloned()
+        self.records().get(&Self::key(record)).cloned()
+    }
+
+    /// Whether `record` is to be produced alone: refused in batches twice.
+    fn produce_alone(&self, record: &SourceRecord) -> bool {
+        matches!(self.verdict(record), Some(Verdict::Suspect(times)) if times >= 2)
+    }
+
+    /// Why `record` was refused alone, if it was.
+    fn reason(&self, record: &SourceRecord) -> Option<String> {
+        match self.verdict(record)? {
+            Verdict::Refused(reason) => Some(reason),
+            Verdict::Suspect(_) => None,
+        }
     }
 }
+
+/// How long a suspect's outputs, produced alone, are waited for.
+const ALONE_WAIT: Duration = Duration::from_secs(60);
 
 /// Where a worker counts what it does: the route's totals (`GET /routes`)
 /// and the metrics of the plugin version routing now (handles looked up
@@ -224,6 +288,16 @@ impl Meters {
 
     /// A record failed for good.
     fn failed(&mut self, instance: &RouteInstance, kind: FailureKind) {
+        self.failed_counting(instance, kind, true);
+    }
+
+    /// A record already counted as consumed (routed, then refused by the
+    /// broker) failed for good.
+    fn refused(&mut self, instance: &RouteInstance, kind: FailureKind) {
+        self.failed_counting(instance, kind, false);
+    }
+
+    fn failed_counting(&mut self, instance: &RouteInstance, kind: FailureKind, consumed: bool) {
         let route = self.route.clone();
         route.stats.add_failure(kind, route.policy());
         let counters = self.counters(instance);
@@ -234,7 +308,9 @@ impl Meters {
             // Not consumed yet: it is routed again after a swap.
             FailurePolicy::Stop => return,
         };
-        counters.consumed.inc();
+        if consumed {
+            counters.consumed.inc();
+        }
     }
 }
 
@@ -280,6 +356,13 @@ impl Worker {
         self.interrupt.raise();
         // A worker backing off or held at a record waits on its route.
         self.route.wake_all();
+    }
+
+    /// The partition is no longer this router's: whatever held it here is
+    /// its next owner's to find.
+    pub(super) fn forget_hold(&self) {
+        self.route
+            .set_halted(self.offsets.topic(), self.offsets.partition(), None);
     }
 
     /// Stops the worker at its next record boundary and waits for it.
@@ -345,10 +428,27 @@ fn run(
             break;
         }
     }
-    route.set_halted(offsets.topic(), offsets.partition(), None);
+    match offsets.failure() {
+        // Stopped for good at a record: say so while the partition is ours
+        // (a revocation clears it).
+        Some(failure) => route.set_halted(
+            offsets.topic(),
+            offsets.partition(),
+            Some(Halt {
+                offset: None,
+                reason: format!("an output could not be delivered ({failure}): nothing past it is committed until the partition is consumed again"),
+            }),
+        ),
+        None => route.set_halted(offsets.topic(), offsets.partition(), None),
+    }
     // Reports may still come (a revocation waits for them); what they hand
-    // back then is freed with the partition's tracking.
+    // back then is freed with the partition's tracking. Refusals not
+    // settled leave their records unfinished (consumed again by the next
+    // owner); dropped here, they hold nothing.
     offsets.free_retired();
+    if parts.gate.is_none() {
+        drop(offsets.take_refused());
+    }
 }
 
 /// The partition's instance of the route. While the plugin cannot start
@@ -641,6 +741,12 @@ fn produce(
         offsets.begin(record.offset, 0);
         return;
     }
+    // Exactly-once: a record refused in an aborted transaction's batch is
+    // produced alone, to tell whether it is the one at fault.
+    let alone = parts.gate.is_some() && parts.refused.produce_alone(record);
+    if alone {
+        let _ = parts.producer.flush(ALONE_WAIT);
+    }
     // Acknowledged outputs count as produced (dead-letter records not).
     let produced = routed_normally.then(|| meters.counters.produced.clone());
     let delivery = Delivery::new(offsets, record.offset, routed, produced);
@@ -649,6 +755,18 @@ fn produce(
             Ok(()) => {}
             // librdkafka refused it for what it is: settled like a refusal
             // by the broker (already alone), and the other outputs go on.
+            // Exactly-once: the transaction must not commit without it;
+            // replayed, the record fails as refused.
+            Err(error) if refuses_the_record(&error) && parts.gate.is_some() => {
+                parts.refused.refused(
+                    record,
+                    format!(
+                        "output {index} to '{}' refused: {error}",
+                        delivery.outputs()[index].topic
+                    ),
+                );
+                delivery.fail(index, &error);
+            }
             Err(error) if refuses_the_record(&error) => offsets.refuse(Refusal {
                 delivery: delivery.clone(),
                 index: Some(index),
@@ -664,6 +782,27 @@ fn produce(
                 }
                 break;
             }
+        }
+    }
+    if alone {
+        drop(delivery);
+        let _ = parts.producer.flush(ALONE_WAIT);
+        match offsets.take_refused_of(record.offset).first() {
+            Some(refusal) => {
+                let topic = refusal
+                    .index
+                    .and_then(|i| refusal.delivery.outputs().get(i))
+                    .map_or("?", |routed| &routed.topic);
+                parts.refused.refused(
+                    record,
+                    format!(
+                        "output {} to '{topic}' refused by the broker: {}",
+                        refusal.index.unwrap_or(0),
+                        refusal.error
+                    ),
+                );
+            }
+            None => parts.refused.cleared(record),
         }
     }
 }
@@ -715,18 +854,26 @@ impl Refusals {
             self.alone = parts.alone.get().map(Sender::new);
         }
         let Some(alone) = &mut self.alone else {
-            return Some(Refusal {
-                alone: true,
-                ..refusal
-            });
+            // Its neighbours cannot be told from it: stop rather than
+            // dead-letter a record that may be innocent.
+            refusal.delivery.fail(index, &refusal.error);
+            return None;
         };
         match alone.send(&refusal.delivery, index, stopping) {
             Ok(()) => None,
-            Err(error) => Some(Refusal {
+            Err(error) if refuses_the_record(&error) => Some(Refusal {
                 error,
                 alone: true,
                 ..refusal
             }),
+            // Not sent: the record stays unfinished (stopping: its next
+            // owner routes it again; else its partition stops there).
+            Err(error) => {
+                if !stopping() {
+                    refusal.delivery.fail(index, &error);
+                }
+                None
+            }
         }
     }
 
@@ -771,7 +918,7 @@ impl Refusals {
             ),
         );
         let route = &parts.route;
-        meters.failed(instance, failure.kind);
+        meters.refused(instance, failure.kind);
         parts.failures.failed(&RecordFailure {
             route: route.name(),
             record: &record,
@@ -797,10 +944,8 @@ impl Refusals {
                 }
             }
             FailurePolicy::Skip => delivery.settle(),
-            FailurePolicy::Stop => {
-                hold_at(route, &record, &failure);
-                delivery.fail(index, &error);
-            }
+            // The worker stops, and says where (its exit path).
+            FailurePolicy::Stop => delivery.fail(index, &error),
         }
     }
 }

@@ -278,6 +278,15 @@ impl PluginEngine {
             path: path.to_owned(),
             error,
         };
+        // Looked at before it is opened (a device is not even opened), and
+        // again once open (it may have been replaced in between).
+        let meta = std::fs::metadata(path).map_err(read_error)?;
+        if !meta.is_file() {
+            return Err(PluginError::NotAFile {
+                path: path.to_owned(),
+                kind: file_kind(&meta),
+            });
+        }
         // Non-blocking, so that opening a FIFO cannot wait for a writer.
         let file = std::fs::File::options()
             .read(true)

@@ -60,12 +60,15 @@ pub(super) struct MemoryLimiter {
     /// Bytes of all the instance's memories so far (memories only grow,
     /// and live as long as the store).
     total_bytes: usize,
+    /// Elements of all its tables so far.
+    total_elements: usize,
     /// Set when a growth was refused: what was asked for, in one line.
     pub(super) exceeded: Option<String>,
 }
 
-/// Table elements, all tables together: function references, a few per
-/// function of the plugin; no sane plugin needs a million.
+/// Table elements, all of an instance's tables together: function
+/// references, a few per function of the plugin; no sane plugin needs a
+/// million.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 /// Core instances, memories and tables one plugin instance may create. A
@@ -84,6 +87,7 @@ impl MemoryLimiter {
         Self {
             max_bytes,
             total_bytes: 0,
+            total_elements: 0,
             exceeded: None,
         }
     }
@@ -119,15 +123,20 @@ impl ResourceLimiter for MemoryLimiter {
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        let total = self.total_elements - current.min(self.total_elements) + desired;
+        if total > MAX_TABLE_ELEMENTS {
             return self.refuse(format!(
-                "plugin tried to grow a table to {desired} elements; the most is {MAX_TABLE_ELEMENTS}"
+                "plugin tried to grow its tables to {total} elements in all; the most is {MAX_TABLE_ELEMENTS}"
             ));
         }
+        self.total_elements = total;
         Ok(true)
     }
 
@@ -160,6 +169,22 @@ mod tests {
         let refused = limiter.memory_growing(0, 2 << 20, None).unwrap_err();
         assert!(refused.to_string().contains("to 11 MiB"), "{refused}");
         assert!(limiter.exceeded.is_some());
+    }
+
+    #[test]
+    fn the_table_limit_counts_every_table_of_the_instance_together() {
+        let mut limiter = MemoryLimiter::new(10 << 20);
+        assert!(
+            limiter
+                .table_growing(0, MAX_TABLE_ELEMENTS / 2, None)
+                .unwrap()
+        );
+        assert!(
+            limiter
+                .table_growing(0, MAX_TABLE_ELEMENTS / 2, None)
+                .unwrap()
+        );
+        assert!(limiter.table_growing(0, 1, None).is_err());
     }
 
     #[test]

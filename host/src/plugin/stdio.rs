@@ -71,6 +71,11 @@ impl LogTag {
         if !self.enabled(level) {
             return None;
         }
+        self.emit_clean(level, stream, &clean(text))
+    }
+
+    /// [`emit`](Self::emit) of a line already cut and escaped.
+    fn emit_clean(&self, level: LogLevel, stream: Option<&str>, line: &str) -> Option<String> {
         let dropped = match self.budget.admit() {
             Admit::Drop => return None,
             Admit::Log { dropped_before } => dropped_before,
@@ -87,7 +92,6 @@ impl LogTag {
                 "plugin log lines dropped: over the route's limit (limits.log_lines_per_second)"
             );
         }
-        let line = clean(text);
         let stream = stream.unwrap_or("log");
         match level {
             LogLevel::Trace => {
@@ -106,7 +110,7 @@ impl LogTag {
                 tracing::error!(target: "plugin", route, plugin, version, stream, "{line}");
             }
         }
-        Some(line.into_owned())
+        Some(line.to_owned())
     }
 
     /// Whether a line at `level` would be written at all: a line the log
@@ -351,8 +355,10 @@ impl PendingLine {
         if let Some(recent) = &self.recent {
             recent.push(line.clone());
         }
-        self.tag
-            .emit(LogLevel::Info, Some(self.stream), line.as_bytes());
+        if self.tag.enabled(LogLevel::Info) {
+            self.tag
+                .emit_clean(LogLevel::Info, Some(self.stream), &line);
+        }
         self.bytes.clear();
         self.cut = 0;
     }
