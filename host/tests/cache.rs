@@ -164,3 +164,26 @@ fn a_file_that_is_not_a_router_plugin_is_not_cached() {
     assert!(engine.load(&fixtures::not_a_router()).is_err());
     assert!(cached_files(dir.path()).is_empty());
 }
+
+#[test]
+fn a_compilation_past_its_time_is_refused_and_nothing_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let impatient = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(dir.path()))
+        .with_compile_timeout(std::time::Duration::ZERO);
+    let error = impatient.load(&fixtures::hello()).unwrap_err().to_string();
+    assert!(
+        error.ends_with("did not compile within 0 s (SWITCHYARD_COMPILE_TIMEOUT_S raises it)"),
+        "{error}"
+    );
+    assert!(cached_files(dir.path()).is_empty());
+    // With time to finish, the same file loads.
+    let patient = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(dir.path()));
+    assert_eq!(
+        patient.load(&fixtures::hello()).unwrap().exports(),
+        ["init()", "route()"]
+    );
+}

@@ -107,6 +107,21 @@ timeout_ms = {}
         }
     }
 
+    /// CPU time the router process used so far (user + system), in
+    /// seconds (at the usual 100 clock ticks a second).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+
     /// Peak resident memory of the router process, in MiB.
     fn peak_rss_mib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -361,6 +376,7 @@ fn a_hostile_plugin_costs_its_route_only_its_budgets() {
     produce(&sleepy_in, &[on(0, "sleep")]).unwrap();
     router.wait_for_log("offset 1 sleeps an hour");
     let peak = router.peak_rss_mib();
+    let cpu = router.cpu_seconds();
     let (status, took) = router.terminate();
     let log = router.log();
     assert!(status.success(), "exit {status}:\n{log}");
@@ -374,7 +390,9 @@ fn a_hostile_plugin_costs_its_route_only_its_budgets() {
         Some(&1),
         "the slept record is not committed"
     );
-    eprintln!("router peak RSS {peak} MiB; SIGTERM during a sleeping call took {took:?}");
+    eprintln!(
+        "router: peak RSS {peak} MiB, {cpu:.1} s of CPU for the whole case; SIGTERM during a sleeping call took {took:?}"
+    );
     assert!(peak < 1024, "router peak RSS {peak} MiB");
 }
 

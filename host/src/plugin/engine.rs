@@ -243,6 +243,14 @@ impl PluginEngine {
         })
     }
 
+    /// Waits at most `timeout` for a compilation (the default is
+    /// `SWITCHYARD_COMPILE_TIMEOUT_S`, else 60 s).
+    #[must_use]
+    pub fn with_compile_timeout(mut self, timeout: Duration) -> Self {
+        self.compile_timeout = timeout;
+        self
+    }
+
     /// Keeps compiled plugins in `cache`, so that a plugin seen before loads
     /// without compiling.
     #[must_use]
