@@ -22,6 +22,8 @@
 //! - [`demo`]: `switchyard demo`, the record path on an embedded Kafka.
 //! - [`cli`]: the `switchyard` command line; `src/main.rs` only calls it.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod cli;
 pub mod config;
