@@ -2,7 +2,9 @@
 
 pub use wit_bindgen;
 
-/// Bindings of the `router` world, generated from the repository's `wit/`.
+/// Bindings of the `router` world, generated from the SDK's own copy of
+/// the contract (`plugin-sdk/wit/`, identical to the repository's `wit/`:
+/// the host's tests check it), so that the SDK builds as a packaged crate.
 #[allow(
     unsafe_code,
     missing_docs,
@@ -13,7 +15,7 @@ pub use wit_bindgen;
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "router",
         runtime_path: "::switchyard_sdk::__private::wit_bindgen::rt",
         default_bindings_module: "::switchyard_sdk::__private::bindings",

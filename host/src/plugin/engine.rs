@@ -622,6 +622,15 @@ pub(super) fn one_line(e: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn the_sdk_carries_the_same_contract_as_the_router() {
+        assert!(
+            include_str!("../../../wit/switchyard.wit")
+                == include_str!("../../../plugin-sdk/wit/switchyard.wit"),
+            "plugin-sdk/wit/switchyard.wit differs from wit/switchyard.wit: copy it over"
+        );
+    }
+
+    #[test]
     fn the_contract_version_is_the_wit_packages() {
         let wit = include_str!("../../../wit/switchyard.wit");
         assert!(
