@@ -177,6 +177,7 @@ fn a_hostile_plugin_costs_its_route_only_its_budgets() {
     let (hostile_in, hostile_out, dlq) = (t("h-in"), t("h-out"), t("h-dlq"));
     let (noisy_in, noisy_out) = (t("n-in"), t("n-out"));
     let (sleepy_in, sleepy_out) = (t("z-in"), t("z-out"));
+    let (tight_in, tight_out, tight_dlq) = (t("t-in"), t("t-out"), t("t-dlq"));
     let (steady_in, steady_out) = (t("s-in"), t("s-out"));
     create_topics(&[
         (&hostile_in, 2),
@@ -186,6 +187,9 @@ fn a_hostile_plugin_costs_its_route_only_its_budgets() {
         (&noisy_out, 1),
         (&sleepy_in, 1),
         (&sleepy_out, 1),
+        (&tight_in, 1),
+        (&tight_out, 1),
+        (&tight_dlq, 1),
         (&steady_in, 2),
         (&steady_out, 2),
     ])
@@ -210,6 +214,15 @@ fn a_hostile_plugin_costs_its_route_only_its_budgets() {
             &noisy_out,
             &hostile,
             "on_failure = \"skip\"\n[routes.limits]\nroute_timeout_ms = 60000\nmemory_mib = 256\nlog_lines_per_second = 20",
+        ),
+        // Little memory: the host must not make a plugin more than it
+        // could hold.
+        route(
+            "tight",
+            &tight_in,
+            &tight_out,
+            &hostile,
+            &format!("dead_letter_topic = \"{tight_dlq}\"\n[routes.limits]\nmemory_mib = 16"),
         ),
         // A sleep that outlasts the shutdown timeout.
         route(
@@ -325,6 +338,28 @@ fn a_hostile_plugin_costs_its_route_only_its_budgets() {
             "invalid-output",
             "output 0: 100001 headers: consumers built on librdkafka (Switchyard among them) read no headers of a record with more than 100000"
         )
+    );
+
+    // Random bytes from the host: a few are fine; more than the plugin's
+    // memory are refused before the host makes them.
+    produce(
+        &tight_in,
+        &[
+            on(0, "random:1000"),
+            on(0, "random:50000000"),
+            on(0, "after"),
+        ],
+    )
+    .unwrap();
+    let tight = consume(&tight_out, 2, TIMEOUT).unwrap();
+    assert_eq!(values(&tight), ["random:1000", "after"]);
+    assert_eq!(tight[0].header_str("random-bytes"), Some("1000"));
+    let refused = consume(&tight_dlq, 1, TIMEOUT).unwrap();
+    assert_eq!(header(&refused[0], "dlq-error-kind"), "trap");
+    assert!(
+        header(&refused[0], "dlq-error").contains("requested len 50000000 exceeds limit 16777216"),
+        "{}",
+        header(&refused[0], "dlq-error")
     );
 
     // The noisy route's records all arrive, its log stays bounded, and no

@@ -197,6 +197,9 @@ impl Plugin {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            // Random bytes are made on the host before they are copied in:
+            // never more than the plugin's own memory could take.
+            .max_random_size(limits.memory_bytes as u64)
             .build();
         let state = HostState {
             wasi,

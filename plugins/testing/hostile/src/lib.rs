@@ -29,6 +29,7 @@
 //! | `exact-limit` | returns one output whose value is exactly 1,000,000 bytes |
 //! | `empty-headers:N` | forwards with N empty headers in place of its own |
 //! | `log:TEXT` | logs TEXT, then forwards |
+//! | `random:N` | asks WASI for N random bytes, then forwards with header `random-bytes: N` |
 //! | `future-timestamp` | forwards with a timestamp two hours from now |
 //!
 //! Config `init = "panic" | "loop" | "refuse" | "sleep"` makes `init` fail
@@ -75,6 +76,9 @@ impl Plugin for Hostile {
         if let Some(text) = value.strip_prefix("log:") {
             log(Level::Info, text);
             return Ok(vec![Output::forward()]);
+        }
+        if let Some(len) = value.strip_prefix("random:") {
+            return random_bytes(len.parse().unwrap_or(0));
         }
         if let Some(count) = value.strip_prefix("empty-headers:") {
             let count: usize = count.parse().unwrap_or(0);
@@ -204,6 +208,29 @@ fn leak_stdio() -> RouteResult {
     Err(RouteError::reject(format!(
         "opened 100,000,000 stdout handles (the last {last})"
     )))
+}
+
+/// Asks WASI for `len` random bytes in one call (the host makes them before
+/// copying them in).
+#[cfg(target_arch = "wasm32")]
+fn random_bytes(len: u64) -> RouteResult {
+    #[link(wasm_import_module = "wasi:random/random@0.2.6")]
+    unsafe extern "C" {
+        #[link_name = "get-random-bytes"]
+        fn get_random_bytes(len: i64, ret: *mut [u32; 2]);
+    }
+    let mut list = [0_u32; 2];
+    // SAFETY: the host writes the list's address and length (in memory it
+    // allocated through this component's realloc) into `list`.
+    unsafe { get_random_bytes(i64::try_from(len).unwrap_or(i64::MAX), &mut list) };
+    Ok(vec![
+        Output::forward().header("random-bytes", list[1].to_string()),
+    ])
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn random_bytes(_len: u64) -> RouteResult {
+    Err(RouteError::reject("only in wasm"))
 }
 
 #[cfg(not(target_arch = "wasm32"))]
