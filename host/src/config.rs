@@ -442,7 +442,6 @@ impl LimitsConfig {
             route_timeout: Duration::from_millis(self.route_timeout_ms),
             init_timeout: Duration::from_millis(self.init_timeout_ms),
             max_outputs: self.max_outputs as usize,
-            log_lines_per_second: self.log_lines_per_second,
         }
     }
 }

@@ -8,7 +8,7 @@ mod queue;
 
 pub use client::{STATISTICS_INTERVAL_MS, consumer_config, producer_config};
 pub use metadata::TopicCache;
-pub use producer::{Delivery, OutputProducer, Refusal, Sender, refuses_the_record};
+pub use producer::{Delivery, OutputProducer, Refusal, Sender, refusal_reason, refuses_the_record};
 pub use queue::{FetchedMessage, PartitionQueue};
 
 /// librdkafka's own log lines, at the matching `tracing` level.

@@ -70,6 +70,35 @@ pub struct Refusal {
     pub alone: bool,
 }
 
+impl Refusal {
+    /// The refused output's index and output, if the report named one.
+    #[must_use]
+    pub fn output(&self) -> Option<(usize, &Routed)> {
+        let index = self.index.unwrap_or(0);
+        self.delivery
+            .outputs()
+            .get(index)
+            .map(|routed| (index, routed))
+    }
+
+    /// Why, as a failure's message says it.
+    #[must_use]
+    pub fn reason(&self) -> String {
+        refusal_reason(&self.delivery, self.index.unwrap_or(0), &self.error)
+    }
+}
+
+/// Why output `index` of `delivery` failed for good, as a failure's message
+/// (and a dead-letter record's `dlq-error`) says it.
+#[must_use]
+pub fn refusal_reason(delivery: &Delivery, index: usize, error: &KafkaError) -> String {
+    let topic = delivery
+        .outputs()
+        .get(index)
+        .map_or("?", |routed| &routed.topic);
+    format!("output {index} to '{topic}' refused by the broker: {error}")
+}
+
 impl Delivery {
     /// Registers the record at `offset` with `offsets` for its `outputs`,
     /// about to be sent ([`Sender::send`]).

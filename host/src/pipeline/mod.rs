@@ -715,7 +715,7 @@ impl Shared {
         let result = txn.commit(&self.producer, &tpl, consumer.group_metadata().as_ref());
         if result.is_ok() {
             self.metrics.transaction("committed");
-            self.refused.forget_suspects();
+            self.refused.committed();
         }
         result
     }
@@ -748,8 +748,7 @@ impl Shared {
                 // `RefusedRecords`).
                 for worker in &stopped {
                     for refusal in worker.offsets.take_refused() {
-                        let index = refusal.index.unwrap_or(0);
-                        if let Some(routed) = refusal.delivery.outputs().get(index) {
+                        if let Some((_, routed)) = refusal.output() {
                             self.refused.suspect(&routed.output.source);
                         }
                     }

@@ -42,6 +42,9 @@ pub struct PartitionOffsets {
     state: Mutex<State>,
     /// Mirrors `State::failed` for a lock-free check per record.
     stopped: AtomicBool,
+    /// Whether `State::refused` may hold anything: the worker looks once
+    /// per batch without the lock.
+    any_refused: AtomicBool,
 }
 
 /// A registered record not yet past the finished prefix.
@@ -89,6 +92,7 @@ impl PartitionOffsets {
             partition,
             state: Mutex::default(),
             stopped: AtomicBool::new(false),
+            any_refused: AtomicBool::new(false),
         }
     }
 
@@ -162,6 +166,7 @@ impl PartitionOffsets {
     /// ([`take_refused`](Self::take_refused)) by the route's policy.
     pub fn refuse(&self, refusal: Refusal) {
         self.state().refused.push(refusal);
+        self.any_refused.store(true, Ordering::Release);
     }
 
     /// The refusals of the record at `offset` (others stay queued).
@@ -170,17 +175,18 @@ impl PartitionOffsets {
         let (of, others): (Vec<Refusal>, Vec<Refusal>) = std::mem::take(&mut state.refused)
             .into_iter()
             .partition(|r| r.delivery.offset() == offset);
+        self.any_refused
+            .store(!others.is_empty(), Ordering::Release);
         state.refused = others;
         of
     }
 
     /// The refusals not yet taken, oldest first.
     pub fn take_refused(&self) -> Vec<Refusal> {
-        let mut state = self.state();
-        if state.refused.is_empty() {
+        if !self.any_refused.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
-        std::mem::take(&mut state.refused)
+        std::mem::take(&mut self.state().refused)
     }
 
     /// Swaps what was handed back since the last call into `into` (given

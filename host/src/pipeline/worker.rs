@@ -16,7 +16,8 @@ use super::offsets::PartitionOffsets;
 use super::{FailureSink, RecordFailure, RouterContext};
 use crate::config::FailurePolicy;
 use crate::kafka::{
-    Delivery, FetchedMessage, OutputProducer, PartitionQueue, Refusal, Sender, refuses_the_record,
+    Delivery, FetchedMessage, OutputProducer, PartitionQueue, Refusal, Sender, refusal_reason,
+    refuses_the_record,
 };
 use crate::metrics::{Metrics, RouteCounters};
 use crate::plugin::{FailureKind, Interrupt, Plugin, PluginError, RouteFailure};
@@ -146,28 +147,34 @@ impl AloneProducer {
 /// forgets the suspects.
 #[derive(Debug, Default)]
 pub(super) struct RefusedRecords {
+    /// Whether `records` holds anything: what every record of an
+    /// exactly-once route checks (one atomic load) before looking.
     any: AtomicBool,
-    records: std::sync::Mutex<HashMap<(String, i32, i64), Verdict>>,
+    records: std::sync::Mutex<HashMap<RecordKey, Verdict>>,
 }
+
+/// A source record: its topic, partition and offset.
+type RecordKey = (Arc<str>, i32, i64);
 
 /// What is known of a record an output of which the broker refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Verdict {
     /// Refused in a batch this many times in a row.
     Suspect(u8),
-    /// Refused alone, with the broker's reason.
-    Refused(String),
+    /// Refused alone, with the broker's reason; `settled` once it failed
+    /// as such on a replay (forgotten when that commits).
+    Refused { reason: String, settled: bool },
 }
 
 impl RefusedRecords {
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32, i64), Verdict>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<RecordKey, Verdict>> {
         self.records
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn key(record: &SourceRecord) -> (String, i32, i64) {
-        (record.topic.to_string(), record.partition, record.offset)
+    fn key(record: &SourceRecord) -> RecordKey {
+        (record.topic.clone(), record.partition, record.offset)
     }
 
     /// An output of `record` was refused in a batch (one more time a
@@ -185,8 +192,13 @@ impl RefusedRecords {
 
     /// An output of `record` was refused though produced alone.
     fn refused(&self, record: &SourceRecord, reason: String) {
-        self.records()
-            .insert(Self::key(record), Verdict::Refused(reason));
+        self.records().insert(
+            Self::key(record),
+            Verdict::Refused {
+                reason,
+                settled: false,
+            },
+        );
         self.any.store(true, Ordering::Release);
     }
 
@@ -195,13 +207,14 @@ impl RefusedRecords {
         self.records().remove(&Self::key(record));
     }
 
-    /// A transaction committed: the suspects went through.
-    pub(super) fn forget_suspects(&self) {
+    /// A transaction committed: the suspects went through, and the records
+    /// refused alone that failed as such are committed with it.
+    pub(super) fn committed(&self) {
         if !self.any.load(Ordering::Acquire) {
             return;
         }
         let mut records = self.records();
-        records.retain(|_, verdict| matches!(verdict, Verdict::Refused(_)));
+        records.retain(|_, verdict| matches!(verdict, Verdict::Refused { settled: false, .. }));
         self.any.store(!records.is_empty(), Ordering::Release);
     }
 
@@ -218,10 +231,19 @@ impl RefusedRecords {
         matches!(self.verdict(record), Some(Verdict::Suspect(times)) if times >= 2)
     }
 
-    /// Why `record` was refused alone, if it was.
-    fn reason(&self, record: &SourceRecord) -> Option<String> {
-        match self.verdict(record)? {
-            Verdict::Refused(reason) => Some(reason),
+    /// Whether `record` was refused alone.
+    fn is_refused(&self, record: &SourceRecord) -> bool {
+        matches!(self.verdict(record), Some(Verdict::Refused { .. }))
+    }
+
+    /// Why `record` was refused alone, marking it settled (it fails as
+    /// such now).
+    fn settle(&self, record: &SourceRecord) -> Option<String> {
+        match self.records().get_mut(&Self::key(record))? {
+            Verdict::Refused { reason, settled } => {
+                *settled = true;
+                Some(reason.clone())
+            }
             Verdict::Suspect(_) => None,
         }
     }
@@ -451,40 +473,26 @@ fn run(
     }
 }
 
-/// The partition's instance of the route. While the plugin cannot start
-/// (its `init` fails, say), the partition is held before its first record
-/// (`/ready` and `/routes` say why) and it is tried again, with backoff and
-/// at once after a swap. `None` when the worker must stop first.
+/// The partition's instance of the route, once its plugin starts: see
+/// [`until_started`]. `None` when the worker must stop first.
 fn start_instance(
     route: &Arc<Route>,
     offsets: &PartitionOffsets,
     interrupt: Interrupt,
     stopping: &dyn Fn() -> bool,
 ) -> Option<RouteInstance> {
-    let mut wait = START_RETRY_MIN;
-    loop {
-        let generation = route.generation();
-        match route.interruptible_instance(Some(interrupt.clone())) {
-            Ok(instance) => {
-                route.set_halted(offsets.topic(), offsets.partition(), None);
-                return Some(instance);
-            }
-            Err(e) => {
-                if stopping() {
-                    return None;
-                }
-                hold_unstarted(route, offsets, None, &e, wait);
-                route.wait(generation, wait, stopping);
-                wait = (wait * 2).min(START_RETRY_MAX);
-            }
-        }
-    }
+    let instance = until_started(route, offsets, None, stopping, || {
+        route.interruptible_instance(Some(interrupt.clone()))
+    })?;
+    // Whatever held this partition before (a worker that stopped at an
+    // undeliverable output) is over: it is consumed again from here.
+    route.set_halted(offsets.topic(), offsets.partition(), None);
+    Some(instance)
 }
 
 /// Brings `instance` to the version routing now before a call that starts
-/// at `offset`; while that version cannot start on this partition, the
-/// partition is held there, as by [`start_instance`]. False when the worker
-/// must stop first.
+/// at `offset` (see [`until_started`]); false when the worker must stop
+/// first.
 fn follow_swaps(
     route: &Route,
     offsets: &PartitionOffsets,
@@ -492,32 +500,52 @@ fn follow_swaps(
     offset: i64,
     stopping: &dyn Fn() -> bool,
 ) -> bool {
+    until_started(route, offsets, Some(offset), stopping, || {
+        instance.follow_swaps()
+    })
+    .is_some()
+}
+
+/// Runs `start` (starting the route's plugin on this partition) until it
+/// succeeds. While it fails (an `init` that fails here though it passed
+/// when the version was checked, say), the partition is held at `offset`
+/// (`None`: before its first record) — `/ready` and `/routes` say why —
+/// and it is tried again after [`START_RETRY_MIN`], doubling up to
+/// [`START_RETRY_MAX`], and at once after a swap. `None` when the worker
+/// must stop first.
+fn until_started<T>(
+    route: &Route,
+    offsets: &PartitionOffsets,
+    offset: Option<i64>,
+    stopping: &dyn Fn() -> bool,
+    mut start: impl FnMut() -> Result<T, PluginError>,
+) -> Option<T> {
     let mut wait = START_RETRY_MIN;
     let mut held = false;
     loop {
         let generation = route.generation();
-        match instance.follow_swaps() {
-            Ok(()) => {
+        match start() {
+            Ok(started) => {
                 if held {
                     route.set_halted(offsets.topic(), offsets.partition(), None);
                     tracing::info!(
                         route = route.name(),
                         topic = offsets.topic(),
                         partition = offsets.partition(),
-                        "the plugin version started: routing again"
+                        "the plugin started: routing again"
                     );
                 }
-                return true;
+                return Some(started);
             }
             Err(e) => {
                 if stopping() {
-                    return false;
+                    return None;
                 }
                 held = true;
-                hold_unstarted(route, offsets, Some(offset), &e, wait);
+                hold_unstarted(route, offsets, offset, &e, wait);
                 route.wait(generation, wait, stopping);
                 if stopping() {
-                    return false;
+                    return None;
                 }
                 wait = (wait * 2).min(START_RETRY_MAX);
             }
@@ -595,9 +623,9 @@ fn handle_batch(
         let mut call = &rest[..rest.len().min(size.0)];
         // Exactly-once: a record the broker refused in an aborted
         // transaction fails as such, without its outputs.
-        if let Some(at) = call.iter().position(|r| parts.refused.reason(r).is_some()) {
+        if let Some(at) = call.iter().position(|r| parts.refused.is_refused(r)) {
             if at == 0 {
-                let reason = parts.refused.reason(&call[0]).unwrap_or_default();
+                let reason = parts.refused.settle(&call[0]).unwrap_or_default();
                 let failure = RouteFailure::new(FailureKind::BrokerRefused, reason);
                 if !handle(
                     parts,
@@ -758,13 +786,9 @@ fn produce(
             // Exactly-once: the transaction must not commit without it;
             // replayed, the record fails as refused.
             Err(error) if refuses_the_record(&error) && parts.gate.is_some() => {
-                parts.refused.refused(
-                    record,
-                    format!(
-                        "output {index} to '{}' refused: {error}",
-                        delivery.outputs()[index].topic
-                    ),
-                );
+                parts
+                    .refused
+                    .refused(record, refusal_reason(&delivery, index, &error));
                 delivery.fail(index, &error);
             }
             Err(error) if refuses_the_record(&error) => offsets.refuse(Refusal {
@@ -788,20 +812,7 @@ fn produce(
         drop(delivery);
         let _ = parts.producer.flush(ALONE_WAIT);
         match offsets.take_refused_of(record.offset).first() {
-            Some(refusal) => {
-                let topic = refusal
-                    .index
-                    .and_then(|i| refusal.delivery.outputs().get(i))
-                    .map_or("?", |routed| &routed.topic);
-                parts.refused.refused(
-                    record,
-                    format!(
-                        "output {} to '{topic}' refused by the broker: {}",
-                        refusal.index.unwrap_or(0),
-                        refusal.error
-                    ),
-                );
-            }
+            Some(refusal) => parts.refused.refused(record, refusal.reason()),
             None => parts.refused.cleared(record),
         }
     }
@@ -886,17 +897,14 @@ impl Refusals {
         refusal: Refusal,
         stopping: &dyn Fn() -> bool,
     ) {
-        let Refusal {
-            delivery,
-            index,
-            error,
-            ..
-        } = refusal;
-        let index = index.unwrap_or(0);
-        let Some(routed) = delivery.outputs().get(index) else {
+        let Some((index, routed)) = refusal.output() else {
             return;
         };
         let record = routed.output.source.clone();
+        let reason = refusal.reason();
+        let Refusal {
+            delivery, error, ..
+        } = refusal;
         if delivery.is_stand_in() {
             // A dead-letter record the broker refused has nowhere to go.
             tracing::error!(
@@ -910,13 +918,7 @@ impl Refusals {
             delivery.fail(index, &error);
             return;
         }
-        let failure = RouteFailure::new(
-            FailureKind::BrokerRefused,
-            format!(
-                "output {index} to '{}' refused by the broker: {error}",
-                routed.topic
-            ),
-        );
+        let failure = RouteFailure::new(FailureKind::BrokerRefused, reason);
         let route = &parts.route;
         meters.refused(instance, failure.kind);
         parts.failures.failed(&RecordFailure {

@@ -15,7 +15,8 @@ use super::cache::ArtifactCache;
 use super::interrupt::Interrupt;
 use super::state::HostState;
 
-/// How often the epoch advances; call deadlines are counted in these ticks.
+/// How often the epoch advances: plugin code yields to its call's deadline
+/// (and its worker's stop) this often.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Why a plugin cannot be used. Every variant names the file.
@@ -286,28 +287,26 @@ impl PluginEngine {
             path: path.to_owned(),
             error,
         };
+        let regular = |meta: std::fs::Metadata| {
+            if meta.is_file() {
+                Ok(meta)
+            } else {
+                Err(PluginError::NotAFile {
+                    path: path.to_owned(),
+                    kind: file_kind(&meta),
+                })
+            }
+        };
         // Looked at before it is opened (a device is not even opened), and
-        // again once open (it may have been replaced in between).
-        let meta = std::fs::metadata(path).map_err(read_error)?;
-        if !meta.is_file() {
-            return Err(PluginError::NotAFile {
-                path: path.to_owned(),
-                kind: file_kind(&meta),
-            });
-        }
-        // Non-blocking, so that opening a FIFO cannot wait for a writer.
+        // again once open (it may have been replaced in between); opened
+        // non-blocking, so that a FIFO cannot make it wait for a writer.
+        regular(std::fs::metadata(path).map_err(read_error)?)?;
         let file = std::fs::File::options()
             .read(true)
             .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
             .open(path)
             .map_err(read_error)?;
-        let meta = file.metadata().map_err(read_error)?;
-        if !meta.is_file() {
-            return Err(PluginError::NotAFile {
-                path: path.to_owned(),
-                kind: file_kind(&meta),
-            });
-        }
+        let meta = regular(file.metadata().map_err(read_error)?)?;
         let too_large = || PluginError::TooLarge {
             path: path.to_owned(),
             max: self.max_file_bytes,

@@ -347,15 +347,8 @@ impl PluginInstance {
             call,
         ) {
             Bounded::Done(result) => result,
-            Bounded::TimedOut => Err(wasmtime::Error::new(TimedOut)),
-            Bounded::Interrupted => {
-                self.store.data_mut().batch.clear();
-                self.poisoned = true;
-                return Err(RouteFailure::new(
-                    FailureKind::Interrupted,
-                    "plugin call interrupted: the partition's worker is stopping",
-                ));
-            }
+            Bounded::TimedOut => Err(wasmtime::Error::new(Ended::TimedOut)),
+            Bounded::Interrupted => Err(wasmtime::Error::new(Ended::Interrupted)),
         };
         let state = self.store.data_mut();
         state.batch.clear();
@@ -453,10 +446,15 @@ fn fill_call_context(call: &mut types::CallContext, state: &HostState) {
     }
 }
 
-/// A call abandoned at its deadline while it waited in a host import.
+/// Why a call was abandoned wherever it was (its store cannot be entered
+/// again).
 #[derive(Debug, thiserror::Error)]
-#[error("plugin ran past its time limit")]
-struct TimedOut;
+enum Ended {
+    #[error("plugin ran past its time limit")]
+    TimedOut,
+    #[error("plugin call interrupted: the partition's worker is stopping")]
+    Interrupted,
+}
 
 /// Classifies a failed call and says what happened in one line.
 fn describe_trap(e: &wasmtime::Error, store: &Store<HostState>) -> RouteFailure {
@@ -464,8 +462,16 @@ fn describe_trap(e: &wasmtime::Error, store: &Store<HostState>) -> RouteFailure 
     if let Some(message) = &state.limiter.exceeded {
         return RouteFailure::new(FailureKind::Memory, message.clone());
     }
-    if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) || e.is::<TimedOut>() {
-        return RouteFailure::new(FailureKind::Timeout, "plugin ran past its time limit");
+    // Plugin code yields at each epoch tick rather than trapping, so its
+    // time limit ends it here, like a wait in a host import.
+    match e.downcast_ref::<Ended>() {
+        Some(ended @ Ended::TimedOut) => {
+            return RouteFailure::new(FailureKind::Timeout, ended.to_string());
+        }
+        Some(ended @ Ended::Interrupted) => {
+            return RouteFailure::new(FailureKind::Interrupted, ended.to_string());
+        }
+        None => {}
     }
     if matches!(
         e.downcast_ref::<ResourceTableError>(),

@@ -16,9 +16,6 @@ pub struct Limits {
     pub init_timeout: Duration,
     /// Outputs one record may have (checked before they are converted).
     pub max_outputs: usize,
-    /// Plugin log lines (`log` calls, stdout and stderr lines) the route
-    /// may write per second, all its instances together.
-    pub log_lines_per_second: u32,
 }
 
 impl Limits {
@@ -33,7 +30,9 @@ impl Limits {
     /// A thousand outputs per record: far above any fan-out seen in
     /// practice, far below what would hurt the producer.
     pub const DEFAULT_MAX_OUTPUTS: usize = 1000;
-    /// A hundred lines a second per route: plenty to debug with, at most
+    /// Plugin log lines a route may write per second by default (its
+    /// [`LogBudget`](super::LogBudget), shared by all its instances): a
+    /// hundred, plenty to debug with, at most
     /// ~400 KiB/s of log (lines are cut at 4 KiB) whatever a plugin does.
     pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 100;
 }
@@ -45,7 +44,6 @@ impl Default for Limits {
             route_timeout: Self::DEFAULT_ROUTE_TIMEOUT,
             init_timeout: Self::DEFAULT_INIT_TIMEOUT,
             max_outputs: Self::DEFAULT_MAX_OUTPUTS,
-            log_lines_per_second: Self::DEFAULT_LOG_LINES_PER_SECOND,
         }
     }
 }

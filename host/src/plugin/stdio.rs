@@ -65,19 +65,17 @@ pub enum LogLevel {
 impl LogTag {
     /// Logs `text` from the plugin at `level`, from `stream` ("stdout",
     /// "stderr") or from its `log` calls (`None`), within the route's
-    /// budget, cut and escaped. Gives the line as logged, or `None` if the
-    /// budget dropped it.
-    pub fn emit(&self, level: LogLevel, stream: Option<&str>, text: &[u8]) -> Option<String> {
-        if !self.enabled(level) {
-            return None;
+    /// budget, cut and escaped.
+    pub fn emit(&self, level: LogLevel, stream: Option<&str>, text: &[u8]) {
+        if self.enabled(level) {
+            self.emit_clean(level, stream, &clean(text));
         }
-        self.emit_clean(level, stream, &clean(text))
     }
 
     /// [`emit`](Self::emit) of a line already cut and escaped.
-    fn emit_clean(&self, level: LogLevel, stream: Option<&str>, line: &str) -> Option<String> {
+    fn emit_clean(&self, level: LogLevel, stream: Option<&str>, line: &str) {
         let dropped = match self.budget.admit() {
-            Admit::Drop => return None,
+            Admit::Drop => return,
             Admit::Log { dropped_before } => dropped_before,
         };
         let (route, plugin, version) = (self.route.as_str(), &*self.plugin, self.version.as_str());
@@ -110,7 +108,6 @@ impl LogTag {
                 tracing::error!(target: "plugin", route, plugin, version, stream, "{line}");
             }
         }
-        Some(line.to_owned())
     }
 
     /// Whether a line at `level` would be written at all: a line the log
@@ -208,8 +205,11 @@ impl LogBudget {
     }
 
     fn admit(&self) -> Admit {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Admit {
         let mut bucket = self.bucket.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
         let rate = f64::from(self.per_second);
         let earned = now.duration_since(bucket.refilled).as_secs_f64() * rate;
         bucket.tokens = (bucket.tokens + earned).min(rate);
@@ -463,14 +463,18 @@ mod tests {
     #[test]
     fn the_budget_admits_a_second_of_lines_then_drops_and_counts_the_rest() {
         let budget = LogBudget::new(10);
+        let start = budget
+            .bucket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .refilled;
         let admitted = (0..25)
-            .filter(|_| matches!(budget.admit(), Admit::Log { .. }))
+            .filter(|_| matches!(budget.admit_at(start), Admit::Log { .. }))
             .count();
         assert_eq!(admitted, 10);
         assert_eq!(budget.dropped(), 15);
-        // After a tenth of a second, one more line, which reports the drops.
-        std::thread::sleep(std::time::Duration::from_millis(110));
-        match budget.admit() {
+        // A tenth of a second later, one more line, which reports the drops.
+        match budget.admit_at(start + std::time::Duration::from_millis(110)) {
             Admit::Log { dropped_before } => assert_eq!(dropped_before, 15),
             Admit::Drop => panic!("a refilled budget dropped a line"),
         }
