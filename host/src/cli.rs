@@ -269,7 +269,7 @@ impl PluginArgs {
 fn run_router(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = crate::config::RouterConfig::load(path)?;
     let engine = plugin_engine()?;
-    let router = crate::pipeline::start(
+    let router = crate::router::start(
         &config,
         &engine,
         Arc::new(crate::pipeline::LogFailures::default()),
@@ -311,7 +311,7 @@ fn run_router(path: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Resolves when the router stopped without being asked (a fatal error).
-async fn stopped_by_itself(router: &crate::pipeline::RouterHandle) {
+async fn stopped_by_itself(router: &crate::router::RouterHandle) {
     while router.is_running() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }

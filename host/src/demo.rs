@@ -17,7 +17,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 
 use crate::config::RouterConfig;
-use crate::pipeline::{self, FailureSink, RecordFailure};
+use crate::pipeline::{FailureSink, RecordFailure};
 use crate::plugin::PluginEngine;
 
 const TENANTS: [&str; 5] = ["acme", "globex", "initech", "umbrella", "hooli"];
@@ -144,7 +144,7 @@ plugin_config = {{ "order.created" = "orders.created", "order.paid" = "orders.pa
     );
     let config = RouterConfig::parse(Path::new("demo.toml"), &toml)?;
     let started = Instant::now();
-    let router = pipeline::start(&config, engine, Arc::new(Quiet))?;
+    let router = crate::router::start(&config, engine, Arc::new(Quiet))?;
 
     let routed_events = EVENTS / EVENT_TYPES.len() * 3;
     let dead_letters = EVENTS / EVENT_TYPES.len() + MALFORMED.len();

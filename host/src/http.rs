@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::{FailurePolicy, HttpConfig};
-use crate::kafka::OutputProducer;
+use crate::kafka::InFlight;
 use crate::metrics::Metrics;
 use crate::reload::ReloadStats;
 use crate::route::Route;
@@ -47,7 +47,7 @@ pub struct Shown {
     /// Liveness and readiness.
     pub status: Arc<Status>,
     /// The producer (its queue depth is a metric).
-    pub producer: Option<Arc<OutputProducer>>,
+    pub producer: Option<Arc<dyn InFlight>>,
 }
 
 impl std::fmt::Debug for Shown {
@@ -214,6 +214,7 @@ async fn ready(State(shown): State<Shown>) -> (StatusCode, Json<Value>) {
 async fn metrics(State(shown): State<Shown>) -> impl IntoResponse {
     let text = shown.metrics.encode(
         &shown.routes,
+        &shown.status,
         shown.reload.as_deref(),
         shown.producer.as_ref().map(|p| i64::from(p.in_flight())),
     );

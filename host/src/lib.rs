@@ -27,7 +27,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
-pub mod demo;
+mod demo;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
@@ -37,4 +37,6 @@ pub mod plugin;
 pub mod record;
 pub mod reload;
 pub mod route;
+pub mod router;
+pub mod stats;
 pub mod status;

@@ -12,8 +12,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -22,6 +25,8 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::plugin::FailureKind;
 use crate::reload::ReloadStats;
 use crate::route::Route;
+use crate::stats::StatsSnapshot;
+use crate::status::Status;
 
 /// Upper bounds of the plugin call latency buckets, in seconds: 1 µs to
 /// the default time limit.
@@ -80,13 +85,6 @@ fn call_records_histogram() -> Histogram {
 /// Every metric the router exports.
 pub struct Metrics {
     registry: Registry,
-    consumed: Family<VersionLabels, Counter>,
-    produced: Family<VersionLabels, Counter>,
-    filtered: Family<VersionLabels, Counter>,
-    dead_lettered: Family<VersionLabels, Counter>,
-    skipped: Family<VersionLabels, Counter>,
-    retries: Family<VersionLabels, Counter>,
-    failures: Family<FailureLabels, Counter>,
     call_seconds: Family<RouteLabels, Histogram>,
     call_records: Family<RouteLabels, Histogram>,
     plugin_info: Family<InfoLabels, Gauge>,
@@ -123,13 +121,6 @@ impl Metrics {
     pub fn new() -> Self {
         let mut metrics = Self {
             registry: Registry::with_prefix("switchyard"),
-            consumed: Family::default(),
-            produced: Family::default(),
-            filtered: Family::default(),
-            dead_lettered: Family::default(),
-            skipped: Family::default(),
-            retries: Family::default(),
-            failures: Family::default(),
             call_seconds: Family::new_with_constructor(call_histogram),
             call_records: Family::new_with_constructor(call_records_histogram),
             plugin_info: Family::default(),
@@ -143,41 +134,6 @@ impl Metrics {
             transactions: Family::default(),
         };
         let r = &mut metrics.registry;
-        r.register(
-            "records_consumed",
-            "Records a route took from its source topics",
-            metrics.consumed.clone(),
-        );
-        r.register(
-            "records_produced",
-            "Outputs the broker acknowledged (dead-letter records not included)",
-            metrics.produced.clone(),
-        );
-        r.register(
-            "records_filtered",
-            "Records the plugin answered with no output",
-            metrics.filtered.clone(),
-        );
-        r.register(
-            "records_dead_lettered",
-            "Failed records produced to the route's dead-letter topic",
-            metrics.dead_lettered.clone(),
-        );
-        r.register(
-            "records_skipped",
-            "Failed records skipped (on_failure = \"skip\")",
-            metrics.skipped.clone(),
-        );
-        r.register(
-            "record_retries",
-            "Plugin calls repeated after a retry answer",
-            metrics.retries.clone(),
-        );
-        r.register(
-            "record_failures",
-            "Records that failed for good, by kind (reject, retry, trap, timeout, memory, invalid-output, broker-refused)",
-            metrics.failures.clone(),
-        );
         r.register_with_unit(
             "plugin_call_duration",
             "Time of one plugin route call (a batch of up to 128 records of one partition), output checks included",
@@ -252,31 +208,6 @@ impl Metrics {
             .map_or(0, |c| c.get())
     }
 
-    /// Counter handles for `route` running plugin `version`.
-    #[must_use]
-    pub fn route_counters(&self, route: &str, version: &str) -> RouteCounters {
-        let labels = VersionLabels {
-            route: route.to_owned(),
-            plugin_version: version.to_owned(),
-        };
-        RouteCounters {
-            version: version.to_owned(),
-            consumed: self.consumed.get_or_create_owned(&labels),
-            produced: self.produced.get_or_create_owned(&labels),
-            filtered: self.filtered.get_or_create_owned(&labels),
-            dead_lettered: self.dead_lettered.get_or_create_owned(&labels),
-            skipped: self.skipped.get_or_create_owned(&labels),
-            retries: self.retries.get_or_create_owned(&labels),
-            failures: FailureKind::ALL.map(|kind| {
-                self.failures.get_or_create_owned(&FailureLabels {
-                    route: route.to_owned(),
-                    plugin_version: version.to_owned(),
-                    kind: kind.as_str(),
-                })
-            }),
-        }
-    }
-
     /// The call latency histogram of `route`.
     #[must_use]
     pub fn call_duration(&self, route: &str) -> Histogram {
@@ -311,24 +242,19 @@ impl Metrics {
         });
     }
 
-    /// Sets how many partitions are assigned.
-    pub fn set_assigned(&self, count: usize) {
-        self.assigned.set(i64::try_from(count).unwrap_or(i64::MAX));
-    }
-
-    /// Sets whether a broker connection is up.
-    pub fn set_broker_up(&self, up: bool) {
-        self.broker_up.set(i64::from(up));
-    }
-
-    /// The metrics in OpenMetrics text format, gauges refreshed from
-    /// `routes`, `reload` and the producer's queue first.
+    /// The metrics in OpenMetrics text format: the routes' counts read
+    /// from [`Route::stats`], gauges refreshed from `routes`, `status`,
+    /// `reload` and the producer's queue first.
     pub fn encode(
         &self,
         routes: &[Arc<Route>],
+        status: &Status,
         reload: Option<&ReloadStats>,
         producer_queue: Option<i64>,
     ) -> String {
+        self.assigned
+            .set(i64::try_from(status.assigned()).unwrap_or(i64::MAX));
+        self.broker_up.set(i64::from(status.broker_up()));
         self.plugin_info.clear();
         for route in routes {
             let labels = RouteLabels {
@@ -366,9 +292,13 @@ impl Metrics {
         if let Some(queue) = producer_queue {
             self.producer_queue.set(queue);
         }
+        let mut counts = Registry::with_prefix("switchyard");
+        counts.register_collector(Box::new(RouteCounts(routes.to_vec())));
         let mut text = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = encode_registry(&mut text, &self.registry);
+        let _ = encode_registry(&mut text, &counts);
+        let _ = encode_eof(&mut text);
         text
     }
 }
@@ -381,23 +311,89 @@ fn catch_up(counter: &Counter, now: u64) {
     }
 }
 
-/// The counters of one route and plugin version, as a worker keeps them.
-#[derive(Debug, Clone)]
-pub struct RouteCounters {
-    /// The plugin version they count for.
-    pub version: String,
-    /// Records taken from the source.
-    pub consumed: Counter,
-    /// Outputs acknowledged.
-    pub produced: Counter,
-    /// Records with no output.
-    pub filtered: Counter,
-    /// Records sent to the dead-letter topic.
-    pub dead_lettered: Counter,
-    /// Failed records skipped.
-    pub skipped: Counter,
-    /// Calls repeated after `retry`.
-    pub retries: Counter,
-    /// Failed records by [`FailureKind`] (indexed by `kind as usize`).
-    pub failures: [Counter; FailureKind::ALL.len()],
+/// The routes' counts ([`Route::stats`]), per plugin version, as counters.
+#[derive(Debug)]
+struct RouteCounts(Vec<Arc<Route>>);
+
+/// One counter family read from a version's counts.
+type Read = fn(&StatsSnapshot) -> u64;
+
+/// The per-version counter families: name, help, count.
+const VERSION_COUNTERS: [(&str, &str, Read); 6] = [
+    (
+        "records_consumed",
+        "Records a route took from its source topics",
+        |s| s.consumed,
+    ),
+    (
+        "records_produced",
+        "Outputs the broker acknowledged (dead-letter records not included)",
+        |s| s.produced,
+    ),
+    (
+        "records_filtered",
+        "Records the plugin answered with no output",
+        |s| s.filtered,
+    ),
+    (
+        "records_dead_lettered",
+        "Failed records produced to the route's dead-letter topic",
+        |s| s.dead_lettered,
+    ),
+    (
+        "records_skipped",
+        "Failed records skipped (on_failure = \"skip\")",
+        |s| s.skipped,
+    ),
+    (
+        "record_retries",
+        "Plugin calls repeated after a retry answer",
+        |s| s.retries,
+    ),
+];
+
+impl Collector for RouteCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let versions: Vec<(&str, String, StatsSnapshot)> = self
+            .0
+            .iter()
+            .flat_map(|route| {
+                route
+                    .stats
+                    .versions()
+                    .into_iter()
+                    .map(|v| (route.name(), v.version.clone(), v.snapshot()))
+            })
+            .collect();
+        for (name, help, read) in VERSION_COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (route, version, counts) in &versions {
+                let labels = VersionLabels {
+                    route: (*route).to_owned(),
+                    plugin_version: version.clone(),
+                };
+                ConstCounter::new(read(counts)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "record_failures",
+            "Records that failed for good, by kind (reject, retry, trap, timeout, memory, invalid-output, broker-refused, interrupted)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, version, counts) in &versions {
+            // Every kind, zeros included: a rate over a series that appears
+            // only at its first failure misses that failure.
+            for kind in FailureKind::ALL {
+                let labels = FailureLabels {
+                    route: (*route).to_owned(),
+                    plugin_version: version.clone(),
+                    kind: kind.as_str(),
+                };
+                let n = counts.failures.get(kind.as_str()).copied().unwrap_or(0);
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }

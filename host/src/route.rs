@@ -15,6 +15,7 @@ use crate::plugin::{
     RouteContext, RouteFailure,
 };
 use crate::record::{Output, SourceRecord};
+use crate::stats::RouteStats;
 
 /// Headers one output may have: librdkafka refuses to parse the headers
 /// of a consumed record with more (its consumers, Switchyard's own among
@@ -77,83 +78,6 @@ pub struct Halt {
     pub offset: Option<i64>,
     /// Why the record failed.
     pub reason: String,
-}
-
-/// What a route did, counted since it started. Read with
-/// [`RouteStats::snapshot`].
-#[derive(Debug, Default)]
-pub struct RouteStats {
-    routed: AtomicU64,
-    outputs: AtomicU64,
-    filtered: AtomicU64,
-    retries: AtomicU64,
-    dead_lettered: AtomicU64,
-    skipped: AtomicU64,
-    failures: [AtomicU64; FailureKind::ALL.len()],
-}
-
-/// [`RouteStats`] at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StatsSnapshot {
-    /// Records the plugin routed (one or more outputs, or none).
-    pub routed: u64,
-    /// Outputs handed to the producer (dead-letter records not included).
-    pub outputs: u64,
-    /// Routed records with no output.
-    pub filtered: u64,
-    /// Calls repeated after a `retry` answer.
-    pub retries: u64,
-    /// Records sent to the dead-letter topic.
-    pub dead_lettered: u64,
-    /// Failed records skipped (`on_failure = "skip"`).
-    pub skipped: u64,
-    /// Failed records by kind (one count per record, after its last
-    /// attempt).
-    pub failures: BTreeMap<&'static str, u64>,
-}
-
-impl RouteStats {
-    pub(crate) fn add_routed(&self, outputs: usize) {
-        self.routed.fetch_add(1, Ordering::Relaxed);
-        if outputs == 0 {
-            self.filtered.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.outputs.fetch_add(outputs as u64, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn add_retry(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add_failure(&self, kind: FailureKind, policy: &FailurePolicy) {
-        self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
-        match policy {
-            FailurePolicy::DeadLetter(_) => &self.dead_lettered,
-            FailurePolicy::Skip => &self.skipped,
-            FailurePolicy::Stop => return,
-        }
-        .fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counts now.
-    #[must_use]
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        StatsSnapshot {
-            routed: get(&self.routed),
-            outputs: get(&self.outputs),
-            filtered: get(&self.filtered),
-            retries: get(&self.retries),
-            dead_lettered: get(&self.dead_lettered),
-            skipped: get(&self.skipped),
-            failures: FailureKind::ALL
-                .iter()
-                .map(|kind| (kind.as_str(), get(&self.failures[*kind as usize])))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
-        }
-    }
 }
 
 impl std::fmt::Debug for Route {

@@ -89,6 +89,12 @@ impl Status {
         self.stats_ms.store(self.now_ms().max(1), Ordering::Relaxed);
     }
 
+    /// Whether a broker connection was up at the last statistics.
+    #[must_use]
+    pub fn broker_up(&self) -> bool {
+        self.broker_up.load(Ordering::Relaxed)
+    }
+
     /// The router is stopping.
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);

@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchyard::config::RouterConfig;
-use switchyard::pipeline::{self, FailureSink, RecordFailure, RouterHandle};
+use switchyard::pipeline::{FailureSink, RecordFailure};
 use switchyard::plugin::PluginEngine;
+use switchyard::router::{self, RouterHandle};
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_tests::{
     TestRecord, broker, committed, consume, create_topics, produce, random_topic,
@@ -68,7 +69,7 @@ fn one_route(source: &str, plugin: &Path, target: &str) -> RouterConfig {
 fn start(config: &RouterConfig) -> (RouterHandle, Arc<Failures>) {
     let failures = Arc::new(Failures::default());
     let engine = PluginEngine::new().unwrap();
-    let handle = pipeline::start(config, &engine, failures.clone()).unwrap();
+    let handle = router::start(config, &engine, failures.clone()).unwrap();
     (handle, failures)
 }
 

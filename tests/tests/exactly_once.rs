@@ -21,8 +21,9 @@ use std::time::Duration;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use switchyard::config::RouterConfig;
-use switchyard::pipeline::{self, LogFailures, RouterHandle};
+use switchyard::pipeline::LogFailures;
 use switchyard::plugin::PluginEngine;
+use switchyard::router::{self, RouterHandle};
 use switchyard_tests::{TestRecord, committed_on, consume_on, produce_on, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,7 +67,7 @@ listen = "127.0.0.1:0"
 }
 
 fn start(config: &RouterConfig) -> RouterHandle {
-    pipeline::start(
+    router::start(
         config,
         &PluginEngine::new().unwrap(),
         Arc::new(LogFailures::default()),

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard::config::RouterConfig;
-use switchyard::pipeline::{self, LogFailures, RouterHandle};
+use switchyard::pipeline::LogFailures;
 use switchyard::plugin::PluginEngine;
+use switchyard::router::{self, RouterHandle};
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_tests::{
     TestRecord, committed, consume, create_topics, create_topics_configured, produce, random_topic,
@@ -36,7 +37,7 @@ fn config(group: &str, src: &str, dst: &str, plugin: &Path, extra: &str) -> Rout
 }
 
 fn start(config: &RouterConfig) -> RouterHandle {
-    pipeline::start(
+    router::start(
         config,
         &PluginEngine::new().unwrap(),
         Arc::new(LogFailures::default()),
@@ -224,7 +225,7 @@ fn a_plugin_whose_init_fails_stops_the_start_with_the_file_and_the_reason() {
                 "on_failure = \"skip\"\nplugin_config = {{ init = \"{how}\" }}\n[routes.limits]\ninit_timeout_ms = 300"
             ),
         );
-        let error = pipeline::start(
+        let error = router::start(
             &config,
             &PluginEngine::new().unwrap(),
             Arc::new(LogFailures::default()),
@@ -251,7 +252,7 @@ fn a_dead_letter_topic_that_does_not_exist_stops_the_start() {
         &fixtures::hello(),
         "dead_letter_topic = \"no-such-topic\"",
     );
-    let error = pipeline::start(
+    let error = router::start(
         &config,
         &PluginEngine::new().unwrap(),
         Arc::new(LogFailures::default()),

@@ -18,8 +18,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use switchyard::pipeline::{self, LogFailures};
+use switchyard::pipeline::LogFailures;
 use switchyard::plugin::PluginEngine;
+use switchyard::router;
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_tests::{
     TestRecord, committed, consume, create_topics, produce, random_topic, wait_until,
@@ -147,7 +148,7 @@ max_backoff_ms = 40
     )
     .unwrap();
     let engine = PluginEngine::new().unwrap();
-    let router = pipeline::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
+    let router = router::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
     let route = router.routes()[0].clone();
     let version = route.plugin().unwrap().version().to_owned();
 

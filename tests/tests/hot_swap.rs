@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use switchyard::pipeline::{self, LogFailures, RouterHandle};
+use switchyard::pipeline::LogFailures;
 use switchyard::plugin::PluginEngine;
+use switchyard::router::{self, RouterHandle};
 use switchyard_tests::{TestRecord, consume, create_topics, produce, random_topic, wait_until};
 
 const PARTITIONS: i32 = 4;
@@ -119,7 +120,7 @@ fn plugin_swaps_by_every_method_lose_and_reorder_nothing() {
     )
     .unwrap();
     let engine = PluginEngine::new().unwrap();
-    let router = pipeline::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
+    let router = router::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
 
     // Records flow the whole time: batches until the swaps are done and at
     // least MIN_RECORDS were written. The key pins each source partition's
@@ -266,7 +267,7 @@ fn the_routes_endpoint_shows_the_plugin_version_routing_now() {
     )
     .unwrap();
     let engine = PluginEngine::new().unwrap();
-    let router = pipeline::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
+    let router = router::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
     let addr = router.http_addr().unwrap();
 
     let shown = http_get(addr, "/routes");
@@ -326,7 +327,7 @@ fn a_plugin_file_that_hangs_or_is_not_a_file_delays_no_other_routes_swap() {
     )
     .unwrap();
     let engine = PluginEngine::new().unwrap();
-    let router = pipeline::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
+    let router = router::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
     let stats = router.reload_stats().unwrap();
     let sha_of = |name: &str| {
         let route = router.routes().iter().find(|r| r.name() == name).unwrap();

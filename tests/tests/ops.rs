@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard::config::RouterConfig;
-use switchyard::pipeline::{self, LogFailures, RouterHandle};
+use switchyard::pipeline::LogFailures;
 use switchyard::plugin::PluginEngine;
+use switchyard::router::{self, RouterHandle};
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_tests::{
     Exposition, OwnBroker, TestRecord, consume, create_topics, create_topics_on, http_get,
@@ -24,7 +25,7 @@ use switchyard_tests::{
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn start(config: &RouterConfig) -> (RouterHandle, SocketAddr) {
-    let router = pipeline::start(
+    let router = router::start(
         config,
         &PluginEngine::new().unwrap(),
         Arc::new(LogFailures::default()),

@@ -1,5 +1,6 @@
-//! Talking to Kafka: client settings, the output producer, partition
-//! queues, topic metadata, and the consumer's context (rebalance hooks).
+//! Talking to Kafka, and nothing else: client settings, the output
+//! producer, partition queues, topic metadata. What the pipeline does with
+//! records, offsets and reports lives in `pipeline/`.
 
 mod client;
 mod metadata;
@@ -8,7 +9,9 @@ mod queue;
 
 pub use client::{STATISTICS_INTERVAL_MS, consumer_config, producer_config};
 pub use metadata::TopicCache;
-pub use producer::{Delivery, OutputProducer, Refusal, Sender, refusal_reason, refuses_the_record};
+pub use producer::{
+    DeliveryContext, InFlight, Outgoing, OutputProducer, Report, Role, Sender, refuses_the_record,
+};
 pub use queue::{FetchedMessage, PartitionQueue};
 
 /// librdkafka's own log lines, at the matching `tracing` level.

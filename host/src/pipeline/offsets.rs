@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::kafka::Refusal;
+use super::delivery::Refusal;
 use crate::route::RoutedOutputs;
 
 /// A record registered for acknowledgement: its place in its partition's
@@ -244,7 +244,7 @@ impl PartitionOffsets {
     }
 
     /// Records registered and not yet finished.
-    #[must_use]
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.state().pending.len()
     }

@@ -21,18 +21,22 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
+use rdkafka::consumer::Consumer as _;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::Producer;
+use rdkafka::producer::Producer as _;
 
-use crate::kafka::OutputProducer;
+use super::Pipeline;
+use super::consumer::{Consumer, stop_all};
+use super::delivery::Producer;
+use super::worker::Worker;
 
 /// How long one transactional call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a transaction did not commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum TxnError {
+pub(crate) enum TxnError {
     /// Abort it, rewind, route again.
     Abort(String),
     /// The producer cannot go on (fenced by a newer instance with the same
@@ -82,7 +86,7 @@ impl std::fmt::Debug for Transactions {
 impl Transactions {
     /// Initializes the producer's transactions (fencing earlier producers
     /// with its transactional id) and begins the first one.
-    pub(super) fn start(producer: &OutputProducer, interval: Duration) -> Result<Self, TxnError> {
+    pub(super) fn start(producer: &Producer, interval: Duration) -> Result<Self, TxnError> {
         producer
             .inner()
             .init_transactions(CALL_TIMEOUT)
@@ -117,7 +121,7 @@ impl Transactions {
     /// the gate's write guard.
     pub(super) fn commit(
         &self,
-        producer: &OutputProducer,
+        producer: &Producer,
         offsets: &TopicPartitionList,
         group: Option<&ConsumerGroupMetadata>,
     ) -> Result<(), TxnError> {
@@ -181,11 +185,155 @@ impl Transactions {
 
     /// Aborts the open transaction (its outputs are discarded) and begins
     /// the next one.
-    pub(super) fn abort(&self, producer: &OutputProducer) -> Result<(), TxnError> {
+    pub(super) fn abort(&self, producer: &Producer) -> Result<(), TxnError> {
         let p = producer.inner();
         p.abort_transaction(CALL_TIMEOUT)
             .map_err(|e| classify("cannot abort the transaction", &e))?;
         p.begin_transaction()
             .map_err(|e| classify("cannot begin a transaction", &e))
+    }
+}
+
+impl Pipeline {
+    /// Exactly-once: holds the workers at a record boundary, waits for every
+    /// output, and commits them with the offsets the workers (and
+    /// `extra`, workers just stopped) finished.
+    pub(super) fn commit_transaction(
+        &self,
+        consumer: &Consumer,
+        extra: &[&Worker],
+    ) -> Result<(), TxnError> {
+        let Some(txn) = &self.transactions else {
+            return Ok(());
+        };
+        let _held = txn.gate.write().unwrap_or_else(PoisonError::into_inner);
+        // Wait for every output — but not for ones that will never be
+        // acknowledged: once one failed, the transaction must abort.
+        let failed = |workers: &HashMap<(String, i32), Worker>| {
+            workers
+                .values()
+                .chain(extra.iter().copied())
+                .find_map(|w| {
+                    w.offsets.failure().map(|failure| {
+                        format!("{}[{}] {failure}", w.offsets.topic(), w.offsets.partition())
+                    })
+                })
+                .map(TxnError::Abort)
+        };
+        let deadline = Instant::now() + self.drain_timeout;
+        while self.producer.flush(Duration::from_millis(10)).is_err() {
+            if let Some(error) = failed(&self.workers()) {
+                return Err(error);
+            }
+            if Instant::now() > deadline {
+                return Err(TxnError::Abort(format!(
+                    "outputs not acknowledged within {:?}",
+                    self.drain_timeout
+                )));
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        let workers = self.workers();
+        if let Some(error) = failed(&workers) {
+            return Err(error);
+        }
+        for worker in workers.values().chain(extra.iter().copied()) {
+            if let Some(next) = worker.offsets.stored() {
+                tpl.add_partition_offset(
+                    worker.offsets.topic(),
+                    worker.offsets.partition(),
+                    rdkafka::Offset::Offset(next),
+                )
+                .map_err(|e| TxnError::Abort(e.to_string()))?;
+            }
+        }
+        drop(workers);
+        if txn.unchanged(&tpl) {
+            // Nothing routed since the last commit.
+            txn.postpone();
+            return Ok(());
+        }
+        let result = txn.commit(&self.producer, &tpl, consumer.group_metadata().as_ref());
+        if result.is_ok() {
+            self.metrics.transaction("committed");
+            self.refused.committed();
+        }
+        result
+    }
+
+    /// Exactly-once: what to do after a transaction failed — abort and
+    /// route again from the committed offsets, or stop for good.
+    pub(super) fn transaction_failed(&self, consumer: &Consumer, error: &TxnError) {
+        let Some(txn) = &self.transactions else {
+            return;
+        };
+        match error {
+            TxnError::Fatal(reason) => self.stop_for_good(reason),
+            TxnError::Abort(reason) => {
+                tracing::warn!(reason = %reason, "transaction aborted: routing again from the committed offsets");
+                self.metrics.transaction("aborted");
+                // Stop every worker first (one may be waiting at the gate
+                // to hand its record over: it finishes into the doomed
+                // transaction), then abort what they produced.
+                let mut workers = self.workers();
+                let keys: Vec<(String, i32)> = workers.keys().cloned().collect();
+                let mut stopped: Vec<Worker> = workers.drain().map(|(_, w)| w).collect();
+                drop(workers);
+                stop_all(stopped.iter_mut().collect());
+                if let Err(e) = txn.abort(&self.producer) {
+                    self.stop_for_good(&e.to_string());
+                    return;
+                }
+                // Records the broker refused are suspects when replayed:
+                // produced alone, the one at fault is found (see
+                // `RefusedRecords`).
+                for worker in &stopped {
+                    for refusal in worker.offsets.take_refused() {
+                        if let Some((_, routed)) = refusal.output() {
+                            self.refused.suspect(&routed.output.source);
+                        }
+                    }
+                }
+
+                if let Err(e) = self.rewind(consumer, &keys) {
+                    self.stop_for_good(&format!("cannot rewind after an abort: {e}"));
+                }
+            }
+        }
+    }
+
+    /// Seeks `partitions` back to their committed offsets and starts fresh
+    /// workers for them.
+    fn rewind(&self, consumer: &Consumer, partitions: &[(String, i32)]) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = consumer.committed_offsets(tpl.clone(), self.drain_timeout)?;
+        // Paused partitions (their old workers died) do not serve a seek:
+        // resume them first.
+        consumer.resume(&tpl)?;
+        for element in committed.elements() {
+            // Nothing committed yet: where a new group begins
+            // (auto.offset.reset).
+            let offset = match element.offset() {
+                rdkafka::Offset::Offset(n) => rdkafka::Offset::Offset(n),
+                _ => self.reset_offset,
+            };
+            consumer.seek(
+                element.topic(),
+                element.partition(),
+                offset,
+                self.drain_timeout,
+            )?;
+        }
+        let mut workers = self.workers();
+        for (topic, partition) in partitions {
+            if let Some(worker) = self.spawn_worker(topic, *partition) {
+                workers.insert((topic.clone(), *partition), worker);
+            }
+        }
+        self.set_assigned(workers.len());
+        Ok(())
     }
 }

@@ -1,0 +1,358 @@
+//! The router as a whole: [`start`] assembles it from its configuration
+//! (plugins, producer, topic metadata, routes, plugin watcher, HTTP
+//! endpoint, the record path) and gives a [`RouterHandle`] to stop it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+
+use crate::config::RouterConfig;
+use crate::kafka::{self, TopicCache};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, FailureSink, Pipeline, Producer};
+use crate::plugin::{PluginEngine, PluginError};
+use crate::route::{Route, Topics};
+use crate::status::Status;
+
+/// How long startup waits for the cluster's metadata.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often partition counts are read again (partitions can be added).
+const METADATA_REFRESH: Duration = Duration::from_secs(30);
+
+/// Why the router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A route's plugin cannot be used.
+    #[error("route '{route}': {error}")]
+    Plugin {
+        /// The route.
+        route: String,
+        /// Why.
+        error: PluginError,
+    },
+    /// Kafka cannot be reached or refused a client.
+    #[error("cannot reach Kafka at '{bootstrap}': {error}")]
+    Kafka {
+        /// `bootstrap_servers`.
+        bootstrap: String,
+        /// librdkafka's error.
+        error: KafkaError,
+    },
+    /// A route's default target or dead-letter topic does not exist.
+    #[error("route '{route}': {field} '{topic}' does not exist on the cluster")]
+    MissingTarget {
+        /// The route.
+        route: String,
+        /// `default_target` or `dead_letter_topic`.
+        field: &'static str,
+        /// The topic.
+        topic: String,
+    },
+    /// The HTTP endpoint cannot listen.
+    #[error("cannot listen on '{listen}' (http.listen): {error}")]
+    Http {
+        /// The configured address.
+        listen: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The plugin files cannot be watched for changes.
+    #[error("cannot watch the plugin files: {0}")]
+    Watch(String),
+    /// Exactly-once mode could not start its transactions.
+    #[error("exactly-once mode: {0}")]
+    Transactions(String),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// A running router.
+#[derive(Debug)]
+pub struct RouterHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    refresher: Option<JoinHandle<()>>,
+    watcher: Option<crate::reload::PluginWatcher>,
+    http: Option<crate::http::HttpServer>,
+    routes: Vec<Arc<Route>>,
+    metrics: Arc<Metrics>,
+    status: Arc<Status>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl RouterHandle {
+    /// Why the router stopped by itself (exactly-once mode, fenced by
+    /// another instance with the same transactional id, say), if it did.
+    #[must_use]
+    pub fn fatal(&self) -> Option<String> {
+        self.pipeline.fatal()
+    }
+
+    /// Exactly-once mode: the source offsets committed in transactions so
+    /// far, by (topic, partition); empty in at-least-once mode.
+    #[must_use]
+    pub fn transaction_offsets(&self) -> HashMap<(String, i32), i64> {
+        self.pipeline.transaction_offsets()
+    }
+
+    /// Whether the router is still routing (it stops by itself only after
+    /// a fatal error).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Asks the router to stop: stop fetching, finish records in flight,
+    /// wait for their outputs, commit, leave the group.
+    pub fn shutdown(&self) {
+        self.status.set_stopping();
+        self.stop.store(true, Ordering::Release);
+        if let Some(refresher) = &self.refresher {
+            refresher.thread().unpark();
+        }
+    }
+
+    /// The routes, with their current plugins.
+    #[must_use]
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// The router's metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether the router is alive and ready.
+    #[must_use]
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// Where the HTTP endpoint listens, if configured.
+    #[must_use]
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().map(crate::http::HttpServer::addr)
+    }
+
+    /// What hot reload did so far.
+    #[must_use]
+    pub fn reload_stats(&self) -> Option<&crate::reload::ReloadStats> {
+        self.watcher.as_ref().map(|w| &*w.stats)
+    }
+
+    /// Waits until the router has stopped.
+    pub fn join(mut self) {
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the consumer thread panicked");
+        }
+        // The consumer loop may have ended by itself (a fatal error): the
+        // other threads still need telling.
+        self.shutdown();
+        if let Some(refresher) = self.refresher.take() {
+            let _ = refresher.join();
+        }
+    }
+}
+
+impl Drop for RouterHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(refresher) = self.refresher.take() {
+            let _ = refresher.join();
+        }
+    }
+}
+
+/// Topic metadata for the routes' checks, from the producer's client.
+struct CachedTopics {
+    cache: TopicCache,
+    producer: Arc<Producer>,
+}
+
+impl Topics for CachedTopics {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.cache
+            .partition_count_or_refresh(topic, self.producer.client())
+    }
+
+    fn refreshed_partition_count(&self, topic: &str) -> Option<u32> {
+        self.cache
+            .refreshed_partition_count(topic, self.producer.client())
+    }
+
+    fn known_partition_count(&self, topic: &str) -> Option<u32> {
+        self.cache.partition_count(topic)
+    }
+}
+
+/// Starts routing as `config` says: loads the plugins, connects, joins the
+/// consumer group. Errors name what is wrong before anything is consumed.
+pub fn start(
+    config: &RouterConfig,
+    engine: &PluginEngine,
+    failures: Arc<dyn FailureSink>,
+) -> Result<RouterHandle, StartError> {
+    let mut plugins = Vec::new();
+    for route in &config.routes {
+        let plugin = match &route.plugin {
+            None => None,
+            Some(path) => {
+                let plugin_error = |error| StartError::Plugin {
+                    route: route.name.clone(),
+                    error,
+                };
+                let started = std::time::Instant::now();
+                let plugin = engine.load(path).map_err(plugin_error)?;
+                tracing::info!(
+                    route = %route.name,
+                    file = %path.display(),
+                    version = plugin.version(),
+                    load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+                    "plugin loaded"
+                );
+                Some(plugin)
+            }
+        };
+        plugins.push(plugin);
+    }
+
+    let kafka_error = |error| StartError::Kafka {
+        bootstrap: config.kafka.bootstrap_servers.clone(),
+        error,
+    };
+    let producer =
+        Arc::new(Producer::new(&kafka::producer_config(&config.kafka)).map_err(kafka_error)?);
+    let topics = Arc::new(CachedTopics {
+        cache: TopicCache::new(CONNECT_TIMEOUT),
+        producer: producer.clone(),
+    });
+    topics
+        .cache
+        .refresh(producer.client())
+        .map_err(kafka_error)?;
+
+    let mut routes = HashMap::new();
+    for (route_config, plugin) in config.routes.iter().zip(plugins) {
+        let targets = [
+            ("default_target", Some(&route_config.default_target)),
+            ("dead_letter_topic", route_config.dead_letter_topic.as_ref()),
+        ];
+        for (field, topic) in targets {
+            if let Some(topic) = topic
+                && topics.cache.partition_count(topic).is_none()
+            {
+                return Err(StartError::MissingTarget {
+                    route: route_config.name.clone(),
+                    field,
+                    topic: topic.clone(),
+                });
+            }
+        }
+        let route = Arc::new(Route::new(route_config.clone(), plugin, topics.clone()));
+        // Check the plugin accepts its configuration before consuming.
+        if let Err(error) = route.instance() {
+            return Err(StartError::Plugin {
+                route: route_config.name.clone(),
+                error,
+            });
+        }
+        for topic in &route_config.source_topics {
+            if topics.cache.partition_count(topic).is_none() {
+                tracing::warn!(route = %route_config.name, topic, "source topic does not exist (yet): waiting for it");
+            }
+            routes.insert(topic.clone(), route.clone());
+        }
+    }
+
+    let mut unique: Vec<Arc<Route>> = Vec::new();
+    for route in routes.values() {
+        if !unique.iter().any(|r| Arc::ptr_eq(r, route)) {
+            unique.push(route.clone());
+        }
+    }
+    let watcher =
+        crate::reload::watch(&unique, engine).map_err(|e| StartError::Watch(e.to_string()))?;
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(Status::new(config.statistics_interval()));
+    let http = if config.http.enabled {
+        let shown = crate::http::Shown {
+            routes: Arc::new(unique.clone()),
+            reload: Some(watcher.stats.clone()),
+            metrics: metrics.clone(),
+            status: status.clone(),
+            producer: Some(producer.clone()),
+        };
+        Some(
+            crate::http::serve(&config.http, shown).map_err(|e| StartError::Http {
+                listen: config.http.listen.clone(),
+                error: e,
+            })?,
+        )
+    } else {
+        None
+    };
+
+    let pipeline = Arc::new(
+        Pipeline::new(
+            config,
+            routes,
+            producer,
+            failures,
+            metrics.clone(),
+            status.clone(),
+        )
+        .map_err(|e| StartError::Transactions(e.to_string()))?,
+    );
+    let consumer = pipeline::subscribe(&pipeline, &config.kafka).map_err(kafka_error)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refresher = std::thread::Builder::new()
+        .name("switchyard-metadata".to_owned())
+        .spawn({
+            let (stop, topics) = (stop.clone(), topics.clone());
+            move || {
+                loop {
+                    std::thread::park_timeout(METADATA_REFRESH);
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Err(e) = topics.cache.refresh(topics.producer.client()) {
+                        tracing::warn!(error = %e, "cannot refresh topic metadata");
+                    }
+                }
+            }
+        })?;
+    let mut handle = RouterHandle {
+        stop,
+        thread: None,
+        refresher: Some(refresher),
+        watcher: Some(watcher),
+        http,
+        routes: unique,
+        metrics,
+        status,
+        pipeline: pipeline.clone(),
+    };
+    // On error the handle's drop stops the refresher again.
+    handle.thread = Some(
+        std::thread::Builder::new()
+            .name("switchyard-consumer".to_owned())
+            .spawn({
+                let stop = handle.stop.clone();
+                move || pipeline::run(&consumer, &pipeline, &stop)
+            })?,
+    );
+    Ok(handle)
+}
