@@ -72,6 +72,20 @@ ensure_nisshi() {
         --target-dir "${NISSHI_BUILD_DIR:-$TOOLS_DIR/nisshi-build}"
 }
 
+# cargo-deny checks the dependencies' licenses, bans and sources against
+# deny.toml (offline; its advisory check needs the RustSec database).
+CARGO_DENY_VERSION="0.20.2"
+CARGO_DENY_BIN="$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION/bin/cargo-deny"
+ensure_cargo_deny() {
+    if [ -x "$CARGO_DENY_BIN" ]; then
+        return
+    fi
+    log "building cargo-deny $CARGO_DENY_VERSION (once per machine, a few minutes)"
+    cargo "+$TOOLCHAIN" install cargo-deny --version "$CARGO_DENY_VERSION" --locked \
+        --root "$TOOLS_DIR/cargo-deny-$CARGO_DENY_VERSION" \
+        --target-dir "$TOOLS_DIR/cargo-deny-build"
+}
+
 # kafka-python (an independent, pure-Python Kafka client) for the interop
 # test, in a virtualenv of its own.
 KAFKA_PYTHON_VERSION="2.3.3"

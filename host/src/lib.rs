@@ -3,24 +3,33 @@
 //!
 //! # Layout
 //!
+//! - [`router`]: the application assembled — [`router::start`] builds the
+//!   producer, topic metadata, routes, plugin watcher, HTTP endpoint and
+//!   record path from a [`config::RouterConfig`]; a
+//!   [`router::RouterHandle`] stops it.
+//! - [`pipeline`]: the record path — the consumer thread and its
+//!   callbacks, one worker per partition, what a batch of records goes
+//!   through, delivery reports, in-order offsets, refusals, failures and
+//!   dead letters, exactly-once transactions.
 //! - [`plugin`]: the plugin engine — compiling components of the `router`
 //!   world (`wit/switchyard.wit`), running them in bounded sandboxes, the
 //!   host functions they call.
+//! - [`route`]: a route at run time and the one check every output passes.
 //! - [`record`]: consumed records and the outputs plugins ask for.
+//! - [`kafka`]: what talks to librdkafka — client settings, the producer,
+//!   partition queues, topic metadata.
 //! - [`config`]: the TOML configuration, validated.
-//! - [`kafka`]: client settings, the output producer, topic metadata.
-//! - [`pipeline`]: the record path — consumer thread, one worker per
-//!   partition, in-order offset tracking ([`pipeline::offsets`]).
 //! - [`reload`]: hot swap — plugin files watched, checked, swapped in.
-//! - [`route`]: a route at run time and the checks on every output.
+//! - [`stats`]: what each route did, counted once; [`metrics`]: the
+//!   Prometheus exposition; [`status`]: liveness and readiness;
+//!   [`http`]: the endpoint that shows them (`/health`, `/ready`,
+//!   `/metrics`, `/routes`).
 //! - [`offline`]: routing JSON-lines records through a plugin without Kafka
 //!   (`switchyard route`).
-//! - [`http`]: the HTTP endpoint (`/health`, `/ready`, `/metrics`,
-//!   `/routes`).
-//! - [`metrics`]: the Prometheus metrics; [`status`]: liveness and
-//!   readiness.
-//! - [`demo`]: `switchyard demo`, the record path on an embedded Kafka.
-//! - [`cli`]: the `switchyard` command line; `src/main.rs` only calls it.
+//! - [`backoff`]: retry delays.
+//! - [`cli`]: the `switchyard` command line (`src/main.rs` only calls it),
+//!   with `switchyard demo` (the record path on an embedded Kafka) in a
+//!   private module of its own.
 
 #![warn(missing_docs)]
 

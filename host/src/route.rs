@@ -22,6 +22,28 @@ use crate::stats::RouteStats;
 /// them, would see none).
 pub const MAX_OUTPUT_HEADERS: usize = 100_000;
 
+/// Whether `output` can be produced at all: at most [`MAX_OUTPUT_HEADERS`]
+/// headers, and at most `max_bytes` (the route's
+/// `limits.max_output_bytes`) counted as librdkafka counts it, headers and
+/// framing included. The one size rule of every output: a plugin's (in
+/// `switchyard run` and `switchyard route` alike, see
+/// [`RouteInstance::route`]) and a dead-letter record, which is cut to fit.
+pub fn fits(output: &Output, max_bytes: u64) -> Result<(), String> {
+    let headers = output.headers().count();
+    if headers > MAX_OUTPUT_HEADERS {
+        return Err(format!(
+            "{headers} headers: consumers built on librdkafka (Switchyard among them) read no headers of a record with more than {MAX_OUTPUT_HEADERS}"
+        ));
+    }
+    let size = output.wire_size() as u64;
+    if size > max_bytes {
+        return Err(format!(
+            "{size} bytes with its headers and framing: the route's limit (limits.max_output_bytes) is {max_bytes}"
+        ));
+    }
+    Ok(())
+}
+
 /// Looks topics up for the route's checks and the plugin's questions.
 pub trait Topics: Send + Sync {
     /// Partition count of `topic`, refreshing what is known if it is missing.
@@ -384,18 +406,8 @@ impl RouteInstance {
         let invalid = |message: String| {
             RouteFailure::new(FailureKind::Invalid, format!("output {i}: {message}"))
         };
-        let headers = output.headers().count();
-        if headers > MAX_OUTPUT_HEADERS {
-            return Err(invalid(format!(
-                "{headers} headers: consumers built on librdkafka (Switchyard among them) read no headers of a record with more than {MAX_OUTPUT_HEADERS}"
-            )));
-        }
-        let max_bytes = self.route.config.limits.max_output_bytes;
-        let size = output.wire_size() as u64;
-        if size > max_bytes {
-            return Err(invalid(format!(
-                "{size} bytes with its headers and framing: the route's limit (limits.max_output_bytes) is {max_bytes}"
-            )));
+        if let Err(why) = fits(&output, self.route.config.limits.max_output_bytes) {
+            return Err(invalid(why));
         }
         // Per output: the default target is shared, not copied.
         let topic: Arc<str> = match output.topic.take() {

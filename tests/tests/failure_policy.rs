@@ -419,3 +419,109 @@ fn a_dead_letter_record_too_large_to_produce_drops_its_value_and_says_so() {
     router.shutdown();
     router.join();
 }
+
+/// `switchyard route` and `switchyard run` apply one check to outputs: the
+/// same plugin answers are refused by both, with the same kind and message,
+/// and the rest are routed by both to the same topics.
+#[test]
+fn switchyard_route_refuses_exactly_the_outputs_run_refuses() {
+    use switchyard::offline::{GivenTopics, route_lines};
+    use switchyard::route::Route;
+
+    let [src, dst, other, dlq] =
+        ["in", "out", "other", "dlq"].map(|t| random_topic(&format!("check-{t}")));
+    create_topics(&[(&src, 1), (&dst, 3), (&other, 2), (&dlq, 1)]).unwrap();
+    // Named as `switchyard route` names its route: the messages name it.
+    let group = random_topic("group");
+    let config = switchyard_tests::router_config(
+        &group,
+        &format!(
+            "[[routes]]\nname = \"offline\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\nallowed_targets = [\"{dst}\", \"{other}\"]\ndead_letter_topic = \"{dlq}\"\n",
+            fixtures::hostile().display()
+        ),
+    )
+    .unwrap();
+    let values = [
+        "ok",
+        "bad-topic",
+        "bad-partition",
+        "huge-output",
+        "exact-limit",
+        "empty-headers:100001",
+        "empty-headers:100000",
+    ];
+
+    // Through the router, on the broker.
+    let router = start(&config);
+    produce(&src, &values.map(|v| on(0, v))).unwrap();
+    let routed = consume(&dst, 2, TIMEOUT).unwrap();
+    let dead = consume(&dlq, 5, TIMEOUT).unwrap();
+    router.shutdown();
+    router.join();
+    let mut by_run: HashMap<i64, String> = HashMap::new();
+    for record in &dead {
+        let offset = record.header_str("dlq-original-offset").unwrap();
+        let why = format!(
+            "{}: {}",
+            record.header_str("dlq-error-kind").unwrap(),
+            record.header_str("dlq-error").unwrap()
+        );
+        by_run.insert(offset.parse().unwrap(), why);
+    }
+    for record in &routed {
+        let offset = values
+            .iter()
+            .position(|v| *v == record.value_str())
+            .unwrap();
+        by_run.insert(offset as i64, format!("routed to {dst}"));
+    }
+
+    // Through `switchyard route`'s path, the cluster's topics given, the
+    // same records (keyed as `on` keys them).
+    let engine = PluginEngine::new().unwrap();
+    let route = Arc::new(Route::new(
+        config.routes[0].clone(),
+        Some(engine.load(&fixtures::hostile()).unwrap()),
+        Arc::new(GivenTopics(
+            [(dst.clone(), 3), (other.clone(), 2), (dlq.clone(), 1)].into(),
+        )),
+    ));
+    let input: String = values
+        .iter()
+        .enumerate()
+        .map(|(offset, value)| {
+            format!("{{\"offset\":{offset},\"key\":\"p0\",\"value\":\"{value}\"}}\n")
+        })
+        .collect();
+    let mut out = Vec::new();
+    route_lines(&mut route.instance().unwrap(), input.as_bytes(), &mut out).unwrap();
+    let mut by_route: HashMap<i64, String> = HashMap::new();
+    for line in String::from_utf8(out).unwrap().lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        let offset = line["offset"].as_i64().unwrap();
+        let what = match line.get("outputs") {
+            Some(outputs) => format!("routed to {}", outputs[0]["topic"].as_str().unwrap()),
+            None => format!(
+                "{}: {}",
+                line["error"]["kind"].as_str().unwrap(),
+                line["error"]["message"].as_str().unwrap()
+            ),
+        };
+        by_route.insert(offset, what);
+    }
+
+    assert_eq!(by_run.len(), values.len(), "{by_run:#?}");
+    assert_eq!(by_run, by_route);
+    // Every check had its say.
+    for refused in [
+        "not an allowed target",
+        "out of range",
+        "headers",
+        "bytes with its headers",
+    ] {
+        assert!(
+            by_run.values().any(|why| why.contains(refused)),
+            "{refused}: {by_run:#?}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::config::FailurePolicy;
 use crate::plugin::RouteFailure;
 use crate::record::{Data, Header, Output, OutputHeaders, SourceRecord};
-use crate::route::{RouteInstance, Routed};
+use crate::route::{RouteInstance, Routed, fits};
 
 /// A record the route could not route.
 #[derive(Debug)]
@@ -124,6 +124,14 @@ impl FailureSink for LogFailures {
     }
 }
 
+/// What a dead-letter record that is too large drops, in this order.
+#[derive(Debug, Clone, Copy)]
+enum Drop {
+    Value,
+    Headers,
+    Key,
+}
+
 /// `dlq-error` is cut to this many bytes (a trap message carries what the
 /// plugin printed).
 const MAX_ERROR_HEADER: usize = 4096;
@@ -184,52 +192,50 @@ pub(super) fn dead_letter(
         .cloned()
         .collect();
     let mut output = Output::forward(record.clone());
-    let mut dropped: Vec<String> = Vec::new();
-    let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-    // Room for the `dlq-dropped` header itself, should one be needed.
-    let fits = |output: &Output, dropped: &[String]| {
-        let note = if dropped.is_empty() {
-            0
-        } else {
-            Header {
+    output.headers = OutputHeaders::Replace(own.iter().chain(&why).cloned().collect());
+    // The record as it would go: with a `dlq-dropped` header once something
+    // had to go.
+    let finished = |output: &Output, dropped: &[String]| {
+        let mut finished = output.clone();
+        if !dropped.is_empty() {
+            let mut headers: Vec<Header> = output.headers().cloned().collect();
+            headers.push(Header {
                 key: "dlq-dropped".to_owned(),
                 value: Bytes::from(dropped.join(",")),
-            }
-            .wire_size()
-        };
-        output.wire_size() + note <= limit
+            });
+            finished.headers = OutputHeaders::Replace(headers);
+        }
+        finished
     };
-    output.headers = OutputHeaders::Replace(own.iter().chain(&why).cloned().collect());
-    if !fits(&output, &dropped) {
-        dropped.push(format!(
-            "value:{}",
-            record.value.as_ref().map_or(0, Bytes::len)
-        ));
-        output.value = Data::Null;
-    }
-    if !fits(&output, &dropped) {
-        let size: usize = own.iter().map(Header::wire_size).sum();
-        dropped.push(format!("headers:{size}"));
-        output.headers = OutputHeaders::Replace(why.clone());
-    }
-    if !fits(&output, &dropped) {
-        dropped.push(format!("key:{}", record.key.as_ref().map_or(0, Bytes::len)));
-        output.key = Data::Null;
-    }
-    if !dropped.is_empty() {
-        let mut headers = match std::mem::replace(&mut output.headers, OutputHeaders::Original) {
-            OutputHeaders::Replace(headers) => headers,
-            _ => why,
-        };
-        headers.push(Header {
-            key: "dlq-dropped".to_owned(),
-            value: Bytes::from(dropped.join(",")),
-        });
-        output.headers = OutputHeaders::Replace(headers);
+    let mut dropped: Vec<String> = Vec::new();
+    let mut candidate = finished(&output, &dropped);
+    for step in [Drop::Value, Drop::Headers, Drop::Key] {
+        if fits(&candidate, max_bytes).is_ok() {
+            break;
+        }
+        match step {
+            Drop::Value => {
+                dropped.push(format!(
+                    "value:{}",
+                    record.value.as_ref().map_or(0, Bytes::len)
+                ));
+                output.value = Data::Null;
+            }
+            Drop::Headers => {
+                let size: usize = own.iter().map(Header::wire_size).sum();
+                dropped.push(format!("headers:{size}"));
+                output.headers = OutputHeaders::Replace(why.clone());
+            }
+            Drop::Key => {
+                dropped.push(format!("key:{}", record.key.as_ref().map_or(0, Bytes::len)));
+                output.key = Data::Null;
+            }
+        }
+        candidate = finished(&output, &dropped);
     }
     Routed {
         topic: topic.into(),
-        output,
+        output: candidate,
     }
 }
 

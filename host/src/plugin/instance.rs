@@ -9,7 +9,8 @@ use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtx;
 
 use super::bindings::{Router, types};
-use super::engine::{Bounded, Plugin, PluginError, one_line};
+use super::engine::{Bounded, Plugin, one_line};
+use super::error::PluginError;
 use super::interrupt::Interrupt;
 use super::limits::{Limits, MAX_HOST_HANDLES, MemoryLimiter};
 use super::state::{Batch, HostState, RouteContext};

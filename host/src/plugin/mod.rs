@@ -12,6 +12,7 @@
 mod bindings;
 mod cache;
 mod engine;
+mod error;
 mod instance;
 mod interrupt;
 mod limits;
@@ -19,7 +20,8 @@ mod state;
 mod stdio;
 
 pub use cache::ArtifactCache;
-pub use engine::{Plugin, PluginEngine, PluginError};
+pub use engine::{Plugin, PluginEngine};
+pub use error::PluginError;
 pub use instance::{Answers, FailureKind, PluginInstance, RouteFailure};
 pub use interrupt::Interrupt;
 pub use limits::Limits;

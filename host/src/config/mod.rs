@@ -1,0 +1,405 @@
+//! The router's configuration file (TOML), parsed and validated.
+//!
+//! Every field is documented in `docs/config.md`. Errors name the file and
+//! the field: `router.toml: routes[0] ('orders'): ...`.
+//!
+//! - here: the file as a whole ([`RouterConfig`]), loading, and the checks
+//!   across its sections; `[shutdown]` and `[http]`;
+//! - `kafka`: `[kafka]`, and the librdkafka properties Switchyard fixes or
+//!   guards, with their reasons;
+//! - `route`: `[[routes]]` with their limits, retries and failure policy,
+//!   and the checks between routes (where outputs may reach).
+
+mod kafka;
+mod route;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use self::kafka::{Delivery, KafkaConfig, Property};
+use self::kafka::{FIXED_CONSUMER, GUARDED_PRODUCER};
+pub use self::route::{
+    FailurePolicy, LimitsConfig, OnFailure, RetryConfig, RouteConfig, wildcard_match,
+};
+use self::route::{MIN_OUTPUT_BYTES, default_max_output_bytes};
+
+/// A configuration file that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config '{path}': {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// Not valid TOML, or fields missing, unknown or of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// Parsed, but breaks a rule.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Which field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// How to reach Kafka.
+    pub kafka: KafkaConfig,
+    /// What to route. At least one.
+    pub routes: Vec<RouteConfig>,
+    /// The HTTP endpoint (health, readiness, metrics, routes).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// How the router stops.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// Where the file was read from (set by [`RouterConfig::load`]).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// The `[shutdown]` table.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long a stop (and the drain of revoked partitions) may wait for
+    /// outputs in flight, in milliseconds.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+const fn default_shutdown_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: default_shutdown_timeout_ms(),
+        }
+    }
+}
+
+impl ShutdownConfig {
+    /// [`ShutdownConfig::timeout_ms`] as a duration.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// The `[http]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `address:port` to listen on (port 0 picks a free one).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Whether to serve at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Connections served at once; more are closed as soon as they are
+    /// accepted, so that idle clients cannot use up the file descriptors
+    /// the Kafka clients need.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (also how
+    /// long an idle kept-alive connection stays open), in milliseconds.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+}
+
+/// Enough for probes, a few scrapers and curl, far below the usual
+/// 1,024 descriptors a process may have.
+const fn default_max_connections() -> usize {
+    64
+}
+
+/// Probes and scrapers send their headers at once; 5 s is generous.
+const fn default_header_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Loopback: a sidecar's endpoint is for its pod, not the network.
+fn default_listen() -> String {
+    "127.0.0.1:9180".to_owned()
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            enabled: true,
+            max_connections: default_max_connections(),
+            header_timeout_ms: default_header_timeout_ms(),
+        }
+    }
+}
+
+impl RouterConfig {
+    /// How often librdkafka reports statistics (what readiness and the lag
+    /// metrics are computed from).
+    #[must_use]
+    pub fn statistics_interval(&self) -> Duration {
+        let ms = self
+            .kafka
+            .consumer
+            .get("statistics.interval.ms")
+            .and_then(|v| v.to_string().parse().ok())
+            .unwrap_or(crate::kafka::STATISTICS_INTERVAL_MS);
+        Duration::from_millis(ms)
+    }
+
+    /// Reads, parses and validates `path`; plugin paths become relative to
+    /// the file's folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, which came from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_owned(),
+            },
+        })?;
+        config.source = path.to_owned();
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        for route in &mut config.routes {
+            if let Some(plugin) = &mut route.plugin
+                && plugin.is_relative()
+            {
+                *plugin = base.join(&*plugin);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.bootstrap_servers.trim().is_empty() {
+            return Err(self.invalid("kafka.bootstrap_servers", "must not be empty"));
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return Err(self.invalid("kafka.group_id", "must not be empty"));
+        }
+        for (key, why) in FIXED_CONSUMER {
+            if self.kafka.consumer.contains_key(*key) {
+                return Err(self.invalid(
+                    format!("kafka.consumer.\"{key}\""),
+                    format!("cannot be set: {why}"),
+                ));
+            }
+        }
+        if let Some(interval) = self.kafka.consumer.get("statistics.interval.ms")
+            && interval.to_string().parse::<u64>().is_ok_and(|ms| ms == 0)
+        {
+            return Err(self.invalid(
+                "kafka.consumer.\"statistics.interval.ms\"",
+                "cannot be 0: readiness (is a broker reachable?) and the lag metrics come from librdkafka's statistics",
+            ));
+        }
+        if self.kafka.delivery == Delivery::ExactlyOnce {
+            for (key, why) in [
+                (
+                    "enable.auto.commit",
+                    "in exactly-once mode offsets are committed in the transaction, with the outputs",
+                ),
+                (
+                    "isolation.level",
+                    "in exactly-once mode only committed records are read (read_committed)",
+                ),
+            ] {
+                if self.kafka.consumer.contains_key(key) {
+                    return Err(self.invalid(
+                        format!("kafka.consumer.\"{key}\""),
+                        format!("cannot be set: {why}"),
+                    ));
+                }
+            }
+            if self.kafka.commit_interval_ms == 0 {
+                return Err(self.invalid("kafka.commit_interval_ms", "must be positive"));
+            }
+            if self
+                .kafka
+                .transactional_id
+                .as_deref()
+                .is_some_and(|id| id.trim().is_empty())
+            {
+                return Err(self.invalid("kafka.transactional_id", "must not be empty"));
+            }
+        } else if self.kafka.transactional_id.is_some() {
+            return Err(self.invalid(
+                "kafka.transactional_id",
+                "is only used with kafka.delivery = \"exactly-once\"",
+            ));
+        }
+        if self.shutdown.timeout_ms == 0 {
+            return Err(self.invalid("shutdown.timeout_ms", "must be positive"));
+        }
+        if self.http.max_connections == 0 {
+            return Err(self.invalid("http.max_connections", "must be at least 1"));
+        }
+        if self.http.header_timeout_ms == 0 {
+            return Err(self.invalid("http.header_timeout_ms", "must be positive"));
+        }
+        if self.http.enabled && self.http.listen.trim().is_empty() {
+            return Err(self.invalid(
+                "http.listen",
+                "must not be empty (set http.enabled = false to serve nothing)",
+            ));
+        }
+        for (key, allowed, why) in GUARDED_PRODUCER {
+            if let Some(value) = self.kafka.producer.get(*key)
+                && !allowed.contains(&value.to_string().as_str())
+            {
+                return Err(self.invalid(
+                    format!("kafka.producer.\"{key}\""),
+                    format!("cannot be '{value}': {why}"),
+                ));
+            }
+        }
+        if self.routes.is_empty() {
+            return Err(self.invalid(
+                "routes",
+                "no route configured: add at least one [[routes]] table",
+            ));
+        }
+        let mut names = HashMap::new();
+        let mut sources: HashMap<&str, &str> = HashMap::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}] ('{}')", route.name);
+            if route.name.trim().is_empty() {
+                return Err(self.invalid(format!("routes[{i}].name"), "must not be empty"));
+            }
+            if let Some(first) = names.insert(route.name.as_str(), i) {
+                return Err(self.invalid(
+                    format!("{at}.name"),
+                    format!("route name already used by routes[{first}]"),
+                ));
+            }
+            if route.source_topics.is_empty() {
+                return Err(self.invalid(
+                    format!("{at}.source_topics"),
+                    "must name at least one topic",
+                ));
+            }
+            for topic in &route.source_topics {
+                if topic.trim().is_empty() {
+                    return Err(self.invalid(
+                        format!("{at}.source_topics"),
+                        "contains an empty topic name",
+                    ));
+                }
+                if let Some(other) = sources.insert(topic, &route.name) {
+                    return Err(self.invalid(
+                        format!("{at}.source_topics"),
+                        format!("topic '{topic}' is already consumed by route '{other}': a topic belongs to one route"),
+                    ));
+                }
+            }
+            if route.default_target.trim().is_empty() {
+                return Err(self.invalid(format!("{at}.default_target"), "must not be empty"));
+            }
+            if route.source_topics.contains(&route.default_target) {
+                return Err(self.invalid(
+                    format!("{at}.default_target"),
+                    format!(
+                        "'{}' is also a source of this route: records would loop forever",
+                        route.default_target
+                    ),
+                ));
+            }
+            if !route.allowed_targets.is_empty() && !route.allows(&route.default_target) {
+                return Err(self.invalid(
+                    format!("{at}.allowed_targets"),
+                    format!(
+                        "does not match the route's own default_target '{}'",
+                        route.default_target
+                    ),
+                ));
+            }
+            if route.plugin.is_none() && !route.plugin_config.is_empty() {
+                return Err(self.invalid(
+                    format!("{at}.plugin_config"),
+                    "is set but the route has no plugin",
+                ));
+            }
+            let limits = &route.limits;
+            if limits.memory_mib < 2 {
+                return Err(self.invalid(
+                    format!("{at}.limits.memory_mib"),
+                    "must be at least 2 (a minimal plugin needs about 1.1 MiB)",
+                ));
+            }
+            if limits.route_timeout_ms == 0 || limits.init_timeout_ms == 0 {
+                return Err(self.invalid(format!("{at}.limits"), "timeouts must be positive"));
+            }
+            if limits.max_output_bytes < MIN_OUTPUT_BYTES {
+                return Err(self.invalid(
+                    format!("{at}.limits.max_output_bytes"),
+                    format!("must be at least {MIN_OUTPUT_BYTES}: a dead-letter record, cut to fit, still carries the headers that say why (up to ~5 KiB)"),
+                ));
+            }
+            if limits.max_outputs == 0 {
+                return Err(self.invalid(format!("{at}.limits.max_outputs"), "must be at least 1"));
+            }
+            let producer_max = self
+                .kafka
+                .producer
+                .get("message.max.bytes")
+                .and_then(|max| max.to_string().parse::<u64>().ok())
+                .unwrap_or(default_max_output_bytes());
+            if limits.max_output_bytes > producer_max {
+                return Err(self.invalid(
+                    format!("{at}.limits.max_output_bytes"),
+                    format!("{} is more than kafka.producer.\"message.max.bytes\" ({producer_max}{}): the producer would refuse such outputs; raise that too", limits.max_output_bytes, if self.kafka.producer.contains_key("message.max.bytes") { "" } else { ", librdkafka's default" }),
+                ));
+            }
+            self.validate_failures(i, route)?;
+        }
+        self.validate_reach()
+    }
+}
