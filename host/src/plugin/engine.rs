@@ -524,12 +524,23 @@ pub(super) fn one_line(e: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_sdk_carries_the_same_contract_as_the_router() {
-        assert!(
-            include_str!("../../../wit/switchyard.wit")
-                == include_str!("../../../plugin-sdk/wit/switchyard.wit"),
-            "plugin-sdk/wit/switchyard.wit differs from wit/switchyard.wit: copy it over"
-        );
+    fn every_sdk_carries_the_same_contract_as_the_router() {
+        let router = include_str!("../../../wit/switchyard.wit");
+        for (copy, text) in [
+            (
+                "plugin-sdk/wit/switchyard.wit",
+                include_str!("../../../plugin-sdk/wit/switchyard.wit"),
+            ),
+            (
+                "plugin-sdk/python/switchyard/wit/switchyard.wit",
+                include_str!("../../../plugin-sdk/python/switchyard/wit/switchyard.wit"),
+            ),
+        ] {
+            assert!(
+                router == text,
+                "{copy} differs from wit/switchyard.wit: copy it over"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,127 @@
+"""Turning a plugin (a class or a function) into the component's exports."""
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from . import _host
+from ._config import Config
+from ._message import Message
+from ._output import Append, Output, RouteError, _Original
+
+
+class Plugin:
+    """Base of a plugin with state: ``__init__(config)`` runs once per
+    instance (raise to refuse the configuration), ``route(msg)`` once per
+    record. Decorate the class with :func:`plugin`."""
+
+    def __init__(self, config: Config) -> None:
+        config.deny_unknown([])
+
+    def route(self, msg: Message) -> Sequence[Output]:
+        """The outputs for ``msg`` (an empty list drops it); raise
+        :class:`RouteError` if it cannot be routed."""
+        raise NotImplementedError
+
+
+P = TypeVar("P", bound=type)
+F = TypeVar("F", bound=Callable)
+
+
+def plugin(cls: P) -> P:
+    """Makes the decorated :class:`Plugin` class the component's plugin.
+
+    Build the module it is defined in with ``switchyard build`` (or
+    componentize-py's ``componentize`` with that module's name)."""
+    _export(cls.__module__, lambda config: cls(config).route)
+    return cls
+
+
+def route(fn: F) -> F:
+    """Makes the decorated function ``route(msg) -> list[Output]`` the
+    component's plugin (one that takes no configuration)."""
+
+    def start(config: Config) -> Callable:
+        config.deny_unknown([])
+        return fn
+
+    _export(fn.__module__, start)
+    return fn
+
+
+def _export(module: str, start: Callable[[Config], Callable]) -> None:
+    """Defines ``WitWorld``, the class componentize-py exports, in
+    ``module``. componentize-py makes a new ``WitWorld`` for every call, so
+    the started plugin lives here, one per instance."""
+    if not _host.IN_ROUTER:
+        # Natively there is nothing to export, and no generated bindings to
+        # import: the plugin's logic is tested directly.
+        return
+    from componentize_py_types import Err, Ok
+    from wit_world.imports import types as wit
+
+    routed: list[Callable | None] = [None]
+
+    class WitWorld:
+        def init(self, config: list[tuple[str, str]]) -> None:
+            try:
+                routed[0] = start(Config(config))
+            except Exception as e:  # noqa: BLE001 (any error refuses the configuration)
+                raise Err(str(e) or type(e).__name__) from None
+
+        def route(self, records, count: int, context) -> list:
+            _host._call_partitions = context.default_target_partitions
+            spans = context.header_spans
+            data = context.header_bytes
+            given = len(spans) // count if count else 0
+            fn = routed[0]
+            answers = []
+            for i in range(count):
+                if fn is None:
+                    answers.append(Err(wit.RouteError_Reject("plugin called before init")))
+                    continue
+                msg = Message._from_host(records, i, spans, i * given, given, data)
+                try:
+                    outputs = fn(msg)
+                except RouteError as e:
+                    error = wit.RouteError_Retry if e.kind == "retry" else wit.RouteError_Reject
+                    answers.append(Err(error(e.reason)))
+                    continue
+                answers.append(Ok(_routing(outputs, wit)))
+            return answers
+
+    setattr(sys.modules[module], "WitWorld", WitWorld)
+
+
+def _routing(outputs, wit):
+    """A lone unchanged output travels as ``forward`` (nothing copied);
+    anything else as a list."""
+    if isinstance(outputs, Output):
+        outputs = (outputs,)
+    elif not isinstance(outputs, (list, tuple)):
+        raise TypeError(
+            f"route returned {type(outputs).__name__}: return a list of outputs ([] drops the record)"
+        )
+    if len(outputs) == 1 and outputs[0].is_forward():
+        only = outputs[0]
+        return wit.Routing_Forward(wit.Placement(only.topic, only.partition))
+    return wit.Routing_Outputs([_to_wit(out, wit) for out in outputs])
+
+
+def _to_wit(out: Output, wit):
+    def data(d):
+        if isinstance(d, _Original):
+            return wit.Data_Original()
+        if d is None:
+            return wit.Data_Null()
+        return wit.Data_Bytes(d)
+
+    if isinstance(out.headers, _Original):
+        headers = wit.OutputHeaders_Original()
+    else:
+        listed = [wit.Header(h.key, h.value) for h in out.headers]
+        if isinstance(out.headers, Append):
+            headers = wit.OutputHeaders_Append(listed)
+        else:
+            headers = wit.OutputHeaders_Replace(listed)
+    return wit.Output(out.topic, out.partition, data(out.key), data(out.value), headers, out.timestamp_ms)
