@@ -86,6 +86,23 @@ ensure_cargo_deny() {
         --target-dir "$TOOLS_DIR/cargo-deny-build"
 }
 
+# Python plugins: componentize-py builds them into components, pytest runs
+# their unit tests natively; in a virtualenv of their own.
+COMPONENTIZE_PY_VERSION="0.25.1"
+PYTEST_VERSION="9.2.0"
+PLUGIN_PYTHON_VENV="$TOOLS_DIR/venv-componentize-py-$COMPONENTIZE_PY_VERSION"
+ensure_plugin_python() {
+    if [ -x "$PLUGIN_PYTHON_VENV/bin/componentize-py" ] && "$PLUGIN_PYTHON_VENV/bin/python" -c "
+from importlib.metadata import version
+assert version('pytest') == '$PYTEST_VERSION'" 2>/dev/null; then
+        return
+    fi
+    log "installing componentize-py $COMPONENTIZE_PY_VERSION and pytest $PYTEST_VERSION into $PLUGIN_PYTHON_VENV"
+    python3 -m venv "$PLUGIN_PYTHON_VENV"
+    "$PLUGIN_PYTHON_VENV/bin/pip" install --quiet "componentize-py==$COMPONENTIZE_PY_VERSION" \
+        "pytest==$PYTEST_VERSION"
+}
+
 # kafka-python (an independent, pure-Python Kafka client) for the interop
 # test, in a virtualenv of its own.
 KAFKA_PYTHON_VERSION="2.3.3"
