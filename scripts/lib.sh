@@ -86,40 +86,44 @@ ensure_cargo_deny() {
         --target-dir "$TOOLS_DIR/cargo-deny-build"
 }
 
+# Makes the virtualenv DIR hold the pip requirements that follow, unless
+# the Python code CHECK already passes in it (idempotent, and quiet then).
+ensure_venv() {
+    local dir="$1" check="$2"
+    shift 2
+    if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$check" 2>/dev/null; then
+        return
+    fi
+    log "installing $* into $dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet "$@"
+}
+
 # Python plugins: componentize-py builds them into components, pytest runs
-# their unit tests natively; in a virtualenv of their own.
+# their unit tests natively.
 COMPONENTIZE_PY_VERSION="0.25.1"
 PYTEST_VERSION="9.2.0"
 PLUGIN_PYTHON_VENV="$TOOLS_DIR/venv-componentize-py-$COMPONENTIZE_PY_VERSION"
 ensure_plugin_python() {
-    if [ -x "$PLUGIN_PYTHON_VENV/bin/componentize-py" ] && "$PLUGIN_PYTHON_VENV/bin/python" -c "
+    ensure_venv "$PLUGIN_PYTHON_VENV" "
 from importlib.metadata import version
-assert version('pytest') == '$PYTEST_VERSION'" 2>/dev/null; then
-        return
-    fi
-    log "installing componentize-py $COMPONENTIZE_PY_VERSION and pytest $PYTEST_VERSION into $PLUGIN_PYTHON_VENV"
-    python3 -m venv "$PLUGIN_PYTHON_VENV"
-    "$PLUGIN_PYTHON_VENV/bin/pip" install --quiet "componentize-py==$COMPONENTIZE_PY_VERSION" \
-        "pytest==$PYTEST_VERSION"
+assert version('componentize-py') == '$COMPONENTIZE_PY_VERSION'
+assert version('pytest') == '$PYTEST_VERSION'" \
+        "componentize-py==$COMPONENTIZE_PY_VERSION" "pytest==$PYTEST_VERSION"
 }
 
 # kafka-python (an independent, pure-Python Kafka client) for the interop
-# test, in a virtualenv of its own.
+# test. lz4 and zstandard: to read what Switchyard produces compressed.
 KAFKA_PYTHON_VERSION="2.3.3"
 # Prometheus's own Python client parses the metrics in the tests.
 PROMETHEUS_CLIENT_VERSION="0.26.0"
 PYTHON_VENV="$TOOLS_DIR/venv-kafka-python-$KAFKA_PYTHON_VERSION"
 ensure_kafka_python() {
-    if [ -x "$PYTHON_VENV/bin/python" ] && "$PYTHON_VENV/bin/python" -c "
+    ensure_venv "$PYTHON_VENV" "
 import kafka, lz4, zstandard, prometheus_client
 from importlib.metadata import version
-assert version('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'" 2>/dev/null; then
-        return
-    fi
-    log "installing kafka-python $KAFKA_PYTHON_VERSION and prometheus-client $PROMETHEUS_CLIENT_VERSION into $PYTHON_VENV"
-    python3 -m venv "$PYTHON_VENV"
-    # lz4 and zstandard: to read what Switchyard produces compressed.
-    "$PYTHON_VENV/bin/pip" install --quiet "kafka-python==$KAFKA_PYTHON_VERSION" lz4 zstandard \
+assert version('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'" \
+        "kafka-python==$KAFKA_PYTHON_VERSION" lz4 zstandard \
         "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
 }
 
@@ -178,10 +182,5 @@ build_release() {
 CONFLUENT_KAFKA_VERSION="2.12.1"
 BENCH_VENV="$TOOLS_DIR/venv-confluent-kafka-$CONFLUENT_KAFKA_VERSION"
 ensure_bench_python() {
-    if [ -x "$BENCH_VENV/bin/python" ] && "$BENCH_VENV/bin/python" -c "import confluent_kafka" 2>/dev/null; then
-        return
-    fi
-    log "installing confluent-kafka $CONFLUENT_KAFKA_VERSION into $BENCH_VENV"
-    python3 -m venv "$BENCH_VENV"
-    "$BENCH_VENV/bin/pip" install --quiet "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+    ensure_venv "$BENCH_VENV" "import confluent_kafka" "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
 }

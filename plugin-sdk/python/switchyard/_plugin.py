@@ -60,12 +60,13 @@ def _export(module: str, start: Callable[[Config], Callable]) -> None:
     from componentize_py_types import Err, Ok
     from wit_world.imports import types as wit
 
-    routed: list[Callable | None] = [None]
+    routed: Callable | None = None
 
     class WitWorld:
         def init(self, config: list[tuple[str, str]]) -> None:
+            nonlocal routed
             try:
-                routed[0] = start(Config(config))
+                routed = start(Config(config))
             except Exception as e:  # noqa: BLE001 (any error refuses the configuration)
                 raise Err(str(e) or type(e).__name__) from None
 
@@ -74,7 +75,7 @@ def _export(module: str, start: Callable[[Config], Callable]) -> None:
             spans = context.header_spans
             data = context.header_bytes
             given = len(spans) // count if count else 0
-            fn = routed[0]
+            fn = routed
             answers = []
             for i in range(count):
                 if fn is None:
