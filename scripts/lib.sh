@@ -112,6 +112,29 @@ assert version('pytest') == '$PYTEST_VERSION'" \
         "componentize-py==$COMPONENTIZE_PY_VERSION" "pytest==$PYTEST_VERSION"
 }
 
+# TypeScript plugins: esbuild bundles them, componentize-js turns the
+# bundle into a component, tsx runs their unit tests on node's test runner.
+# `npm ci` installs the versions plugins/typescript/package-lock.json pins
+# into plugins/typescript/node_modules (where `switchyard build` and the
+# test fixtures find them) and into npm's cache, from which the projects
+# `switchyard new --lang typescript` writes install offline.
+ensure_node_plugins() {
+    if ! command -v npm >/dev/null; then
+        ensure_system_packages nodejs npm
+    fi
+    if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+        echo "node $(node --version) is too old: the TypeScript plugins' tools need node 20 or newer" >&2
+        exit 1
+    fi
+    local dir="$ROOT/plugins/typescript" stamp="$ROOT/plugins/typescript/node_modules/.switchyard-lock"
+    if [ -f "$stamp" ] && cmp -s "$stamp" "$dir/package-lock.json"; then
+        return
+    fi
+    log "installing the TypeScript plugins' tools (npm ci in plugins/typescript)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$stamp"
+}
+
 # kafka-python (an independent, pure-Python Kafka client) for the interop
 # test. lz4 and zstandard: to read what Switchyard produces compressed.
 KAFKA_PYTHON_VERSION="2.3.3"

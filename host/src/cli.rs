@@ -84,6 +84,30 @@ enum Command {
         #[arg(long, short, default_value = "-", value_name = "FILE|-")]
         input: String,
     },
+    /// Start a plugin project: the SDK dependency, a plugin that forwards
+    /// records, its unit tests, a sample input and a README.
+    New {
+        /// The plugin's name (lowercase letters, digits, `-`, `_`); also
+        /// the folder it is written to, unless --dir says otherwise.
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: crate::project::Lang,
+        /// Write it to this folder instead of ./NAME.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Build a plugin project (Rust, Python or TypeScript) into a
+    /// component with its language's tools; print the component's path as
+    /// the last line on stdout.
+    Build {
+        /// The project's folder.
+        #[arg(default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
+        /// Write the component here instead of the project's target/.
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +202,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { plugin } => check(&plugin),
         Command::Route { plugin, input } => route(&plugin, &input),
+        Command::New { name, lang, dir } => {
+            let sdks = crate::project::Sdks::locate()?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let dir = crate::project::new_project(&name, lang, &dir, &sdks)?;
+            let shown = dir.display();
+            let test = match lang {
+                crate::project::Lang::Rust => "cargo test",
+                crate::project::Lang::Python => "pytest",
+                crate::project::Lang::Typescript => "npm install && npm test",
+            };
+            println!("wrote the {lang} plugin project '{name}' to {shown}");
+            println!("next: cd {shown} && {test} && switchyard build");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { dir, out } => {
+            let options = crate::project::BuildOptions { out };
+            let component = crate::project::build(&dir, &options)?;
+            println!("{}", component.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Health { addr, ready } => {
             let path = if ready { "/ready" } else { "/health" };
             let (ok, body) = probe(&addr, path)?;

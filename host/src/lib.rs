@@ -26,6 +26,9 @@
 //!   `/metrics`, `/routes`).
 //! - [`offline`]: routing JSON-lines records through a plugin without Kafka
 //!   (`switchyard route`).
+//! - [`project`]: plugin projects in Rust, Python or TypeScript —
+//!   `switchyard new` writes one, `switchyard build` builds one with its
+//!   language's tools.
 //! - [`backoff`]: retry delays.
 //! - [`cli`]: the `switchyard` command line (`src/main.rs` only calls it),
 //!   with `switchyard demo` (the record path on an embedded Kafka) in a
@@ -43,6 +46,7 @@ pub mod metrics;
 pub mod offline;
 pub mod pipeline;
 pub mod plugin;
+pub mod project;
 pub mod record;
 pub mod reload;
 pub mod route;

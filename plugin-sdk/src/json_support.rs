@@ -7,12 +7,16 @@ impl Message<'_> {
     ///
     /// A null value or malformed JSON is a [`RouteError::Reject`] whose
     /// reason says what is wrong (with line and column), so plugins can
-    /// write `let order: Order = msg.json()?;`.
+    /// write `let order: Order = msg.json()?;`. A value that is not UTF-8
+    /// is malformed JSON even where `T` skips the bytes that are not (as
+    /// the Python and TypeScript SDKs see it).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, RouteError> {
         let value = self
             .value()
             .ok_or_else(|| RouteError::reject("value is null, expected JSON"))?;
-        serde_json::from_slice(value)
+        let text = std::str::from_utf8(value)
+            .map_err(|e| RouteError::reject(format!("value is not valid JSON: not UTF-8: {e}")))?;
+        serde_json::from_str(text)
             .map_err(|e| RouteError::reject(format!("value is not valid JSON: {e}")))
     }
 

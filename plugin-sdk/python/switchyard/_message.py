@@ -171,8 +171,12 @@ class Message:
         if value is None:
             raise RouteError.reject("value is null, expected JSON")
         try:
-            return json.loads(value)
-        except (ValueError, UnicodeDecodeError) as e:
+            text = value.decode()
+        except UnicodeDecodeError as e:
+            raise RouteError.reject(f"value is not valid JSON: not UTF-8: {e}") from None
+        try:
+            return json.loads(text)
+        except ValueError as e:
             raise RouteError.reject(f"value is not valid JSON: {e}") from None
 
     def __repr__(self) -> str:

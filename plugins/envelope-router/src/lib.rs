@@ -3,8 +3,9 @@
 //! Each record's value is an envelope
 //! `{"type": "...", "version": ..., "timestamp": ..., "payload": {...}}`.
 //! The plugin config maps envelope types to topics; the record goes, as it
-//! is, to the topic of its type. An unknown type, malformed JSON or an
-//! envelope without `type` or `payload` is rejected with the reason.
+//! is, to the topic of its type. An unknown type, malformed JSON, or an
+//! envelope without a string `type` or without `payload` is rejected with
+//! the reason. The same rule as the Python and TypeScript versions.
 //!
 //! ```toml
 //! plugin_config = { "order.created" = "orders.created", "order.paid" = "orders.paid" }
@@ -29,6 +30,28 @@ struct Envelope {
     payload: IgnoredAny,
 }
 
+/// The envelope's type. The usual envelope is read without building a
+/// document; anything else is parsed again to say exactly what is wrong.
+fn envelope_kind(msg: &Message) -> Result<String, RouteError> {
+    let is_object = msg
+        .value()
+        .is_some_and(|v| v.trim_ascii_start().first() == Some(&b'{'));
+    if is_object && let Ok(envelope) = msg.json::<Envelope>() {
+        return Ok(envelope.kind);
+    }
+    let doc = msg.json_value()?;
+    let Some(fields) = doc.as_object() else {
+        return Err(RouteError::reject("envelope is not a JSON object"));
+    };
+    let Some(kind) = fields.get("type").and_then(|kind| kind.as_str()) else {
+        return Err(RouteError::reject("envelope has no string field 'type'"));
+    };
+    if !fields.contains_key("payload") {
+        return Err(RouteError::reject("envelope has no field 'payload'"));
+    }
+    Ok(kind.to_owned())
+}
+
 #[switchyard_sdk::plugin]
 impl Plugin for EnvelopeRouter {
     fn init(config: &Config) -> Result<Self, String> {
@@ -50,10 +73,11 @@ impl Plugin for EnvelopeRouter {
     }
 
     fn route(&self, msg: &Message) -> RouteResult {
-        let envelope: Envelope = msg.json()?;
-        let topic = self.topics.get(&envelope.kind).ok_or_else(|| {
-            RouteError::reject(format!("unknown envelope type '{}'", envelope.kind))
-        })?;
+        let kind = envelope_kind(msg)?;
+        let topic = self
+            .topics
+            .get(&kind)
+            .ok_or_else(|| RouteError::reject(format!("unknown envelope type '{kind}'")))?;
         Ok(vec![Output::forward().to_topic(topic)])
     }
 }
@@ -103,18 +127,29 @@ mod tests {
 
     #[test]
     fn envelope_without_type_or_payload_is_rejected() {
-        for (value, field) in [
-            (r#"{"payload":{}}"#, "type"),
-            (r#"{"type":"order.paid"}"#, "payload"),
+        for (value, reason) in [
+            (r#"{"payload":{}}"#, "envelope has no string field 'type'"),
+            (
+                r#"{"type":7,"payload":{}}"#,
+                "envelope has no string field 'type'",
+            ),
+            (
+                r#"{"type":"order.paid"}"#,
+                "envelope has no field 'payload'",
+            ),
+            (r#"["order.paid",{}]"#, "envelope is not a JSON object"),
         ] {
-            let Err(RouteError::Reject(reason)) = route(value) else {
-                panic!("expected a reject for {value}");
-            };
-            assert!(
-                reason.contains(&format!("missing field `{field}`")),
-                "{reason}"
-            );
+            assert_eq!(route(value), Err(RouteError::reject(reason)), "{value}");
         }
+    }
+
+    #[test]
+    fn a_repeated_type_field_takes_the_last_as_json_parsers_do() {
+        let value = r#"{"type":"order.lost","type":"order.paid","payload":{}}"#;
+        assert_eq!(
+            route(value),
+            Ok(vec![Output::forward().to_topic("orders.paid")])
+        );
     }
 
     #[test]
