@@ -9,7 +9,37 @@ import { Message } from "./message.js";
 import { ORIGINAL, Output, RouteError } from "./output.js";
 import { START } from "./plugin.js";
 
-const NO_OUTPUTS = Object.freeze({ tag: "outputs", val: [] });
+const NO_OUTPUTS = Object.freeze({ tag: "ok", val: Object.freeze({ tag: "outputs", val: [] }) });
+
+// The answers of unchanged records, kept and reused: most records of a
+// router or a partitioner get one of a few (the SpiderMonkey interpreter
+// the component runs pays for every object it builds).
+const FORWARD = { tag: "ok", val: { tag: "forward", val: { topic: undefined, partition: undefined } } };
+const toPartition = [];
+const toTopic = new Map();
+const CACHED_PARTITIONS = 4096;
+const CACHED_TOPICS = 256;
+
+function forwardAnswer(topic, partition) {
+  if (topic === undefined) {
+    if (partition === undefined) return FORWARD;
+    if (partition >= 0 && partition < CACHED_PARTITIONS) {
+      return (toPartition[partition] ??= forwardTo(undefined, partition));
+    }
+  } else if (partition === undefined) {
+    let answer = toTopic.get(topic);
+    if (answer === undefined) {
+      answer = forwardTo(topic, undefined);
+      if (toTopic.size < CACHED_TOPICS) toTopic.set(topic, answer);
+    }
+    return answer;
+  }
+  return forwardTo(topic, partition);
+}
+
+function forwardTo(topic, partition) {
+  return { tag: "ok", val: { tag: "forward", val: { topic, partition } } };
+}
 
 /** The `init` and `route` exports of the component for `marked`. */
 export function witExports(marked, host) {
@@ -34,18 +64,21 @@ export function witExports(marked, host) {
   function route(records, count, context) {
     startCall(context.defaultTargetPartitions);
     const spans = context.headerSpans;
-    const bytes = context.headerBytes;
-    const given = count > 0 ? spans.length / count : 0;
+    const call = {
+      batch: records,
+      spans,
+      bytes: context.headerBytes,
+      given: count > 0 ? spans.length / count : 0,
+    };
     const answers = new Array(count);
     for (let i = 0; i < count; i++) {
       if (routed === null) {
         answers[i] = { tag: "err", val: { tag: "reject", val: "plugin called before init" } };
         continue;
       }
-      const msg = Message.fromHost(records, i, spans, i * given, given, bytes);
       let outputs;
       try {
-        outputs = routed(msg);
+        outputs = routed(new Message(undefined, call, i));
       } catch (e) {
         if (e instanceof RouteError) {
           answers[i] = { tag: "err", val: { tag: e.kind, val: e.reason } };
@@ -54,7 +87,7 @@ export function witExports(marked, host) {
         // A bug of the plugin: the call traps, as a Rust panic does.
         throw e;
       }
-      answers[i] = { tag: "ok", val: routing(outputs) };
+      answers[i] = answer(outputs);
     }
     return answers;
   }
@@ -64,7 +97,7 @@ export function witExports(marked, host) {
 
 /** A lone unchanged output travels as `forward` (nothing copied); anything
  * else as a list. */
-function routing(outputs) {
+function answer(outputs) {
   if (outputs instanceof Output) {
     outputs = [outputs];
   } else if (!Array.isArray(outputs)) {
@@ -76,11 +109,13 @@ function routing(outputs) {
   if (outputs.length === 0) {
     return NO_OUTPUTS;
   }
-  if (outputs.length === 1 && outputs[0] instanceof Output && outputs[0].isForward()) {
+  if (outputs.length === 1) {
     const only = outputs[0];
-    return { tag: "forward", val: { topic: only.topic, partition: only.partition } };
+    if (only instanceof Output && only.isForward()) {
+      return forwardAnswer(only.topic, only.partition);
+    }
   }
-  return { tag: "outputs", val: outputs.map(toWit) };
+  return { tag: "ok", val: { tag: "outputs", val: outputs.map(toWit) } };
 }
 
 function data(d) {

@@ -3,7 +3,6 @@
 import { givenIndex } from "./host.js";
 import { RouteError, toBytes, toHeaders } from "./output.js";
 
-const UNSET = Symbol("unset");
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 function text(bytes) {
@@ -26,90 +25,71 @@ function text(bytes) {
  *     new Message({ key: "order-1", value: '{"total": 10}', headers: { "tenant-id": "acme" } })
  */
 export class Message {
-  #batch = null;
-  #index = 0;
-  #spans = null;
-  #start = 0;
-  #given = 0;
-  #bytes = null;
-  #topic;
-  #partition;
-  #offset;
-  #timestampMs;
-  #key;
-  #value;
-  #headers;
-
-  constructor({
-    topic = "input",
-    partition = 0,
-    offset = 0,
-    timestampMs = undefined,
-    key = null,
-    value = null,
-    headers = [],
-  } = {}) {
-    this.#topic = topic;
-    this.#partition = partition;
-    this.#offset = offset;
-    this.#timestampMs = timestampMs;
-    this.#key = key === null ? null : toBytes(key, "key");
-    this.#value = value === null ? null : toBytes(value, "value");
-    this.#headers = toHeaders(headers);
-  }
-
-  /** Record `index` of the call's `batch`; its wanted headers are
-   * `spans[start .. start + given]` into `bytes`. */
-  static fromHost(batch, index, spans, start, given, bytes) {
-    const msg = new Message();
-    msg.#batch = batch;
-    msg.#index = index;
-    msg.#spans = spans;
-    msg.#start = start;
-    msg.#given = given;
-    msg.#bytes = bytes;
-    msg.#topic = msg.#partition = msg.#offset = msg.#timestampMs = UNSET;
-    msg.#key = msg.#value = msg.#headers = UNSET;
-    return msg;
+  constructor(init, call, index) {
+    if (call !== undefined) {
+      // A record of the router's call: every field is read when first
+      // asked for (`undefined` until then), nothing else is set.
+      this._call = call;
+      this._index = index;
+      return;
+    }
+    const {
+      topic = "input",
+      partition = 0,
+      offset = 0,
+      timestampMs = undefined,
+      key = null,
+      value = null,
+      headers = [],
+    } = init ?? {};
+    this._call = null;
+    this._index = 0;
+    this._topic = topic;
+    this._partition = partition;
+    this._offset = offset;
+    this._timestampMs = timestampMs === undefined ? null : timestampMs;
+    this._key = key === null ? null : toBytes(key, "key");
+    this._value = value === null ? null : toBytes(value, "value");
+    this._headers = toHeaders(headers);
   }
 
   /** The topic the record was consumed from. */
   get topic() {
-    if (this.#topic === UNSET) this.#topic = this.#batch.topic(this.#index);
-    return this.#topic;
+    if (this._topic === undefined) this._topic = this._call.batch.topic(this._index);
+    return this._topic;
   }
 
   /** The partition the record was consumed from. */
   get partition() {
-    if (this.#partition === UNSET) this.#partition = this.#batch.partition(this.#index);
-    return this.#partition;
+    if (this._partition === undefined) this._partition = this._call.batch.partition(this._index);
+    return this._partition;
   }
 
   /** The record's offset in its partition. */
   get offset() {
-    if (this.#offset === UNSET) this.#offset = Number(this.#batch.offset(this.#index));
-    return this.#offset;
+    if (this._offset === undefined) this._offset = Number(this._call.batch.offset(this._index));
+    return this._offset;
   }
 
   /** The record's timestamp (milliseconds since the Unix epoch), if it has one. */
   get timestampMs() {
-    if (this.#timestampMs === UNSET) {
-      const ts = this.#batch.timestampMs(this.#index);
-      this.#timestampMs = ts === undefined || ts === null ? undefined : Number(ts);
+    if (this._timestampMs === undefined) {
+      const ts = this._call.batch.timestampMs(this._index);
+      this._timestampMs = ts === undefined || ts === null ? null : Number(ts);
     }
-    return this.#timestampMs;
+    return this._timestampMs ?? undefined;
   }
 
   /** The key; `null` for a null key. */
   get key() {
-    if (this.#key === UNSET) this.#key = this.#batch.key(this.#index) ?? null;
-    return this.#key;
+    if (this._key === undefined) this._key = this._call.batch.key(this._index) ?? null;
+    return this._key;
   }
 
   /** The value; `null` for a null value (a tombstone). */
   get value() {
-    if (this.#value === UNSET) this.#value = this.#batch.value(this.#index) ?? null;
-    return this.#value;
+    if (this._value === undefined) this._value = this._call.batch.value(this._index) ?? null;
+    return this._value;
   }
 
   /** The key as UTF-8 text; `null` if it is null or not UTF-8. */
@@ -124,8 +104,8 @@ export class Message {
 
   /** Every header (`{key, value}`), in order, duplicates included. */
   get headers() {
-    if (this.#headers === UNSET) this.#headers = this.#batch.headers(this.#index);
-    return this.#headers;
+    if (this._headers === undefined) this._headers = this._call.batch.headers(this._index);
+    return this._headers;
   }
 
   /**
@@ -137,14 +117,15 @@ export class Message {
    * the router.
    */
   header(name) {
-    if (this.#batch !== null && this.#headers === UNSET) {
+    const call = this._call;
+    if (call !== null && this._headers === undefined) {
       const j = givenIndex(name);
-      if (j !== undefined && j < this.#given) {
-        const span = this.#spans[this.#start + j];
+      if (j !== undefined && j < call.given) {
+        const span = call.spans[this._index * call.given + j];
         if (span === undefined || span === null) return null;
-        return this.#bytes.subarray(span.start, span.start + span.len);
+        return call.bytes.subarray(span.start, span.start + span.len);
       }
-      return this.#batch.header(this.#index, name) ?? null;
+      return call.batch.header(this._index, name) ?? null;
     }
     for (const header of this.headers) {
       if (header.key === name) return header.value;

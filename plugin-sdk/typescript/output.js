@@ -63,10 +63,12 @@ export class Output {
   /** The consumed record unchanged (key, value, headers, timestamp), for
    * `topic` (default: the route's default target) and `partition`
    * (default: the key's). */
-  static forward({ topic, partition } = {}) {
+  static forward(placement) {
     const out = new Output();
-    if (topic !== undefined) out.toTopic(topic);
-    if (partition !== undefined) out.toPartition(partition);
+    if (placement !== undefined) {
+      if (placement.topic !== undefined) out.toTopic(placement.topic);
+      if (placement.partition !== undefined) out.toPartition(placement.partition);
+    }
     return out;
   }
 

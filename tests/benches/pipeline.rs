@@ -1,8 +1,9 @@
 //! Records through a router, end to end, side by side: Switchyard (no
-//! plugin, identity, tenant-partitioner, envelope-router) against the
-//! routers teams write by hand (a native Rust rdkafka loop and a Python
-//! confluent-kafka loop, both with the tenant partitioner's logic) and
-//! against the broker alone, all measured in the same run on the same
+//! plugin, identity, tenant-partitioner, envelope-router, each plugin in
+//! Rust, Python and TypeScript) against the routers teams write by hand (a
+//! native Rust rdkafka loop, a Python confluent-kafka loop and a node
+//! kafkajs loop, all with the tenant partitioner's logic) and against the
+//! broker alone, all measured in the same run on the same
 //! brokers: nisshi (the test broker) and librdkafka's mock cluster hosted by
 //! a process of its own.
 //!
@@ -76,19 +77,33 @@ enum RouterKind {
     Identity,
     Tenant,
     Envelope,
+    PythonIdentity,
+    PythonTenant,
+    PythonEnvelope,
+    TypescriptIdentity,
+    TypescriptTenant,
+    TypescriptEnvelope,
     Native,
     Python,
+    Kafkajs,
 }
 
 impl RouterKind {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 14] = [
         Self::Ceiling,
         Self::Passthrough,
         Self::Identity,
         Self::Tenant,
         Self::Envelope,
+        Self::PythonIdentity,
+        Self::PythonTenant,
+        Self::PythonEnvelope,
+        Self::TypescriptIdentity,
+        Self::TypescriptTenant,
+        Self::TypescriptEnvelope,
         Self::Native,
         Self::Python,
+        Self::Kafkajs,
     ];
 
     fn name(self) -> &'static str {
@@ -98,9 +113,34 @@ impl RouterKind {
             Self::Identity => "switchyard, identity",
             Self::Tenant => "switchyard, tenant-partitioner",
             Self::Envelope => "switchyard, envelope-router",
+            Self::PythonIdentity => "switchyard, python identity",
+            Self::PythonTenant => "switchyard, python tenant-partitioner",
+            Self::PythonEnvelope => "switchyard, python envelope-router",
+            Self::TypescriptIdentity => "switchyard, ts identity",
+            Self::TypescriptTenant => "switchyard, ts tenant-partitioner",
+            Self::TypescriptEnvelope => "switchyard, ts envelope-router",
             Self::Native => "native rust loop (rdkafka)",
             Self::Python => "python loop (confluent-kafka)",
+            Self::Kafkajs => "node loop (kafkajs)",
         }
+    }
+
+    /// The plugin a Switchyard row runs and its configuration; `None` for
+    /// the other rows and the one without a plugin.
+    fn plugin(self, target: &str) -> Option<(PathBuf, String)> {
+        let envelope = format!("plugin_config = {{ \"order.created\" = \"{target}\" }}\n");
+        Some(match self {
+            Self::Identity => (fixtures::hello(), String::new()),
+            Self::Tenant => (fixtures::tenant_partitioner(), String::new()),
+            Self::Envelope => (fixtures::envelope_router(), envelope),
+            Self::PythonIdentity => (fixtures::python("hello"), String::new()),
+            Self::PythonTenant => (fixtures::python("tenant-partitioner"), String::new()),
+            Self::PythonEnvelope => (fixtures::python("envelope-router"), envelope),
+            Self::TypescriptIdentity => (fixtures::typescript("hello"), String::new()),
+            Self::TypescriptTenant => (fixtures::typescript("tenant-partitioner"), String::new()),
+            Self::TypescriptEnvelope => (fixtures::typescript("envelope-router"), envelope),
+            _ => return None,
+        })
     }
 }
 
@@ -178,7 +218,7 @@ fn main() -> anyhow::Result<()> {
                         format!("{} on {broker:?}, {size} B records", router.name())
                     })?;
                     eprintln!(
-                        "round {round}: {broker:?} {size} B {:<32} {:>9.0} records/s",
+                        "round {round}: {broker:?} {size} B {:<38} {:>9.0} records/s",
                         router.name(),
                         m.rate
                     );
@@ -232,13 +272,13 @@ fn print_roles(
     if rows.is_empty() {
         return;
     }
-    print!("{:<6}   CPU s/1M by thread: {:<32}", size_name(size), "");
+    print!("{:<6}   CPU s/1M by thread: {:<38}", size_name(size), "");
     for role in ROLES {
         print!(" {role:>10}");
     }
     println!();
     for (router, roles) in rows {
-        print!("{:<6}   {:<52}", size_name(size), router.name());
+        print!("{:<6}   {:<58}", size_name(size), router.name());
         for cpu in roles {
             print!(" {cpu:>10.2}");
         }
@@ -315,7 +355,7 @@ fn report(
     for &broker in &options.brokers {
         println!("\nbroker: {}", broker.describe());
         println!(
-            "{:<6} {:<32} {:>10} {:>7} {:>7} {:>7} {:>9} {:>8}",
+            "{:<6} {:<38} {:>10} {:>7} {:>7} {:>7} {:>9} {:>8}",
             "value", "router", "records/s", "MB/s", "p50 ms", "p99 ms", "CPU s/1M", "RSS MiB"
         );
         for &size in &options.sizes {
@@ -327,7 +367,7 @@ fn report(
                     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
                 };
                 println!(
-                    "{:<6} {:<32} {:>10.0} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>8}{}",
+                    "{:<6} {:<38} {:>10.0} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>8}{}",
                     size_name(size),
                     router.name(),
                     m.rate,
@@ -347,7 +387,10 @@ fn report(
             let rate = |r| summary((broker, size, r)).map(|m| m.rate);
             let cpu = |r| summary((broker, size, r)).and_then(|m| m.cpu_per_million);
             let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-            use RouterKind::{Identity, Native, Passthrough, Python, Tenant};
+            use RouterKind::{
+                Identity, Kafkajs, Native, Passthrough, Python, PythonTenant, Tenant,
+                TypescriptTenant,
+            };
             let targets = [
                 (
                     "tenant-partitioner / native loop, records/s",
@@ -372,6 +415,18 @@ fn report(
                     ratio(rate(Tenant), rate(Python)),
                     ">=",
                     1.5,
+                ),
+                (
+                    "python tenant-partitioner / python loop, records/s",
+                    ratio(rate(PythonTenant), rate(Python)),
+                    ">=",
+                    1.0,
+                ),
+                (
+                    "ts tenant-partitioner / kafkajs loop, records/s",
+                    ratio(rate(TypescriptTenant), rate(Kafkajs)),
+                    ">=",
+                    1.0,
                 ),
             ];
             for (name, value, op, target) in targets {
@@ -398,6 +453,8 @@ struct Tools {
     mock_broker: PathBuf,
     python: PathBuf,
     python_router: PathBuf,
+    node_path: PathBuf,
+    kafkajs_router: PathBuf,
     clock_ticks: f64,
 }
 
@@ -417,9 +474,16 @@ impl Tools {
             None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
                 .join(".cache/switchyard/venv-confluent-kafka-2.12.1/bin/python"),
         };
+        let node_path = match std::env::var_os("SWITCHYARD_BENCH_NODE_PATH") {
+            Some(path) => PathBuf::from(path),
+            None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
+                .join(".cache/switchyard/node-kafkajs-2.2.4/node_modules"),
+        };
+        let kafkajs = node_path.join("kafkajs/package.json");
         for (path, what) in [
             (&switchyard, "the release binary"),
             (&python, "confluent-kafka's Python"),
+            (&kafkajs, "kafkajs"),
         ] {
             anyhow::ensure!(
                 path.is_file(),
@@ -434,6 +498,9 @@ impl Tools {
             mock_broker: PathBuf::from(env!("CARGO_BIN_EXE_mock-broker")),
             python,
             python_router: Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_router.py"),
+            node_path,
+            kafkajs_router: Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("benches/kafkajs_router.cjs"),
             clock_ticks: String::from_utf8(ticks.stdout)?.trim().parse()?,
         })
     }
@@ -536,22 +603,19 @@ impl RouterProcess {
                     .args(&properties);
                 c
             }
-            RouterKind::Passthrough
-            | RouterKind::Identity
-            | RouterKind::Tenant
-            | RouterKind::Envelope => {
-                let plugin = match kind {
-                    RouterKind::Identity => Some((fixtures::hello(), String::new())),
-                    RouterKind::Tenant => Some((fixtures::tenant_partitioner(), String::new())),
-                    RouterKind::Envelope => Some((
-                        fixtures::envelope_router(),
-                        format!("plugin_config = {{ \"order.created\" = \"{target}\" }}\n"),
-                    )),
-                    _ => None,
-                };
-                let plugin = plugin.map_or_else(String::new, |(path, config)| {
-                    format!("plugin = \"{}\"\n{config}", path.display())
-                });
+            RouterKind::Kafkajs => {
+                let mut c = Command::new("node");
+                c.arg(&tools.kafkajs_router)
+                    .args([bootstrap, &group, source, target])
+                    .env("NODE_PATH", &tools.node_path);
+                c
+            }
+            _ => {
+                let plugin = kind
+                    .plugin(target)
+                    .map_or_else(String::new, |(path, config)| {
+                        format!("plugin = \"{}\"\n{config}", path.display())
+                    });
                 let consumer: String = CONSUMER_PROPERTIES
                     .iter()
                     .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))

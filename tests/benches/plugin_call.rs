@@ -89,12 +89,51 @@ fn main() -> anyhow::Result<()> {
             name: "envelope-router (JSON)",
             plugin: fixtures::envelope_router(),
             native: Some(plugin::<envelope_router::EnvelopeRouter>(&envelope_config)?),
-            config: envelope_config,
+            config: envelope_config.clone(),
         },
         Case {
             name: "copy-through",
             plugin: fixtures::copy_through(),
             config: vec![],
+            native: None,
+        },
+        // The same plugins written in Python and TypeScript (an interpreter
+        // in the component): no native column, the Rust rows above are
+        // their baseline.
+        Case {
+            name: "identity (python)",
+            plugin: fixtures::python("hello"),
+            config: vec![],
+            native: None,
+        },
+        Case {
+            name: "tenant-partitioner (python)",
+            plugin: fixtures::python("tenant-partitioner"),
+            config: vec![],
+            native: None,
+        },
+        Case {
+            name: "envelope-router (JSON, python)",
+            plugin: fixtures::python("envelope-router"),
+            config: envelope_config.clone(),
+            native: None,
+        },
+        Case {
+            name: "identity (typescript)",
+            plugin: fixtures::typescript("hello"),
+            config: vec![],
+            native: None,
+        },
+        Case {
+            name: "tenant-partitioner (typescript)",
+            plugin: fixtures::typescript("tenant-partitioner"),
+            config: vec![],
+            native: None,
+        },
+        Case {
+            name: "envelope-router (JSON, typescript)",
+            plugin: fixtures::typescript("envelope-router"),
+            config: envelope_config.clone(),
             native: None,
         },
     ];

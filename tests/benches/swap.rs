@@ -1,8 +1,9 @@
 //! How long a plugin swap takes, from the new file written to the new
 //! version routing (debounce, read, hash, compile, instantiate + `init`
-//! check, swap), for a small plugin, one with more code and a 4 MiB one;
-//! against a baseline measured in the same run: compiling the same bytes
-//! alone.
+//! check, swap), for a small plugin, one with more code, a 4 MiB one, and
+//! the tenant-partitioner written in Python and in TypeScript (a whole
+//! interpreter in the component); against a baseline measured in the same
+//! run: compiling the same bytes alone.
 //!
 //! Run: `cargo bench -p switchyard-tests --bench swap` (no broker needed).
 
@@ -17,6 +18,8 @@ use switchyard::route::{Route, Topics};
 use switchyard_plugin_fixtures as fixtures;
 
 const SWAPS: u64 = 20;
+/// The interpreted components take seconds to compile: fewer swaps.
+const INTERPRETED_SWAPS: u64 = 5;
 
 struct AnyTopic;
 
@@ -56,21 +59,44 @@ fn median_and_worst(mut times: Vec<Duration>) -> (Duration, Duration) {
 
 fn main() -> anyhow::Result<()> {
     let engine = PluginEngine::new()?;
-    let cases: [(&str, PathBuf, &str); 3] = [
-        ("small (versioned)", fixtures::versioned(), ""),
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let cases: [(&str, PathBuf, &str, u64); 5] = [
+        ("small (versioned)", fixtures::versioned(), "", SWAPS),
         (
             "code (envelope-router)",
             fixtures::envelope_router(),
             r#"plugin_config = { "a" = "b" }"#,
+            SWAPS,
         ),
-        ("large (4 MiB table)", fixtures::large(), ""),
+        ("large (4 MiB table)", fixtures::large(), "", SWAPS),
+        (
+            "python tenant-partitioner",
+            fixtures::python("tenant-partitioner"),
+            "",
+            INTERPRETED_SWAPS,
+        ),
+        (
+            "typescript tenant-part.",
+            fixtures::typescript("tenant-partitioner"),
+            "",
+            INTERPRETED_SWAPS,
+        ),
     ];
-    println!("{SWAPS} swaps each; time from the new file written to the new version routing");
+    println!(
+        "{SWAPS} swaps each ({INTERPRETED_SWAPS} for interpreted plugins); \
+         time from the new file written to the new version routing"
+    );
     println!(
         "{:<26} {:>8} {:>14} {:>14} {:>16}",
         "plugin", "size", "swap median", "swap worst", "compile median"
     );
-    for (name, base, plugin_config) in cases {
+    for (name, base, plugin_config, swaps_wanted) in cases {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
+            continue;
+        }
         let wasm = std::fs::read(&base)?;
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("plugin.wasm");
@@ -91,14 +117,14 @@ fn main() -> anyhow::Result<()> {
 
         let mut swaps = Vec::new();
         let mut compiles = Vec::new();
-        for n in 1..=SWAPS {
+        for n in 1..=swaps_wanted {
             let bytes = variant(&wasm, n);
             let expected = sha256(&bytes);
             let start = Instant::now();
             std::fs::write(&path, &bytes)?;
             while route.plugin().is_none_or(|p| p.sha256() != expected) {
                 anyhow::ensure!(
-                    start.elapsed() < Duration::from_secs(30),
+                    start.elapsed() < Duration::from_secs(120),
                     "swap {n} not seen"
                 );
                 std::thread::sleep(Duration::from_millis(1));
@@ -114,7 +140,7 @@ fn main() -> anyhow::Result<()> {
         let (median, worst) = median_and_worst(swaps);
         let (compile, _) = median_and_worst(compiles);
         println!(
-            "{name:<26} {:>6}KB {:>14.1?} {:>14.1?} {:>16.1?}   swap = compile + {:.1?}",
+            "{name:<26} {:>7}KB {:>13.1?} {:>14.1?} {:>16.1?}   swap = compile + {:.1?}",
             wasm.len() / 1024,
             median,
             worst,

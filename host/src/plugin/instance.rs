@@ -114,8 +114,16 @@ pub struct PluginInstance {
     limits: Limits,
     store: Store<HostState>,
     router: Router,
-    /// Set after a trap: the store cannot be entered again.
+    /// Set after a trap (the store cannot be entered again), or when the
+    /// instance's memory has grown too near its limit: the next call
+    /// starts from a fresh instance.
     poisoned: bool,
+    /// The instance's memory once started (after `init`): what it grows
+    /// from.
+    started_bytes: usize,
+    /// Fresh instances started in place of one whose memory grew too near
+    /// its limit.
+    recycled: u64,
     /// Ends calls early when raised (the worker is stopping).
     interrupt: Option<Interrupt>,
     /// Reused for every call: its buffers keep their capacity.
@@ -155,6 +163,7 @@ impl Plugin {
         interrupt: Option<Interrupt>,
     ) -> Result<PluginInstance, PluginError> {
         let (store, router) = self.fresh(config, &context, limits, interrupt.as_ref())?;
+        let started_bytes = store.data().limiter.memory_bytes();
         Ok(PluginInstance {
             plugin: self.clone(),
             config: config.to_vec(),
@@ -163,6 +172,8 @@ impl Plugin {
             store,
             router,
             poisoned: false,
+            started_bytes,
+            recycled: 0,
             interrupt,
             call: types::CallContext {
                 default_target_partitions: 0,
@@ -324,6 +335,7 @@ impl PluginInstance {
                     };
                     RouteFailure::new(kind, format!("cannot restart plugin: {e}"))
                 })?;
+            self.started_bytes = store.data().limiter.memory_bytes();
             self.store = store;
             self.router = router;
             self.poisoned = false;
@@ -354,6 +366,9 @@ impl PluginInstance {
         let state = self.store.data_mut();
         state.batch.clear();
         state.finish_lines();
+        if result.is_ok() {
+            self.recycle_if_grown();
+        }
         match result {
             Ok(answers) if answers.len() == records.len() => Ok(answers
                 .into_iter()
@@ -373,6 +388,43 @@ impl PluginInstance {
                 Err(describe_trap(&e, &self.store))
             }
         }
+    }
+
+    /// After a call that succeeded: replaces the instance before its next
+    /// call if its memory has used up half of the room it had once
+    /// started (between its size after `init` and the route's limit), or
+    /// if it was refused memory during the call and recovered. Memory a
+    /// plugin's language never gives back (a garbage collector that runs
+    /// late, or a leak in its bindings, as componentize-js has) then costs
+    /// a fresh instance now and then (a few milliseconds), never a record.
+    fn recycle_if_grown(&mut self) {
+        let limiter = &self.store.data().limiter;
+        let now = limiter.memory_bytes();
+        let room = self.limits.memory_bytes.saturating_sub(self.started_bytes);
+        if limiter.exceeded.is_some() || now > self.started_bytes + room / 2 {
+            tracing::debug!(
+                plugin = %self.plugin.name(),
+                started_mib = self.started_bytes >> 20,
+                now_mib = now >> 20,
+                limit_mib = self.limits.memory_bytes >> 20,
+                "replacing a plugin instance whose memory grew near its limit"
+            );
+            self.poisoned = true;
+            self.recycled += 1;
+        }
+    }
+
+    /// Bytes of all the instance's linear memories now.
+    #[must_use]
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limiter.memory_bytes()
+    }
+
+    /// How many times this instance was replaced because its memory grew
+    /// near its limit.
+    #[must_use]
+    pub fn recycled(&self) -> u64 {
+        self.recycled
     }
 
     /// The router's form of the plugin's answer for `record`.

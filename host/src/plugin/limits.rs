@@ -52,6 +52,12 @@ impl Default for Limits {
 /// memories together (a component may declare many), bounds the number of
 /// core instances, memories and tables it may create, and remembers a
 /// refusal, so that the resulting trap is reported as a memory failure.
+///
+/// A refused growth of a memory is not a trap by itself: the plugin's
+/// `memory.grow` fails, as wasm says it may, and the plugin decides. A
+/// Rust plugin aborts (the call fails, as `memory`); a garbage-collected
+/// language (JavaScript, Python) collects and goes on within its limit,
+/// and its call succeeds.
 #[derive(Debug)]
 pub(super) struct MemoryLimiter {
     max_bytes: usize,
@@ -90,9 +96,20 @@ impl MemoryLimiter {
         }
     }
 
+    /// Bytes of all the instance's linear memories now.
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.total_bytes
+    }
+
     fn refuse(&mut self, message: String) -> wasmtime::Result<bool> {
         self.exceeded = Some(message.clone());
         wasmtime::bail!(message)
+    }
+
+    /// Refuses a memory growth: `memory.grow` returns -1 to the plugin.
+    fn deny(&mut self, message: String) -> bool {
+        self.exceeded = Some(message);
+        false
     }
 }
 
@@ -109,11 +126,11 @@ impl ResourceLimiter for MemoryLimiter {
         }
         let total = self.total_bytes - current.min(self.total_bytes) + desired;
         if total > self.max_bytes {
-            return self.refuse(format!(
+            return Ok(self.deny(format!(
                 "plugin tried to grow its memory to {} MiB; the route's limit (limits.memory_mib) is {} MiB",
                 total.div_ceil(1 << 20),
                 self.max_bytes >> 20
-            ));
+            )));
         }
         self.total_bytes = total;
         Ok(true)

@@ -10,6 +10,19 @@ from ._output import Header, RouteError, _bytes, _headers
 _UNSET: Any = object()
 
 
+class _Call:
+    """What the records of one router call share: the batch and the
+    headers handed over with it (``given`` per record)."""
+
+    __slots__ = ("batch", "spans", "bytes", "given")
+
+    def __init__(self, batch, spans, data: bytes, given: int) -> None:
+        self.batch = batch
+        self.spans = spans
+        self.bytes = data
+        self.given = given
+
+
 class Message:
     """A consumed Kafka record.
 
@@ -22,21 +35,16 @@ class Message:
         Message(key="order-1", value='{"total": 10}', headers={"tenant-id": "acme"})
     """
 
-    __slots__ = (
-        "_batch",
-        "_index",
-        "_spans",
-        "_start",
-        "_given",
-        "_bytes",
-        "_topic",
-        "_partition",
-        "_offset",
-        "_timestamp_ms",
-        "_key",
-        "_value",
-        "_headers",
-    )
+    # No __slots__: a field not read yet is the class's `_UNSET`, so a
+    # record of the router's call starts with two attributes set and reads
+    # the rest when first asked for.
+    _topic: Any = _UNSET
+    _partition: Any = _UNSET
+    _offset: Any = _UNSET
+    _timestamp_ms: Any = _UNSET
+    _key: Any = _UNSET
+    _value: Any = _UNSET
+    _headers: Any = _UNSET
 
     def __init__(
         self,
@@ -49,7 +57,8 @@ class Message:
         value: bytes | str | None = None,
         headers: Iterable[tuple[str, bytes | str]] | dict = (),
     ) -> None:
-        self._batch = None
+        self._call = None
+        self._index = 0
         self._topic = topic
         self._partition = partition
         self._offset = offset
@@ -59,60 +68,54 @@ class Message:
         self._headers = _headers(headers)
 
     @classmethod
-    def _from_host(cls, batch, index: int, spans, start: int, given: int, data: bytes) -> "Message":
-        """Record ``index`` of the call's ``batch``; its wanted headers are
-        ``spans[start:start + given]`` into ``data``."""
+    def _from_host(cls, call: "_Call", index: int) -> "Message":
+        """Record ``index`` of the router's ``call``. Its fields are left
+        unset, each read from the router when first asked for."""
         msg = cls.__new__(cls)
-        msg._batch = batch
+        msg._call = call
         msg._index = index
-        msg._spans = spans
-        msg._start = start
-        msg._given = given
-        msg._bytes = data
-        msg._topic = msg._partition = msg._offset = msg._timestamp_ms = _UNSET
-        msg._key = msg._value = msg._headers = _UNSET
         return msg
 
     @property
     def topic(self) -> str:
         """The topic the record was consumed from."""
         if self._topic is _UNSET:
-            self._topic = self._batch.topic(self._index)
+            self._topic = self._call.batch.topic(self._index)
         return self._topic
 
     @property
     def partition(self) -> int:
         """The partition the record was consumed from."""
         if self._partition is _UNSET:
-            self._partition = self._batch.partition(self._index)
+            self._partition = self._call.batch.partition(self._index)
         return self._partition
 
     @property
     def offset(self) -> int:
         """The record's offset in its partition."""
         if self._offset is _UNSET:
-            self._offset = self._batch.offset(self._index)
+            self._offset = self._call.batch.offset(self._index)
         return self._offset
 
     @property
     def timestamp_ms(self) -> int | None:
         """The record's timestamp (ms since the Unix epoch), if it has one."""
         if self._timestamp_ms is _UNSET:
-            self._timestamp_ms = self._batch.timestamp_ms(self._index)
+            self._timestamp_ms = self._call.batch.timestamp_ms(self._index)
         return self._timestamp_ms
 
     @property
     def key(self) -> bytes | None:
         """The key; ``None`` for a null key."""
         if self._key is _UNSET:
-            self._key = self._batch.key(self._index)
+            self._key = self._call.batch.key(self._index)
         return self._key
 
     @property
     def value(self) -> bytes | None:
         """The value; ``None`` for a null value (a tombstone)."""
         if self._value is _UNSET:
-            self._value = self._batch.value(self._index)
+            self._value = self._call.batch.value(self._index)
         return self._value
 
     def value_str(self) -> str | None:
@@ -129,7 +132,7 @@ class Message:
     def headers(self) -> list[Header]:
         """Every header, in order, duplicates included."""
         if self._headers is _UNSET:
-            self._headers = [Header(h.key, h.value) for h in self._batch.headers(self._index)]
+            self._headers = [Header(h.key, h.value) for h in self._call.batch.headers(self._index)]
         return self._headers
 
     def header(self, name: str) -> bytes | None:
@@ -140,14 +143,15 @@ class Message:
         router hands the headers a plugin reads over with the call, so
         reading one costs no call into the router.
         """
-        if self._batch is not None and self._headers is _UNSET:
+        call = self._call
+        if call is not None and self._headers is _UNSET:
             j = _host._given_index(name)
-            if j is not None and j < self._given:
-                span = self._spans[self._start + j]
+            if j is not None and j < call.given:
+                span = call.spans[self._index * call.given + j]
                 if span is None:
                     return None
-                return self._bytes[span.start : span.start + span.len]
-            return self._batch.header(self._index, name)
+                return call.bytes[span.start : span.start + span.len]
+            return call.batch.header(self._index, name)
         for header in self.headers:
             if header.key == name:
                 return header.value

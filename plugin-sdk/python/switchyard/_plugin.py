@@ -6,7 +6,7 @@ from typing import TypeVar
 
 from . import _host
 from ._config import Config
-from ._message import Message
+from ._message import Message, _Call
 from ._output import Append, Output, RouteError, _Original
 
 
@@ -73,28 +73,32 @@ def _export(module: str, start: Callable[[Config], Callable]) -> None:
         def route(self, records, count: int, context) -> list:
             _host._call_partitions = context.default_target_partitions
             spans = context.header_spans
-            data = context.header_bytes
-            given = len(spans) // count if count else 0
+            call = _Call(records, spans, context.header_bytes, len(spans) // count if count else 0)
             fn = routed
+            if fn is None:
+                return [Err(wit.RouteError_Reject("plugin called before init"))] * count
+            from_host = Message._from_host
             answers = []
             for i in range(count):
-                if fn is None:
-                    answers.append(Err(wit.RouteError_Reject("plugin called before init")))
-                    continue
-                msg = Message._from_host(records, i, spans, i * given, given, data)
                 try:
-                    outputs = fn(msg)
+                    outputs = fn(from_host(call, i))
                 except RouteError as e:
                     error = wit.RouteError_Retry if e.kind == "retry" else wit.RouteError_Reject
                     answers.append(Err(error(e.reason)))
                     continue
-                answers.append(Ok(_routing(outputs, wit)))
+                answers.append(_answer(outputs, wit, Ok))
             return answers
 
     setattr(sys.modules[module], "WitWorld", WitWorld)
 
 
-def _routing(outputs, wit):
+#: The answers of unchanged records, by (topic, partition), kept and
+#: reused: most records of a router or a partitioner get one of a few.
+_forwards: dict = {}
+_MAX_FORWARDS = 4096
+
+
+def _answer(outputs, wit, ok):
     """A lone unchanged output travels as ``forward`` (nothing copied);
     anything else as a list."""
     if isinstance(outputs, Output):
@@ -103,10 +107,17 @@ def _routing(outputs, wit):
         raise TypeError(
             f"route returned {type(outputs).__name__}: return a list of outputs ([] drops the record)"
         )
-    if len(outputs) == 1 and outputs[0].is_forward():
+    if len(outputs) == 1:
         only = outputs[0]
-        return wit.Routing_Forward(wit.Placement(only.topic, only.partition))
-    return wit.Routing_Outputs([_to_wit(out, wit) for out in outputs])
+        if only.is_forward():
+            place = (only.topic, only.partition)
+            answer = _forwards.get(place)
+            if answer is None:
+                answer = ok(wit.Routing_Forward(wit.Placement(*place)))
+                if len(_forwards) < _MAX_FORWARDS:
+                    _forwards[place] = answer
+            return answer
+    return ok(wit.Routing_Outputs([_to_wit(out, wit) for out in outputs]))
 
 
 def _to_wit(out: Output, wit):
