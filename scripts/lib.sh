@@ -208,14 +208,17 @@ ensure_bench_python() {
     ensure_venv "$BENCH_VENV" "import confluent_kafka" "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
 }
 
-# kafkajs, for the hand-written node router the benchmarks compare with.
+# kafkajs and its LZ4 codec, for the hand-written node router the
+# benchmarks compare with.
 KAFKAJS_VERSION="2.2.4"
+KAFKAJS_LZ4_VERSION="1.2.1"
 BENCH_NODE_DIR="$TOOLS_DIR/node-kafkajs-$KAFKAJS_VERSION"
 ensure_bench_node() {
-    if [ -f "$BENCH_NODE_DIR/node_modules/kafkajs/package.json" ]; then
+    if [ -f "$BENCH_NODE_DIR/node_modules/kafkajs-lz4/package.json" ]; then
         return
     fi
     log "installing kafkajs $KAFKAJS_VERSION into $BENCH_NODE_DIR"
     mkdir -p "$BENCH_NODE_DIR"
-    npm install --prefix "$BENCH_NODE_DIR" --no-audit --no-fund --loglevel=error "kafkajs@$KAFKAJS_VERSION"
+    npm install --prefix "$BENCH_NODE_DIR" --no-audit --no-fund --loglevel=error \
+        "kafkajs@$KAFKAJS_VERSION" "kafkajs-lz4@$KAFKAJS_LZ4_VERSION"
 }

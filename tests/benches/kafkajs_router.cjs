@@ -2,13 +2,17 @@
 // with: a kafkajs consume -> produce loop with the tenant partitioner's
 // logic (partition = FNV-1a-32 of the `tenant-id` header, or of the key,
 // modulo the target's partition count), a batch at a time, one `send` per
-// batch, auto-commit, no checks.
+// batch, auto-commit, no checks. LZ4 both ways, with the kafkajs-lz4
+// codec, as the other routers read and write it.
 //
 // Usage: node kafkajs_router.cjs BOOTSTRAP GROUP SOURCE TARGET
-// (kafkajs found through NODE_PATH). Runs until killed.
+// (kafkajs and kafkajs-lz4 found through NODE_PATH). Runs until killed.
 "use strict";
 
-const { Kafka, logLevel } = require("kafkajs");
+const { CompressionCodecs, CompressionTypes, Kafka, logLevel } = require("kafkajs");
+const LZ4 = require("kafkajs-lz4");
+
+CompressionCodecs[CompressionTypes.LZ4] = new LZ4().codec;
 
 function fnv1a32(bytes) {
   let h = 0x811c9dc5;
@@ -47,7 +51,7 @@ async function main() {
           partition: fnv1a32(tenant) % partitions,
         };
       });
-      await producer.send({ topic: target, messages });
+      await producer.send({ topic: target, messages, compression: CompressionTypes.LZ4 });
     },
   });
 }

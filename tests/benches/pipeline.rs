@@ -479,11 +479,11 @@ impl Tools {
             None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
                 .join(".cache/switchyard/node-kafkajs-2.2.4/node_modules"),
         };
-        let kafkajs = node_path.join("kafkajs/package.json");
+        let kafkajs = node_path.join("kafkajs-lz4/package.json");
         for (path, what) in [
             (&switchyard, "the release binary"),
             (&python, "confluent-kafka's Python"),
-            (&kafkajs, "kafkajs"),
+            (&kafkajs, "kafkajs and kafkajs-lz4"),
         ] {
             anyhow::ensure!(
                 path.is_file(),

@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import _host
+from ._host import _given
 from ._output import Header, RouteError, _bytes, _headers
 
 _UNSET: Any = object()
@@ -145,7 +146,9 @@ class Message:
         """
         call = self._call
         if call is not None and self._headers is _UNSET:
-            j = _host._given_index(name)
+            j = _given.get(name)
+            if j is None:
+                j = _host._given_index(name)
             if j is not None and j < call.given:
                 span = call.spans[self._index * call.given + j]
                 if span is None:

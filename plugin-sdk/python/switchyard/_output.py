@@ -62,15 +62,15 @@ class Output:
     change it with the ``to_*``/``with_*`` methods, which return it.
     """
 
-    __slots__ = ("topic", "partition", "key", "value", "headers", "timestamp_ms")
-
-    def __init__(self) -> None:
-        self.topic: str | None = None
-        self.partition: int | None = None
-        self.key: bytes | None | _Original = ORIGINAL
-        self.value: bytes | None | _Original = ORIGINAL
-        self.headers: Append | Replace | _Original = ORIGINAL
-        self.timestamp_ms: int | None = None
+    # No __slots__: a field left as it is stays the class's default, so an
+    # output that forwards the record sets one or two attributes.
+    _FIELDS = ("topic", "partition", "key", "value", "headers", "timestamp_ms")
+    topic: str | None = None
+    partition: int | None = None
+    key: "bytes | None | _Original" = ORIGINAL
+    value: "bytes | None | _Original" = ORIGINAL
+    headers: "Append | Replace | _Original" = ORIGINAL
+    timestamp_ms: int | None = None
 
     @classmethod
     def forward(cls, *, topic: str | None = None, partition: int | None = None) -> "Output":
@@ -78,8 +78,10 @@ class Output:
         for ``topic`` (default: the route's default target) and
         ``partition`` (default: the key's)."""
         out = cls()
-        out.topic = topic
-        out.partition = partition
+        if topic is not None:
+            out.topic = topic
+        if partition is not None:
+            out.partition = partition
         return out
 
     @classmethod
@@ -161,13 +163,13 @@ class Output:
         )
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
         return f"Output({fields})"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Output):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        return all(getattr(self, n) == getattr(other, n) for n in self._FIELDS)
 
 
 class RouteError(Exception):

@@ -7,7 +7,7 @@ from typing import TypeVar
 from . import _host
 from ._config import Config
 from ._message import Message, _Call
-from ._output import Append, Output, RouteError, _Original
+from ._output import ORIGINAL, Append, Output, RouteError, _Original
 
 
 class Plugin:
@@ -101,15 +101,16 @@ _MAX_FORWARDS = 4096
 def _answer(outputs, wit, ok):
     """A lone unchanged output travels as ``forward`` (nothing copied);
     anything else as a list."""
-    if isinstance(outputs, Output):
-        outputs = (outputs,)
-    elif not isinstance(outputs, (list, tuple)):
-        raise TypeError(
-            f"route returned {type(outputs).__name__}: return a list of outputs ([] drops the record)"
-        )
-    if len(outputs) == 1:
+    if type(outputs) is list and len(outputs) == 1:
         only = outputs[0]
-        if only.is_forward():
+        # Output.is_forward, inlined: this runs for nearly every record.
+        if (
+            type(only) is Output
+            and only.key is ORIGINAL
+            and only.value is ORIGINAL
+            and only.headers is ORIGINAL
+            and only.timestamp_ms is None
+        ):
             place = (only.topic, only.partition)
             answer = _forwards.get(place)
             if answer is None:
@@ -117,6 +118,14 @@ def _answer(outputs, wit, ok):
                 if len(_forwards) < _MAX_FORWARDS:
                     _forwards[place] = answer
             return answer
+    if isinstance(outputs, Output):
+        outputs = [outputs]
+    elif not isinstance(outputs, (list, tuple)):
+        raise TypeError(
+            f"route returned {type(outputs).__name__}: return a list of outputs ([] drops the record)"
+        )
+    if len(outputs) == 1 and outputs[0].is_forward():
+        return _answer([outputs[0]], wit, ok)
     return ok(wit.Routing_Outputs([_to_wit(out, wit) for out in outputs]))
 
 
