@@ -364,6 +364,32 @@ impl TestRecord {
     }
 }
 
+/// Checks a dead-letter record of the misbehaving fixtures: the consumed
+/// record kept (its value, and its `case` header equal to it), the failure
+/// `kind`, `error` among the words of its reason, and the `attempts` made.
+/// `what` names the case in failure messages.
+pub fn assert_dead_letter(
+    record: &TestRecord,
+    value: &str,
+    kind: &str,
+    error: &str,
+    attempts: u32,
+    what: &str,
+) {
+    let header = |key: &str| {
+        record
+            .header_str(key)
+            .unwrap_or_else(|| panic!("{what}: no header '{key}' on {record:?}"))
+            .to_owned()
+    };
+    assert_eq!(record.value_str(), value, "{what}: value kept");
+    assert_eq!(header("case"), value, "{what}: headers kept");
+    assert_eq!(header("dlq-error-kind"), kind, "{what}");
+    let reason = header("dlq-error");
+    assert!(reason.contains(error), "{what}: dlq-error is '{reason}'");
+    assert_eq!(header("dlq-attempts"), attempts.to_string(), "{what}");
+}
+
 /// Writes `records` to `topic` and waits until all are acknowledged.
 pub fn produce(topic: &str, records: &[TestRecord]) -> anyhow::Result<()> {
     produce_on(broker(), topic, records)

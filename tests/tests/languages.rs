@@ -17,20 +17,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchyard::pipeline::LogFailures;
-use switchyard::plugin::{Limits, PluginEngine, RouteContext};
+use switchyard::plugin::{FailureKind, Limits, PluginEngine, RouteContext};
 use switchyard::record::SourceRecord;
 use switchyard::router::{self, RouterHandle};
 use switchyard_plugin_fixtures as fixtures;
-use switchyard_tests::{TestRecord, consume, create_topics, produce, random_topic, wait_until};
+use switchyard_tests::{
+    TestRecord, assert_dead_letter, consume, create_topics, produce, random_topic, wait_until,
+};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(180);
 const MAX_ATTEMPTS: u32 = 3;
-
-fn header<'a>(record: &'a TestRecord, key: &str) -> &'a str {
-    record
-        .header_str(key)
-        .unwrap_or_else(|| panic!("no header '{key}' on {record:?}"))
-}
 
 fn start(config: &str, group: &str) -> RouterHandle {
     let config = switchyard_tests::router_config(group, config).unwrap();
@@ -130,24 +126,12 @@ max_backoff_ms = 40
             .iter()
             .find(|r| r.key.as_deref() == Some(format!("bad-{i}").as_bytes()))
             .unwrap_or_else(|| panic!("{what}: not dead-lettered"));
-        assert_eq!(record.value_str(), case.value, "{what}: value kept");
-        assert_eq!(header(record, "case"), case.value, "{what}: headers kept");
-        assert_eq!(header(record, "dlq-error-kind"), case.kind, "{what}");
-        assert!(
-            header(record, "dlq-error").contains(case.error),
-            "{what}: dlq-error is '{}'",
-            header(record, "dlq-error")
-        );
         let attempts = if case.kind == "retry-exhausted" {
             MAX_ATTEMPTS
         } else {
             1
         };
-        assert_eq!(
-            header(record, "dlq-attempts"),
-            attempts.to_string(),
-            "{what}"
-        );
+        assert_dead_letter(record, case.value, case.kind, case.error, attempts, &what);
     }
     let stats = router.routes()[0].stats.snapshot();
     assert_eq!(stats.dead_lettered, bad.len() as u64, "{lang}: counted");
@@ -343,27 +327,12 @@ fn an_instance_whose_memory_keeps_growing_is_replaced_before_it_fails_a_record()
     // componentize-js's bindings leak about 1.4 KiB per call: with 16 MiB
     // (9 MiB once started), an instance would fail a record for memory
     // after ~5,000 calls.
-    let engine = PluginEngine::new().unwrap();
-    let plugin = engine.load(&fixtures::typescript("hello")).unwrap();
     let limits = Limits {
         memory_bytes: 16 << 20,
         ..Limits::default()
     };
-    let context = RouteContext::new(
-        "leak".to_owned(),
-        "out".to_owned(),
-        Arc::new(HashMap::from([("out".to_owned(), 1)])),
-    );
-    let mut instance = plugin.instantiate(&[], context, limits).unwrap();
-    let record = Arc::new(SourceRecord {
-        topic: "in".into(),
-        partition: 0,
-        offset: 0,
-        timestamp_ms: None,
-        key: Some(Bytes::from_static(b"k")),
-        value: Some(Bytes::from_static(b"v")),
-        headers: Vec::new(),
-    });
+    let mut instance = instance_of(&fixtures::typescript("hello"), limits);
+    let record = record("v");
     for i in 0..20_000 {
         if let Err(failure) = instance.route(&record) {
             panic!("call {i} failed: {failure}");
@@ -375,4 +344,60 @@ fn an_instance_whose_memory_keeps_growing_is_replaced_before_it_fails_a_record()
         instance.recycled()
     );
     assert!(instance.memory_bytes() <= limits.memory_bytes);
+}
+
+/// An instance of the plugin at `path`, on its own engine, with `limits`.
+fn instance_of(path: &Path, limits: Limits) -> switchyard::plugin::PluginInstance {
+    let engine = PluginEngine::new().unwrap();
+    let plugin = engine.load(path).unwrap();
+    let context = RouteContext::new(
+        "instance".to_owned(),
+        "out".to_owned(),
+        Arc::new(HashMap::from([("out".to_owned(), 1)])),
+    );
+    plugin.instantiate(&[], context, limits).unwrap()
+}
+
+fn record(value: &'static str) -> Arc<SourceRecord> {
+    Arc::new(SourceRecord {
+        topic: "in".into(),
+        partition: 0,
+        offset: 0,
+        timestamp_ms: None,
+        key: Some(Bytes::from_static(b"k")),
+        value: Some(Bytes::from_static(value.as_bytes())),
+        headers: Vec::new(),
+    })
+}
+
+#[test]
+fn a_refused_memory_growth_is_the_plugin_s_to_handle_and_costs_it_its_instance() {
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let mut instance = instance_of(&fixtures::hostile(), limits);
+    // memory.grow by 1 GiB fails; the plugin goes on and routes the record.
+    let outputs = instance.route(&record("grow-refused")).unwrap();
+    assert_eq!(outputs.len(), 1);
+    let grow = outputs[0]
+        .headers()
+        .find(|h| h.key == "grow")
+        .map(|h| h.value.clone());
+    assert_eq!(grow.as_deref(), Some(b"refused".as_slice()));
+    assert!(instance.memory_bytes() <= limits.memory_bytes);
+    // Refused memory once: the next call runs on a fresh instance.
+    assert_eq!(instance.recycled(), 1);
+    assert_eq!(instance.route(&record("fine")).unwrap().len(), 1);
+    assert_eq!(
+        instance.recycled(),
+        1,
+        "a fresh instance is not replaced again"
+    );
+    // A plugin that cannot go on without the memory fails its record, as
+    // `memory`, and the one after it routes.
+    let failure = instance.route(&record("grow")).unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Memory, "{failure}");
+    assert!(failure.message.contains("limits.memory_mib"), "{failure}");
+    assert_eq!(instance.route(&record("fine")).unwrap().len(), 1);
 }

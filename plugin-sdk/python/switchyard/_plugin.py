@@ -111,22 +111,27 @@ def _answer(outputs, wit, ok):
             and only.headers is ORIGINAL
             and only.timestamp_ms is None
         ):
-            place = (only.topic, only.partition)
-            answer = _forwards.get(place)
-            if answer is None:
-                answer = ok(wit.Routing_Forward(wit.Placement(*place)))
-                if len(_forwards) < _MAX_FORWARDS:
-                    _forwards[place] = answer
-            return answer
+            return _forward(only, wit, ok)
     if isinstance(outputs, Output):
         outputs = [outputs]
     elif not isinstance(outputs, (list, tuple)):
         raise TypeError(
             f"route returned {type(outputs).__name__}: return a list of outputs ([] drops the record)"
         )
-    if len(outputs) == 1 and outputs[0].is_forward():
-        return _answer([outputs[0]], wit, ok)
+    if len(outputs) == 1 and isinstance(outputs[0], Output) and outputs[0].is_forward():
+        return _forward(outputs[0], wit, ok)
     return ok(wit.Routing_Outputs([_to_wit(out, wit) for out in outputs]))
+
+
+def _forward(only: Output, wit, ok):
+    """The ``forward`` answer to ``only``'s place, built once per place."""
+    place = (only.topic, only.partition)
+    answer = _forwards.get(place)
+    if answer is None:
+        answer = ok(wit.Routing_Forward(wit.Placement(*place)))
+        if len(_forwards) < _MAX_FORWARDS:
+            _forwards[place] = answer
+    return answer
 
 
 def _to_wit(out: Output, wit):

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `loop` | never returns |
 //! | `grow` | allocates 1 MiB after 1 MiB, forever |
+//! | `grow-refused` | asks `memory.grow` for 1 GiB; forwards with header `grow: refused` if it fails, rejects if it is granted |
 //! | `recurse` | recurses until the stack runs out |
 //! | `panic` | panics |
 //! | `trap` | executes `unreachable` |
@@ -95,6 +96,10 @@ impl Plugin for Hostile {
                     black_box(&hoard);
                 }
             }
+            "grow-refused" if grow_refused() => {
+                Ok(vec![Output::forward().header("grow", "refused")])
+            }
+            "grow-refused" => Err(RouteError::reject("a growth of 1 GiB was granted")),
             "recurse" => Ok(vec![
                 Output::forward().header("depth", recurse(0).to_string()),
             ]),
@@ -251,6 +256,17 @@ fn recurse(depth: u64) -> u64 {
     recurse(black_box(
         frame[usize::try_from(depth % 64).unwrap_or(0)] + 1,
     )) + frame[0]
+}
+
+/// Whether `memory.grow` by 1 GiB (16,384 pages) failed.
+#[cfg(target_arch = "wasm32")]
+fn grow_refused() -> bool {
+    core::arch::wasm32::memory_grow::<0>(16_384) == usize::MAX
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn grow_refused() -> bool {
+    true
 }
 
 #[cfg(target_arch = "wasm32")]
