@@ -11,7 +11,9 @@
 //! router as a process of its own (so its CPU time and peak RSS are its
 //! own). The driver writes the records with at most a window of them not
 //! yet seen on the target (the mock keeps only ~5 MiB per partition) and
-//! reads the target back:
+//! reads the target back (with `--preload`, nisshi only, it writes them
+//! all before the router starts: the catch-up case of a new group, or of a
+//! router back after an outage):
 //! - throughput: from the first output read to the last, every record
 //!   checked present (duplicates counted);
 //! - CPU: the router process's user + system time over the same span,
@@ -19,13 +21,16 @@
 //!   Switchyard's consumer thread, its partition workers, the thread
 //!   serving delivery reports, and the rest: the hand-written loops' main
 //!   thread);
+//! - records per plugin call: Switchyard's mean over the run, from its
+//!   metrics (an interpreted plugin pays a fixed cost per call);
 //! - latency: afterwards, records written at a steady rate, each stamped
 //!   with its send time, measured when read back from the target;
 //! - peak RSS: the router process's `VmHWM` at the end.
 //!
 //! Run: `scripts/bench` (installs and builds what this needs), or
 //! `cargo bench -p switchyard-tests --bench pipeline -- [--records N]
-//! [--sizes 100,1024] [--brokers nisshi,mock] [--rounds N] [--only NAME]`.
+//! [--sizes 100,1024] [--brokers nisshi,mock] [--rounds N] [--only NAME]
+//! [--preload]`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_tests::{OwnBroker, create_topics_on, random_topic};
@@ -152,6 +157,10 @@ struct Options {
     only: Vec<String>,
     latency_records: usize,
     latency_rate: u32,
+    /// Write every record before the router starts (the catch-up case: a
+    /// new group, or a router back after an outage), instead of streaming
+    /// them in while it runs.
+    preload: bool,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -163,6 +172,7 @@ fn options() -> anyhow::Result<Options> {
         only: Vec::new(),
         latency_records: 5_000,
         latency_rate: 2_000,
+        preload: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -190,12 +200,17 @@ fn options() -> anyhow::Result<Options> {
                     .collect::<Result<_, _>>()?;
             }
             "--only" => options.only.push(value()?),
+            "--preload" => options.preload = true,
             other => bail!("unknown argument '{other}'"),
         }
     }
     anyhow::ensure!(
         options.records >= 2 && options.rounds >= 1,
         "nothing to measure"
+    );
+    anyhow::ensure!(
+        !options.preload || !options.brokers.contains(&BrokerKind::Mock),
+        "--preload needs --brokers nisshi: the mock cluster keeps only ~5 MiB a partition"
     );
     Ok(options)
 }
@@ -310,6 +325,8 @@ struct Measurement {
     /// The same, by thread role ([`ROLES`]).
     cpu_by_role: Option<[f64; ROLES.len()]>,
     peak_rss_mib: Option<f64>,
+    /// Switchyard's records per plugin call, on average.
+    records_per_call: Option<f64>,
     duplicates: u64,
 }
 
@@ -344,19 +361,36 @@ fn report(
                 })
             }),
             peak_rss_mib: pick(&|m| m.peak_rss_mib),
+            records_per_call: pick(&|m| m.records_per_call),
             duplicates: runs.iter().map(|m| m.duplicates).sum(),
         })
     };
     println!(
-        "\n{} records per row, {PARTITIONS} partitions in and out, median of {} round(s); \
-         latency: {} records at {}/s after the throughput run",
-        options.records, options.rounds, options.latency_records, options.latency_rate
+        "\n{} records per row, {}, {PARTITIONS} partitions in and out, median of {} \
+         round(s); latency: {} records at {}/s after the throughput run",
+        options.records,
+        if options.preload {
+            "written before the router starts"
+        } else {
+            "streamed in while it runs"
+        },
+        options.rounds,
+        options.latency_records,
+        options.latency_rate
     );
     for &broker in &options.brokers {
         println!("\nbroker: {}", broker.describe());
         println!(
-            "{:<6} {:<38} {:>10} {:>7} {:>7} {:>7} {:>9} {:>8}",
-            "value", "router", "records/s", "MB/s", "p50 ms", "p99 ms", "CPU s/1M", "RSS MiB"
+            "{:<6} {:<38} {:>10} {:>7} {:>7} {:>7} {:>9} {:>8} {:>9}",
+            "value",
+            "router",
+            "records/s",
+            "MB/s",
+            "p50 ms",
+            "p99 ms",
+            "CPU s/1M",
+            "RSS MiB",
+            "rec/call"
         );
         for &size in &options.sizes {
             for &router in routers {
@@ -367,7 +401,7 @@ fn report(
                     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
                 };
                 println!(
-                    "{:<6} {:<38} {:>10.0} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>8}{}",
+                    "{:<6} {:<38} {:>10.0} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>8} {:>9}{}",
                     size_name(size),
                     router.name(),
                     m.rate,
@@ -376,6 +410,7 @@ fn report(
                     m.p99_ms,
                     opt(m.cpu_per_million, 2),
                     opt(m.peak_rss_mib, 0),
+                    opt(m.records_per_call, 1),
                     if m.duplicates > 0 {
                         format!("  ({} duplicates)", m.duplicates)
                     } else {
@@ -572,6 +607,8 @@ impl Drop for Broker {
 struct RouterProcess {
     child: Child,
     log: PathBuf,
+    /// Switchyard's HTTP endpoint.
+    http: Option<String>,
 }
 
 impl RouterProcess {
@@ -588,6 +625,7 @@ impl RouterProcess {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let mut http = None;
         let mut command = match kind {
             RouterKind::Ceiling => return Ok(None),
             RouterKind::Native => {
@@ -620,16 +658,21 @@ impl RouterProcess {
                     .iter()
                     .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))
                     .collect();
+                // A free port now; taken again by the router a moment later.
+                let listen = std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .to_string();
                 let config = dir.join("router.toml");
                 std::fs::write(
                     &config,
                     format!(
                         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n\
-                         [kafka.consumer]\n{consumer}\n[http]\nenabled = false\n\n\
+                         [kafka.consumer]\n{consumer}\n[http]\nlisten = \"{listen}\"\n\n\
                          [[routes]]\nname = \"bench\"\nsource_topics = [\"{source}\"]\n\
                          default_target = \"{target}\"\non_failure = \"skip\"\n{plugin}"
                     ),
                 )?;
+                http = Some(listen);
                 let mut c = Command::new(&tools.switchyard);
                 c.arg("run")
                     .arg("--config")
@@ -646,7 +689,35 @@ impl RouterProcess {
             .stderr(out)
             .spawn()
             .with_context(|| format!("cannot start {}", kind.name()))?;
-        Ok(Some(Self { child, log }))
+        Ok(Some(Self { child, log, http }))
+    }
+
+    /// Switchyard's records per plugin call so far, on average, from its
+    /// metrics; `None` for the other routers and without a plugin call.
+    fn records_per_call(&self) -> anyhow::Result<Option<f64>> {
+        use std::io::{Read as _, Write as _};
+        let Some(http) = &self.http else {
+            return Ok(None);
+        };
+        let mut stream = std::net::TcpStream::connect(http)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut page = String::new();
+        stream.read_to_string(&mut page)?;
+        let value = |name: &str| {
+            page.lines()
+                .find_map(|l| l.strip_prefix(name)?.split_whitespace().last())
+                .map(str::parse::<f64>)
+                .transpose()
+        };
+        let (sum, count) = (
+            value("switchyard_plugin_call_records_sum{")?,
+            value("switchyard_plugin_call_records_count{")?,
+        );
+        Ok(match (sum, count) {
+            (Some(sum), Some(count)) if count > 0.0 => Some(sum / count),
+            _ => None,
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -761,14 +832,21 @@ fn run(
     };
     let broker = Broker::start(tools, broker_kind, &topics)?;
     let dir = tempfile::tempdir()?;
-    let mut router = RouterProcess::spawn(
-        tools,
-        router_kind,
-        broker.addr(),
-        &source,
-        &target,
-        dir.path(),
-    )?;
+    let spawn_router = || {
+        RouterProcess::spawn(
+            tools,
+            router_kind,
+            broker.addr(),
+            &source,
+            &target,
+            dir.path(),
+        )
+    };
+    let mut router = if options.preload {
+        None
+    } else {
+        spawn_router()?
+    };
 
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", broker.addr())
@@ -797,8 +875,12 @@ fn run(
     let n = options.records;
     let values = Arc::new(values(size));
     let progress = Arc::new(Progress::default());
-    let window = (WINDOW_BYTES / size.max(1)).clamp(1_000, MAX_WINDOW);
-    let writer = std::thread::spawn({
+    let window = if options.preload {
+        n
+    } else {
+        (WINDOW_BYTES / size.max(1)).clamp(1_000, MAX_WINDOW)
+    };
+    let mut writer = Some(std::thread::spawn({
         let (producer, values, progress, source) = (
             producer.clone(),
             values.clone(),
@@ -821,12 +903,23 @@ fn run(
             }
             Ok(())
         }
-    });
+    }));
+    let join = |writer: std::thread::JoinHandle<anyhow::Result<()>>| {
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writer panicked"))?
+    };
+    if options.preload {
+        join(writer.take().context("no writer")?)?;
+        producer.flush(Duration::from_secs(60))?;
+        router = spawn_router()?;
+    }
     let mut seen = vec![false; n];
     let (mut unique, mut duplicates) = (0_usize, 0_u64);
     type Cpu = Option<(f64, [f64; ROLES.len()])>;
     let mut first: Option<(Instant, Cpu)> = None;
     let mut last: (Instant, Cpu) = (Instant::now(), None);
+    let mut records_per_call = None;
     while unique < n {
         let message = next_record(&consumer, &mut router, || {
             format!("{unique} of {n} records")
@@ -848,14 +941,19 @@ fn run(
         }
         if unique == n {
             last = (Instant::now(), cpu()?);
+            records_per_call = router
+                .as_ref()
+                .map(RouterProcess::records_per_call)
+                .transpose()?
+                .flatten();
         }
         if unique % 1_000 == 0 || unique == n {
             progress.advance(unique);
         }
     }
-    writer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
+    if let Some(writer) = writer.take() {
+        join(writer)?;
+    }
     let (started, cpu_start) = first.context("nothing read back")?;
     let span = last.0.duration_since(started).as_secs_f64();
     let rate = (n - 1) as f64 / span;
@@ -885,6 +983,7 @@ fn run(
         cpu_per_million,
         cpu_by_role,
         peak_rss_mib,
+        records_per_call,
         duplicates,
     })
 }
