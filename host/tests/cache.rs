@@ -187,3 +187,66 @@ fn a_compilation_past_its_time_is_refused_and_nothing_is_cached() {
         ["init()", "route()"]
     );
 }
+
+/// Sets `path`'s modification time to `age` ago.
+fn age(path: &Path, age: std::time::Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+}
+
+#[test]
+fn a_full_cache_drops_its_least_recently_used_artifacts_and_keeps_the_new_one() {
+    // The size of filter's artifact, from a cache of its own.
+    let scratch = tempfile::tempdir().unwrap();
+    PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(scratch.path()))
+        .load(&fixtures::filter())
+        .unwrap();
+    let filter_len = std::fs::metadata(cached_files(scratch.path()).remove(0))
+        .unwrap()
+        .len();
+
+    let dir = tempfile::tempdir().unwrap();
+    let roomy = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(dir.path()));
+    let hello = roomy.load(&fixtures::hello()).unwrap();
+    let fan_out = roomy.load(&fixtures::fan_out()).unwrap();
+    let (hello_file, fan_out_file) = (
+        artifact_of(dir.path(), hello.sha256()),
+        artifact_of(dir.path(), fan_out.sha256()),
+    );
+    // hello was written first, fan-out after it; then hello is used again.
+    age(&hello_file, std::time::Duration::from_secs(7200));
+    age(&fan_out_file, std::time::Duration::from_secs(3600));
+    roomy.load(&fixtures::hello()).unwrap();
+    // A leftover of a write that never finished, hours old.
+    let leftover = dir.path().join(".artifact-interrupted");
+    std::fs::write(&leftover, b"half an artifact").unwrap();
+    age(&leftover, std::time::Duration::from_secs(7200));
+
+    // Room for filter and one more: fan-out, the least recently used, goes.
+    let hello_len = std::fs::metadata(&hello_file).unwrap().len();
+    let tight = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(dir.path()).with_max_bytes(hello_len + filter_len));
+    let filter = tight.load(&fixtures::filter()).unwrap();
+    let mut left = cached_files(dir.path());
+    left.sort();
+    let mut expected = vec![hello_file, artifact_of(dir.path(), filter.sha256())];
+    expected.sort();
+    assert_eq!(left, expected);
+
+    // A cache too small for anything keeps the artifact it just wrote.
+    let tiny = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(dir.path()).with_max_bytes(1));
+    let again = tiny.load(&fixtures::fan_out()).unwrap();
+    assert_eq!(
+        cached_files(dir.path()),
+        [artifact_of(dir.path(), again.sha256())]
+    );
+    assert_eq!(again.exports(), ["init()", "route()"]);
+}

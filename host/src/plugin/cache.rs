@@ -21,6 +21,15 @@
 //! - artifacts are written to a new file with an unpredictable name
 //!   (created exclusively, `0600`, never through a link) and renamed into
 //!   place, so a reader never sees half of one.
+//!
+//! # Bounded
+//!
+//! Every plugin version ever loaded would otherwise stay (an interpreted
+//! plugin's artifact is ~40 MB): after each write, the least recently
+//! used artifacts (by modification time, which a load renews) are removed
+//! until the folder holds at most `SWITCHYARD_CACHE_MAX_MIB` (default
+//! 1024), the one just written always kept. A removed artifact only costs
+//! its plugin a compilation the next time it is loaded.
 
 use std::fs::{File, Metadata};
 use std::hash::{Hash, Hasher};
@@ -28,6 +37,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -38,15 +48,39 @@ pub struct ArtifactCache {
     dir: PathBuf,
     /// Whether the folder may be used, decided once (`Err`: why not).
     usable: Arc<OnceLock<Result<(), String>>>,
+    /// The most the artifacts may hold together, in bytes.
+    max_bytes: u64,
 }
 
+/// `SWITCHYARD_CACHE_MAX_MIB` when unset: room for ~25 versions of an
+/// interpreted plugin, or thousands of Rust ones.
+const DEFAULT_MAX_MIB: u64 = 1024;
+
+/// A write that never finished (the router died during it) leaves its
+/// temporary file; one older than this is removed.
+const STALE_WRITE: Duration = Duration::from_secs(3600);
+
 impl ArtifactCache {
-    /// A cache in `dir` (created, private, when first needed).
+    /// A cache in `dir` (created, private, when first needed), holding at
+    /// most `SWITCHYARD_CACHE_MAX_MIB` (default 1024).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let max_mib = std::env::var("SWITCHYARD_CACHE_MAX_MIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_MAX_MIB);
         Self {
             dir: dir.into(),
             usable: Arc::new(OnceLock::new()),
+            max_bytes: max_mib.saturating_mul(1 << 20),
         }
+    }
+
+    /// The same cache, holding at most `max_bytes` of artifacts.
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// `$SWITCHYARD_CACHE_DIR`, else `$XDG_CACHE_HOME/switchyard/compiled`,
@@ -125,8 +159,47 @@ impl ArtifactCache {
         if !self.usable() {
             return;
         }
-        if let Err(e) = self.write(&self.path(engine, sha256), compiled) {
+        let path = self.path(engine, sha256);
+        if let Err(e) = self.write(&path, compiled) {
             tracing::debug!(dir = %self.dir.display(), error = %e, "compiled plugin not cached");
+        }
+        self.prune(&path);
+    }
+
+    /// Removes the least recently used artifacts until the folder holds at
+    /// most `max_bytes` of them (`keep` stays whatever its size), and the
+    /// leftovers of writes that never finished.
+    fn prune(&self, keep: &Path) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut artifacts = Vec::new();
+        for entry in entries.flatten() {
+            let (path, name) = (entry.path(), entry.file_name());
+            let Some(name) = name.to_str() else { continue };
+            // Not followed: a link is nobody's artifact.
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            if name.starts_with(".artifact-") {
+                if modified.elapsed().is_ok_and(|age| age > STALE_WRITE) {
+                    remove(&path, "an unfinished write");
+                }
+            } else if name.ends_with(".cwasm") {
+                artifacts.push((path == keep, modified, meta.len(), path));
+            }
+        }
+        // The one just written first, then the most recently used.
+        artifacts.sort_by_key(|a| std::cmp::Reverse((a.0, a.1)));
+        let mut held = 0_u64;
+        for (kept, _, len, path) in artifacts {
+            if kept || held.saturating_add(len) <= self.max_bytes {
+                held = held.saturating_add(len);
+            } else {
+                remove(&path, "least recently used");
+            }
         }
     }
 
@@ -141,6 +214,18 @@ impl ArtifactCache {
         tmp.as_file().sync_data()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+/// Removes a file of the cache, saying why at debug level.
+fn remove(path: &Path, why: &str) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::debug!(path = %path.display(), why, "compiled plugin removed from the cache")
+        }
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "cannot remove a compiled plugin from the cache")
+        }
     }
 }
 
@@ -184,6 +269,11 @@ fn read_private(path: &Path) -> Result<Option<Vec<u8>>, String> {
     (&file)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read it: {e}"))?;
+    // Used now: the last to be removed when the cache is full. (Its owner
+    // may set its times whatever the descriptor's mode.)
+    if let Err(e) = file.set_modified(SystemTime::now()) {
+        tracing::debug!(path = %path.display(), error = %e, "cannot mark a compiled plugin used");
+    }
     Ok(Some(bytes))
 }
 
