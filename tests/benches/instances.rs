@@ -10,7 +10,8 @@
 //! measured before and after; the Rust tenant-partitioner in the same run
 //! is the baseline. Instances share the compiled code and map the
 //! component's initial memory copy-on-write, so each costs only the pages
-//! it writes.
+//! it writes: the "private" column. The "RSS" column counts every page an
+//! instance maps once per instance (what `ps` adds up), shared or not.
 //!
 //! Run: `cargo bench -p switchyard-tests --bench instances [-- NAME...]`
 
@@ -25,15 +26,24 @@ use switchyard_plugin_fixtures as fixtures;
 const INSTANCES: usize = 64;
 const BATCH: usize = 128;
 
-/// Resident memory of this process, in bytes.
-fn rss() -> anyhow::Result<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm")?;
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("/proc/self/statm: no resident field"))?
-        .parse()?;
-    Ok(pages * 4096)
+/// This process's memory, in bytes: resident (`Rss`, which counts a page
+/// shared by several mappings once per mapping) and private to it
+/// (`Anonymous`: pages written, which is what each instance adds to the
+/// machine's memory; the component's initial memory image is shared).
+fn process_memory() -> anyhow::Result<(u64, u64)> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let kib: u64 = rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .ok_or_else(|| anyhow::anyhow!("/proc/self/smaps_rollup: no {name}"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kib * 1024)
+    };
+    Ok((field("Rss:")?, field("Anonymous:")?))
 }
 
 fn record(i: usize) -> Arc<SourceRecord> {
@@ -103,11 +113,18 @@ fn main() -> anyhow::Result<()> {
     );
     let batch: Vec<_> = (0..BATCH).map(record).collect();
     println!(
-        "{INSTANCES} instances each, one call of {BATCH} records per instance; RSS of this process"
+        "{INSTANCES} instances each, one call of {BATCH} records per instance; memory of this process"
     );
     println!(
-        "{:<30} {:>9} {:>10} {:>12} {:>11} {:>14} {:>9}",
-        "plugin", "size", "compile", "start each", "memory", "RSS/instance", "vs rust"
+        "{:<30} {:>9} {:>10} {:>12} {:>11} {:>14} {:>18} {:>9}",
+        "plugin",
+        "size",
+        "compile",
+        "start each",
+        "memory",
+        "RSS/instance",
+        "private/instance",
+        "vs rust"
     );
     let mut baseline = None;
     for (name, path, config) in cases {
@@ -123,7 +140,7 @@ fn main() -> anyhow::Result<()> {
         let mut first = plugin.instantiate(&config, context.clone(), Limits::default())?;
         let memory = first.memory_bytes();
         first.route_batch(&batch)?;
-        let before = rss()?;
+        let before = process_memory()?;
         let started = Instant::now();
         let mut instances = Vec::with_capacity(INSTANCES);
         for _ in 0..INSTANCES {
@@ -133,16 +150,22 @@ fn main() -> anyhow::Result<()> {
             instances.push(instance);
         }
         let start_each = started.elapsed() / u32::try_from(INSTANCES)?;
-        let per_instance = rss()?.saturating_sub(before) as f64 / INSTANCES as f64;
-        let base = *baseline.get_or_insert(per_instance);
+        let after = process_memory()?;
+        let per_instance = |now: u64, then: u64| {
+            now.saturating_sub(then) as f64 / INSTANCES as f64 / f64::from(1 << 20)
+        };
+        let (rss, private) = (
+            per_instance(after.0, before.0),
+            per_instance(after.1, before.1),
+        );
+        let base = *baseline.get_or_insert(private);
         println!(
-            "{name:<30} {:>7}KB {:>10.1?} {:>12.1?} {:>8.1}MiB {:>11.2}MiB {:>8.1}x",
+            "{name:<30} {:>7}KB {:>10.1?} {:>12.1?} {:>8.1}MiB {rss:>11.2}MiB {private:>15.2}MiB {:>8.1}x",
             size / 1024,
             compile,
             start_each,
             memory as f64 / f64::from(1 << 20),
-            per_instance / f64::from(1 << 20),
-            per_instance / base
+            private / base
         );
         drop(instances);
         drop(first);

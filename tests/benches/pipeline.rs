@@ -40,6 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -1097,14 +1098,23 @@ fn send(
             value: Some(sent.as_str()),
         });
     }
-    // The queue (100,000 messages by default) holds more than the window:
-    // it cannot fill.
-    let record = BaseRecord::to(topic)
+    let mut record = BaseRecord::to(topic)
         .key(key)
         .payload(value)
         .headers(headers);
-    producer.send(record).map_err(|(e, _)| e)?;
-    Ok(())
+    // The queue (100,000 messages by default) holds more than a window; it
+    // fills when every record is written up front (`--preload`), and
+    // empties as the broker acknowledges them.
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
 }
 
 /// The number in a record's key `{prefix}{n}`.
