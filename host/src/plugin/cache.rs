@@ -42,6 +42,8 @@ use std::time::{Duration, SystemTime};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::engine::env_limit;
+
 /// A folder of compiled plugins.
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
@@ -64,11 +66,7 @@ impl ArtifactCache {
     /// A cache in `dir` (created, private, when first needed), holding at
     /// most `SWITCHYARD_CACHE_MAX_MIB` (default 1024).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        let max_mib = std::env::var("SWITCHYARD_CACHE_MAX_MIB")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(DEFAULT_MAX_MIB);
+        let max_mib = env_limit("SWITCHYARD_CACHE_MAX_MIB", DEFAULT_MAX_MIB);
         Self {
             dir: dir.into(),
             usable: Arc::new(OnceLock::new()),

@@ -448,7 +448,7 @@ const DEFAULT_COMPILE_TIMEOUT_S: u64 = 60;
 
 /// A positive whole number from the environment variable `name`, else
 /// `default`.
-fn env_limit(name: &str, default: u64) -> u64 {
+pub(super) fn env_limit(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse().ok())
