@@ -319,6 +319,10 @@ impl PluginEngine {
                 ),
             }
         })?;
+        prepare_memory_image(&component).map_err(|e| PluginError::Instantiate {
+            path: path.clone(),
+            reason: format!("cannot prepare its initial memory: {}", one_line(&e)),
+        })?;
         if let (Some(cache), Some(compiled)) = (&self.cache, compiled) {
             cache.store(&self.engine, &sha256, &compiled);
         }
@@ -336,6 +340,32 @@ impl PluginEngine {
             pre,
             engine: self.clone(),
         })
+    }
+}
+
+/// Builds the copy-on-write image every instance of `component` starts
+/// its memory from, now rather than at the first instantiation, so that a
+/// plugin that loads also starts.
+///
+/// On Linux the image lives in a sealed memfd, and the kernel refuses the
+/// seal (EBUSY) while anything else still holds a reference to one of its
+/// freshly written pages; that clears by itself, so a failure is retried a
+/// few times (each try writes a new memfd) before it is reported.
+fn prepare_memory_image(component: &Component) -> wasmtime::Result<()> {
+    const TRIES: u32 = 5;
+    let mut pause = Duration::from_millis(20);
+    let mut tries = 1;
+    loop {
+        match component.initialize_copy_on_write_image() {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < TRIES => {
+                tracing::debug!(error = %one_line(&e), tries, "memory image not ready; trying again");
+                std::thread::sleep(pause);
+                pause *= 2;
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
