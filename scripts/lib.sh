@@ -150,6 +150,25 @@ assert version('prometheus-client') == '$PROMETHEUS_CLIENT_VERSION'" \
         "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
 }
 
+# The schema tests' independent encoders and decoders: confluent-kafka's
+# schema-registry serializers (with their in-process mock registry) and
+# fastavro.
+SCHEMA_CONFLUENT_KAFKA_VERSION="2.16.1"
+FASTAVRO_VERSION="1.13.1"
+SCHEMA_PYTHON_VENV="$TOOLS_DIR/venv-schemas-$SCHEMA_CONFLUENT_KAFKA_VERSION"
+ensure_schema_python() {
+    ensure_venv "$SCHEMA_PYTHON_VENV" "
+import fastavro, google.protobuf, jsonschema
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer
+from importlib.metadata import version
+assert version('confluent-kafka') == '$SCHEMA_CONFLUENT_KAFKA_VERSION'
+assert version('fastavro') == '$FASTAVRO_VERSION'" \
+        "confluent-kafka[avro,protobuf,json,schemaregistry]==$SCHEMA_CONFLUENT_KAFKA_VERSION" \
+        "fastavro==$FASTAVRO_VERSION"
+}
+
 # Starts the test broker on a free loopback port in a fresh folder and
 # exports SWITCHYARD_TEST_BROKER; it stops when this shell exits.
 start_test_broker() {

@@ -51,5 +51,6 @@ pub mod record;
 pub mod reload;
 pub mod route;
 pub mod router;
+pub mod schema;
 pub mod stats;
 pub mod status;

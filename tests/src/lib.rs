@@ -575,6 +575,21 @@ pub fn test_python() -> PathBuf {
     python
 }
 
+/// The Python of the schema tests' independent encoders (confluent-kafka's
+/// schema-registry serializers, fastavro), installed by `scripts/setup`.
+#[must_use]
+pub fn schema_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("SWITCHYARD_SCHEMA_PYTHON") {
+        return python.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    let python = PathBuf::from(home).join(".cache/switchyard/venv-schemas-2.16.1/bin/python");
+    if !python.is_file() {
+        panic!("{} not found: run scripts/setup", python.display());
+    }
+    python
+}
+
 /// One sample of a metrics exposition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

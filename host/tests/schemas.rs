@@ -1,0 +1,298 @@
+//! Records in the schema-registry wire format written and read by
+//! encoders that are not Switchyard's (confluent-kafka's serializers and
+//! fastavro, `schemas/independent.py`): Switchyard reads theirs, and they
+//! read Switchyard's.
+#![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+use switchyard::schema::dir::{self, SchemaDir};
+use switchyard::schema::{Compiled, DecodeError, Format, wire};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemas/independent.py");
+
+struct Case {
+    name: String,
+    topic: String,
+    bytes: Vec<u8>,
+    value: Value,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The independent encoders' records, and the directory of their schemas.
+fn encoded() -> (tempfile::TempDir, Vec<Case>) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(switchyard_tests::schema_python())
+        .arg(SCRIPT)
+        .arg("encode")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cases = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let line: Value = serde_json::from_str(line).unwrap();
+            Case {
+                name: line["case"].as_str().unwrap().to_owned(),
+                topic: line["topic"].as_str().unwrap().to_owned(),
+                bytes: unhex(line["bytes"].as_str().unwrap()),
+                value: line["value"].clone(),
+            }
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(cases.len(), 8, "every case of the script");
+    (dir, cases)
+}
+
+fn compiled(dir: &Path, framed: &[u8]) -> Compiled {
+    let (id, _) = wire::split(framed).unwrap();
+    let schemas = SchemaDir::open(&dir.join("schemas")).unwrap();
+    let resolved = dir::resolve(&schemas, id).unwrap().unwrap();
+    Compiled::compile(id, &resolved).unwrap()
+}
+
+/// What `independent.py decode` makes of `records` (topic, framed bytes).
+fn decoded_independently(records: &[(String, String, Vec<u8>)]) -> Vec<(String, Value)> {
+    let mut child = Command::new(switchyard_tests::schema_python())
+        .arg(SCRIPT)
+        .arg("decode")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for (case, topic, bytes) in records {
+        input.push_str(&json!({"case": case, "topic": topic, "bytes": hex(bytes)}).to_string());
+        input.push('\n');
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let line: Value = serde_json::from_str(line).unwrap();
+            (
+                line["case"].as_str().unwrap().to_owned(),
+                line["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn records_of_independent_encoders_decode_to_what_they_wrote() {
+    let (dir, cases) = encoded();
+    for case in &cases {
+        let schema = compiled(dir.path(), &case.bytes);
+        schema.validate(&case.bytes).unwrap();
+        assert_eq!(
+            schema.decode(&case.bytes).unwrap(),
+            case.value,
+            "{}",
+            case.name
+        );
+    }
+    let formats: Vec<Format> = cases
+        .iter()
+        .map(|c| compiled(dir.path(), &c.bytes).format())
+        .collect();
+    for format in [Format::Avro, Format::Protobuf, Format::Json] {
+        assert!(formats.contains(&format), "a {} case", format.name());
+    }
+}
+
+#[test]
+fn a_field_is_read_by_its_path() {
+    let (dir, cases) = encoded();
+    let case = |name: &str| cases.iter().find(|c| c.name == name).unwrap();
+    let field = |name: &str, path: &[&str]| {
+        let case = case(name);
+        compiled(dir.path(), &case.bytes)
+            .field(&case.bytes, path)
+            .unwrap()
+    };
+    // Avro: nested records, a union, an array item, a map value, a
+    // referenced type's enum, a fixed.
+    assert_eq!(
+        field("avro 0", &["customer", "region"]),
+        Some(json!("eu-west"))
+    );
+    assert_eq!(field("avro 1", &["customer", "region"]), Some(Value::Null));
+    assert_eq!(field("avro 0", &["lines", "1", "sku"]), Some(json!("B-2")));
+    assert_eq!(field("avro 0", &["tags", "channel"]), Some(json!("web")));
+    assert_eq!(field("avro 0", &["total", "currency"]), Some(json!("EUR")));
+    assert_eq!(field("avro 1", &["note"]), Some(json!(42)));
+    assert_eq!(
+        field("avro 0", &["digest"]),
+        Some(json!("\u{0}\u{1}\u{fe}\u{ff}"))
+    );
+    assert_eq!(field("avro 0", &["paid"]), Some(json!(true)));
+    // Paths that lead nowhere.
+    assert_eq!(field("avro 0", &["customer", "nope"]), None);
+    assert_eq!(field("avro 0", &["lines", "2", "sku"]), None);
+    assert_eq!(field("avro 0", &["tags", "missing"]), None);
+    assert_eq!(field("avro 0", &["id", "deeper"]), None);
+    // Protobuf: a field of the second message, of a nested message.
+    assert_eq!(field("protobuf 0", &["region"]), Some(json!("eu-west")));
+    assert_eq!(
+        field("protobuf 0", &["parcels", "1", "weight_grams"]),
+        Some(json!(1200))
+    );
+    assert_eq!(field("protobuf nested 0", &["fragile"]), Some(json!(true)));
+    // JSON Schema.
+    assert_eq!(field("json 0", &["tenant"]), Some(json!("acme")));
+    assert_eq!(field("json 1", &["count"]), None);
+}
+
+#[test]
+fn what_switchyard_writes_is_what_the_independent_encoders_write_and_read() {
+    let (dir, cases) = encoded();
+    let mut written = Vec::new();
+    for case in &cases {
+        let schema = compiled(dir.path(), &case.bytes);
+        let message = (case.topic == "parcels").then_some("shop.Shipment.Parcel");
+        let message = if case.topic == "shipments" {
+            Some("Shipment")
+        } else {
+            message
+        };
+        let bytes = schema.encode(&case.value, message).unwrap();
+        // The same value, the same schema: the same bytes (Avro and
+        // Protobuf encodings are deterministic here; the JSON is compact).
+        assert_eq!(hex(&bytes), hex(&case.bytes), "{}", case.name);
+        written.push((case.name.clone(), case.topic.clone(), bytes));
+    }
+    // And the independent decoders read them back.
+    let read = decoded_independently(&written);
+    assert_eq!(read.len(), cases.len());
+    for ((name, value), case) in read.iter().zip(&cases) {
+        assert_eq!(name, &case.name);
+        assert_eq!(value, &case.value, "{name}");
+    }
+}
+
+#[test]
+fn avro_json_round_trips_through_switchyard_alone() {
+    let (dir, cases) = encoded();
+    for case in cases.iter().filter(|c| c.topic == "orders") {
+        let schema = compiled(dir.path(), &case.bytes);
+        let json = schema.decode(&case.bytes).unwrap();
+        assert_eq!(
+            schema.encode(&json, None).unwrap(),
+            case.bytes,
+            "{}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn bad_bytes_are_errors_that_name_the_schema_and_the_field() {
+    let (dir, cases) = encoded();
+    let order = &cases.iter().find(|c| c.name == "avro 0").unwrap().bytes;
+    let schema = compiled(dir.path(), order);
+    let reason = |bytes: &[u8]| schema.validate(bytes).unwrap_err().to_string();
+
+    // Truncated framing, and bytes that are not framed at all.
+    assert!(matches!(
+        schema.validate(&order[..3]),
+        Err(DecodeError::Framing(wire::FramingError::Truncated {
+            len: 3
+        }))
+    ));
+    assert!(reason(b"{\"id\": 1}").contains("magic byte"));
+    // A body cut short: the field where it ended is named.
+    let cut = reason(&order[..order.len() - 2]);
+    assert!(
+        cut.contains("schema 2 (Avro)") && cut.contains("at 'raw'"),
+        "{cut}"
+    );
+    // Bytes left over.
+    let mut longer = order.clone();
+    longer.push(0);
+    assert!(reason(&longer).contains("left over"), "{}", reason(&longer));
+    // An out-of-range union branch (the customer's region: index 9).
+    let mut bad_union = order.clone();
+    let at = order.windows(2).position(|w| w == [0x06, b'A']).unwrap() + 4;
+    assert_eq!(bad_union[at], 2, "the region's branch index");
+    bad_union[at] = 18;
+    let union = reason(&bad_union);
+    assert!(
+        union.contains("customer.region") && union.contains("branch 9"),
+        "{union}"
+    );
+    // A record written with another schema.
+    let mut other = order.clone();
+    other[4] = 1;
+    assert!(reason(&other).contains("written with schema 1"));
+}
+
+#[test]
+fn missing_and_broken_schemas_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("7.avsc"),
+        "{\"type\": \"record\", \"name\": \"X\"}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("8.json"),
+        r#"{"schema": "{\"type\": \"record\", \"name\": \"Y\", \"fields\": [{\"name\": \"m\", \"type\": \"Money\"}]}",
+            "references": [{"name": "Money", "subject": "money", "version": 3}]}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("9.json"), "not json").unwrap();
+    std::fs::write(
+        dir.path().join("10.proto"),
+        "syntax = \"proto3\"; message M { int32 a = 1 }",
+    )
+    .unwrap();
+    let schemas = SchemaDir::open(dir.path()).unwrap();
+
+    assert_eq!(dir::resolve(&schemas, 6).unwrap(), None);
+    let avro = dir::resolve(&schemas, 7).unwrap().unwrap();
+    let err = Compiled::compile(7, &avro).unwrap_err();
+    assert!(err.contains("fields"), "{err}");
+    let err = dir::resolve(&schemas, 8).unwrap_err().to_string();
+    assert!(err.contains("version 3 of subject 'money'"), "{err}");
+    let err = dir::resolve(&schemas, 9).unwrap_err().to_string();
+    assert!(
+        err.contains("9.json") && err.contains("not a registry answer"),
+        "{err}"
+    );
+    let proto = dir::resolve(&schemas, 10).unwrap().unwrap();
+    let err = Compiled::compile(10, &proto).unwrap_err();
+    assert!(err.contains("expected"), "{err}");
+}
