@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use switchyard::schema::dir::{self, SchemaDir};
+use std::sync::Arc;
+
+use switchyard::schema::dir::SchemaDir;
+use switchyard::schema::store::{Lookup, SchemaStore};
 use switchyard::schema::{Compiled, DecodeError, Format, wire};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemas/independent.py");
@@ -63,11 +66,21 @@ fn encoded() -> (tempfile::TempDir, Vec<Case>) {
     (dir, cases)
 }
 
-fn compiled(dir: &Path, framed: &[u8]) -> Compiled {
+/// A store of the schemas in `dir` alone.
+fn store(dir: &Path) -> Arc<SchemaStore> {
+    Arc::new(SchemaStore::new(
+        Some(SchemaDir::open(dir).unwrap()),
+        None,
+        None,
+    ))
+}
+
+fn compiled(dir: &Path, framed: &[u8]) -> Arc<Compiled> {
     let (id, _) = wire::split(framed).unwrap();
-    let schemas = SchemaDir::open(&dir.join("schemas")).unwrap();
-    let resolved = dir::resolve(&schemas, id).unwrap().unwrap();
-    Compiled::compile(id, &resolved).unwrap()
+    match store(&dir.join("schemas")).lookup(id) {
+        Lookup::Ready(schema) => schema,
+        other => panic!("schema {id}: {other:?}"),
+    }
 }
 
 /// What `independent.py decode` makes of `records` (topic, framed bytes).
@@ -279,20 +292,29 @@ fn missing_and_broken_schemas_are_named() {
         "syntax = \"proto3\"; message M { int32 a = 1 }",
     )
     .unwrap();
-    let schemas = SchemaDir::open(dir.path()).unwrap();
+    let store = store(dir.path());
+    let failed = |id| match store.lookup(id) {
+        Lookup::Failed(reason) => reason.to_string(),
+        other => panic!("schema {id}: {other:?}"),
+    };
 
-    assert_eq!(dir::resolve(&schemas, 6).unwrap(), None);
-    let avro = dir::resolve(&schemas, 7).unwrap().unwrap();
-    let err = Compiled::compile(7, &avro).unwrap_err();
-    assert!(err.contains("fields"), "{err}");
-    let err = dir::resolve(&schemas, 8).unwrap_err().to_string();
-    assert!(err.contains("version 3 of subject 'money'"), "{err}");
-    let err = dir::resolve(&schemas, 9).unwrap_err().to_string();
+    let err = failed(6);
+    assert!(err.contains("schema 6 is in no schema source"), "{err}");
+    let err = failed(7);
+    assert!(
+        err.contains("schema 7 (Avro) does not compile") && err.contains("fields"),
+        "{err}"
+    );
+    let err = failed(8);
+    assert!(
+        err.contains("schema 8 references 'Money'") && err.contains("version 3 of subject 'money'"),
+        "{err}"
+    );
+    let err = failed(9);
     assert!(
         err.contains("9.json") && err.contains("not a registry answer"),
         "{err}"
     );
-    let proto = dir::resolve(&schemas, 10).unwrap().unwrap();
-    let err = Compiled::compile(10, &proto).unwrap_err();
+    let err = failed(10);
     assert!(err.contains("expected"), "{err}");
 }

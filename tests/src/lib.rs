@@ -11,6 +11,8 @@
     reason = "test support: a missing broker fails the test loudly"
 )]
 
+pub mod registry;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};

@@ -10,14 +10,13 @@
 //!   Avro, Protobuf or JSON Schema schema, without references.
 //!
 //! A reference to version V of subject S resolves to the `.json` file that
-//! says `"subject": "S", "version": V`.
+//! says `"subject": "S", "version": V` (see [`super::store`]).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Format, Reference, Resolved, SchemaText};
+use super::{Format, Reference, SchemaText};
 
 /// Schema files larger than this are refused (the largest real schemas
 /// are a few hundred KiB).
@@ -135,7 +134,7 @@ impl SchemaDir {
     }
 
     /// Version `version` of `subject` (its latest when `None`), with its
-    /// ID.
+    /// ID and its version.
     ///
     /// # Errors
     /// When a file of the directory cannot be read or is not a schema.
@@ -143,7 +142,7 @@ impl SchemaDir {
         &self,
         subject: &str,
         version: Option<i32>,
-    ) -> Result<Option<(u32, SchemaText)>, DirError> {
+    ) -> Result<Option<(u32, i32, SchemaText)>, DirError> {
         let dir_error = |e: std::io::Error| DirError {
             path: self.path.clone(),
             reason: e.to_string(),
@@ -177,10 +176,10 @@ impl SchemaDir {
                 best = Some((v, id, answer));
             }
         }
-        best.map(|(_, id, answer)| {
+        best.map(|(version, id, answer)| {
             answer
                 .into_text()
-                .map(|text| (id, text))
+                .map(|text| (id, version, text))
                 .map_err(|reason| DirError {
                     path: self.path.join(format!("{id}.json")),
                     reason,
@@ -222,52 +221,4 @@ fn read(path: &Path) -> Result<Option<String>, DirError> {
     std::fs::read_to_string(path)
         .map(Some)
         .map_err(|e| error(e.to_string()))
-}
-
-/// Resolves schema `id` and everything it references, transitively,
-/// from `dir`: the schema, and each referenced schema with the reference
-/// that named it (dependencies before what depends on them).
-///
-/// # Errors
-/// A missing schema or reference, named, or a file that is not a schema.
-pub fn resolve(dir: &SchemaDir, id: u32) -> Result<Option<Resolved>, DirError> {
-    let Some(schema) = dir.by_id(id)? else {
-        return Ok(None);
-    };
-    let mut resolved: Vec<(Reference, SchemaText)> = Vec::new();
-    let mut seen: HashSet<(String, i32)> = HashSet::new();
-    let mut stack: Vec<(Reference, usize)> =
-        schema.references.iter().cloned().map(|r| (r, 1)).collect();
-    let mut pending: Vec<(Reference, SchemaText, usize)> = Vec::new();
-    while let Some((reference, depth)) = stack.pop() {
-        if depth > 32 {
-            return Err(DirError {
-                path: dir.path.clone(),
-                reason: format!("schema {id}: references nest more than 32 deep"),
-            });
-        }
-        if !seen.insert((reference.subject.clone(), reference.version)) {
-            continue;
-        }
-        let Some((_, text)) = dir.by_subject(&reference.subject, Some(reference.version))? else {
-            return Err(DirError {
-                path: dir.path.clone(),
-                reason: format!(
-                    "schema {id} references '{}', version {} of subject '{}', which no file of the directory is",
-                    reference.name, reference.version, reference.subject
-                ),
-            });
-        };
-        for inner in &text.references {
-            stack.push((inner.clone(), depth + 1));
-        }
-        pending.push((reference, text, depth));
-    }
-    // Deepest first: what a schema depends on comes before it.
-    pending.sort_by_key(|(_, _, depth)| std::cmp::Reverse(*depth));
-    resolved.extend(pending.into_iter().map(|(r, t, _)| (r, t)));
-    Ok(Some(Resolved {
-        schema,
-        references: resolved,
-    }))
 }

@@ -6,6 +6,8 @@
 mod avro;
 pub mod dir;
 mod protobuf;
+pub mod registry;
+pub mod store;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

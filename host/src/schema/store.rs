@@ -1,0 +1,372 @@
+//! Schemas by ID for the record path: compiled once per process (an ID's
+//! schema never changes), looked up without blocking, fetched off the
+//! workers — once per ID however many records wait on it — from the
+//! schema directory first, then the registry.
+//!
+//! A worker that meets an ID not yet here gets [`Lookup::Pending`] and
+//! waits ([`SchemaStore::wait`]) while a task fetches it: a registry that
+//! is down is asked again with backoff (100 ms doubling to 30 s) for as
+//! long as it takes, and nothing is failed for it. An ID the sources say
+//! they do not have, or whose schema does not compile, is
+//! [`Lookup::Failed`]: its records fail (kind `schema`). A "not found" is
+//! remembered for [`NOT_FOUND_TTL`] only, for a schema registered just
+//! after a record that uses it was read.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::dir::{DirError, SchemaDir};
+use super::registry::{FetchError, Registry};
+use super::{Compiled, Reference, Resolved, SchemaText};
+
+/// How long an ID the sources do not have stays "not found" before it is
+/// asked for again.
+pub const NOT_FOUND_TTL: Duration = Duration::from_secs(30);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// References nest at most this deep.
+const MAX_REFERENCE_DEPTH: usize = 32;
+
+/// An ID's schema, as far as the store knows now.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Compiled and ready.
+    Ready(Arc<Compiled>),
+    /// Its records cannot be read: why.
+    Failed(Arc<str>),
+    /// Being fetched: wait, then look again. Why it is not here yet, if a
+    /// request failed.
+    Pending(Option<Arc<str>>),
+}
+
+#[derive(Debug)]
+enum Slot {
+    Ready(Arc<Compiled>),
+    Failed {
+        reason: Arc<str>,
+        until: Option<Instant>,
+    },
+    Fetching {
+        last_error: Option<Arc<str>>,
+    },
+}
+
+/// What the store did, for metrics.
+#[derive(Debug, Default)]
+pub struct SchemaStats {
+    /// Lookups answered from memory (ready or failed).
+    pub hits: AtomicU64,
+    /// Lookups that started a fetch.
+    pub misses: AtomicU64,
+    /// Registry requests answered with a schema.
+    pub registry_ok: AtomicU64,
+    /// Registry requests answered "not found".
+    pub registry_not_found: AtomicU64,
+    /// Registry requests that failed (no answer, an error, an unusable
+    /// answer).
+    pub registry_failed: AtomicU64,
+    /// Schemas that did not compile.
+    pub invalid: AtomicU64,
+}
+
+/// Where schemas come from, and the ones already compiled.
+#[derive(Debug)]
+pub struct SchemaStore {
+    dir: Option<SchemaDir>,
+    registry: Option<Registry>,
+    runtime: Option<tokio::runtime::Handle>,
+    slots: Mutex<HashMap<u32, Slot>>,
+    changed: Condvar,
+    /// The registry's last failure, while it lasts (for `/ready`).
+    registry_down: Mutex<Option<Arc<str>>>,
+    stats: SchemaStats,
+}
+
+impl SchemaStore {
+    /// A store reading `dir`, then `registry` (fetched on `runtime`; a
+    /// store without a registry reads its directory in the caller).
+    #[must_use]
+    pub fn new(
+        dir: Option<SchemaDir>,
+        registry: Option<Registry>,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Self {
+        Self {
+            dir,
+            registry,
+            runtime,
+            slots: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+            registry_down: Mutex::new(None),
+            stats: SchemaStats::default(),
+        }
+    }
+
+    /// What the store did so far.
+    #[must_use]
+    pub fn stats(&self) -> &SchemaStats {
+        &self.stats
+    }
+
+    /// The registry, if the store has one.
+    #[must_use]
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_ref()
+    }
+
+    /// Why the registry could not be used, while it cannot be.
+    #[must_use]
+    pub fn registry_down(&self) -> Option<Arc<str>> {
+        lock(&self.registry_down).clone()
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<u32, Slot>> {
+        lock(&self.slots)
+    }
+
+    /// Schema `id`, without blocking: ready, failed, or being fetched (a
+    /// fetch starts on the first lookup).
+    pub fn lookup(self: &Arc<Self>, id: u32) -> Lookup {
+        let mut slots = self.slots();
+        match slots.get(&id) {
+            Some(Slot::Ready(schema)) => {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return Lookup::Ready(schema.clone());
+            }
+            Some(Slot::Failed { reason, until }) if until.is_none_or(|t| Instant::now() < t) => {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return Lookup::Failed(reason.clone());
+            }
+            Some(Slot::Fetching { last_error }) => return Lookup::Pending(last_error.clone()),
+            Some(Slot::Failed { .. }) | None => {}
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        match (&self.registry, &self.runtime) {
+            (Some(_), Some(runtime)) => {
+                slots.insert(id, Slot::Fetching { last_error: None });
+                drop(slots);
+                let store = self.clone();
+                runtime.spawn(async move { store.fetch(id).await });
+                Lookup::Pending(None)
+            }
+            _ => {
+                // The directory alone: read here, at once (nothing in
+                // `resolve` waits then).
+                drop(slots);
+                let mut resolving = std::pin::pin!(self.resolve(id));
+                let resolved = match resolving
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                {
+                    Poll::Ready(resolved) => resolved,
+                    Poll::Pending => Err(FetchError::Unavailable(format!(
+                        "schema {id}: the schema directory cannot be read without waiting"
+                    ))),
+                };
+                let slot = match resolved {
+                    Ok(resolved) => self.compiled(id, &resolved),
+                    Err(FetchError::NotFound(reason) | FetchError::Unavailable(reason)) => {
+                        Slot::Failed {
+                            reason: reason.into(),
+                            until: Some(Instant::now() + NOT_FOUND_TTL),
+                        }
+                    }
+                };
+                let lookup = match &slot {
+                    Slot::Ready(schema) => Lookup::Ready(schema.clone()),
+                    Slot::Failed { reason, .. } => Lookup::Failed(reason.clone()),
+                    Slot::Fetching { last_error } => Lookup::Pending(last_error.clone()),
+                };
+                self.slots().insert(id, slot);
+                lookup
+            }
+        }
+    }
+
+    /// Blocks until schema `id` is no longer being fetched, or `max`
+    /// passed.
+    pub fn wait(&self, id: u32, max: Duration) {
+        let slots = self.slots();
+        let _ = self
+            .changed
+            .wait_timeout_while(slots, max, |slots| {
+                matches!(slots.get(&id), Some(Slot::Fetching { .. }))
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+
+    /// Fetches schema `id` until the sources give an answer about it.
+    async fn fetch(self: Arc<Self>, id: u32) {
+        let mut delay = BACKOFF_MIN;
+        loop {
+            let slot = match self.resolve(id).await {
+                Ok(resolved) => {
+                    let store = self.clone();
+                    // Compiling (.proto especially) is work: off the runtime's threads.
+                    match tokio::task::spawn_blocking(move || store.compiled(id, &resolved)).await {
+                        Ok(slot) => slot,
+                        Err(e) => Slot::Failed {
+                            reason: format!("schema {id}: compiling it failed: {e}").into(),
+                            until: Some(Instant::now() + NOT_FOUND_TTL),
+                        },
+                    }
+                }
+                Err(FetchError::NotFound(reason)) => Slot::Failed {
+                    reason: reason.into(),
+                    until: Some(Instant::now() + NOT_FOUND_TTL),
+                },
+                Err(FetchError::Unavailable(reason)) => {
+                    let reason: Arc<str> = reason.into();
+                    tracing::warn!(
+                        schema_id = id,
+                        error = %reason,
+                        retry_ms = delay.as_millis(),
+                        "schema registry unavailable: records with this schema wait"
+                    );
+                    *lock(&self.registry_down) = Some(reason.clone());
+                    self.slots().insert(
+                        id,
+                        Slot::Fetching {
+                            last_error: Some(reason),
+                        },
+                    );
+                    self.changed.notify_all();
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            self.slots().insert(id, slot);
+            self.changed.notify_all();
+            return;
+        }
+    }
+
+    /// Compiles `resolved`: the slot schema `id` gets.
+    fn compiled(&self, id: u32, resolved: &Resolved) -> Slot {
+        match Compiled::compile(id, resolved) {
+            Ok(schema) => {
+                tracing::info!(
+                    schema_id = id,
+                    format = schema.format().name(),
+                    "schema loaded"
+                );
+                Slot::Ready(Arc::new(schema))
+            }
+            Err(reason) => {
+                self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                let reason = format!(
+                    "schema {id} ({}) does not compile: {reason}",
+                    resolved.schema.format.name()
+                );
+                tracing::error!(schema_id = id, error = %reason, "unusable schema: its records fail");
+                // An ID's schema never changes: neither does this.
+                Slot::Failed {
+                    reason: reason.into(),
+                    until: None,
+                }
+            }
+        }
+    }
+
+    /// Schema `id` and its references, from the directory, then the
+    /// registry.
+    async fn resolve(&self, id: u32) -> Result<Resolved, FetchError> {
+        let schema = self.by_id(id).await?;
+        let mut references = Vec::new();
+        let mut seen = HashSet::new();
+        let mut stack: Vec<(Reference, usize)> =
+            schema.references.iter().cloned().map(|r| (r, 1)).collect();
+        let mut found: Vec<(Reference, SchemaText, usize)> = Vec::new();
+        while let Some((reference, depth)) = stack.pop() {
+            if depth > MAX_REFERENCE_DEPTH {
+                return Err(FetchError::NotFound(format!(
+                    "schema {id}: references nest more than {MAX_REFERENCE_DEPTH} deep"
+                )));
+            }
+            if !seen.insert((reference.subject.clone(), reference.version)) {
+                continue;
+            }
+            let text = self
+                .by_subject(&reference.subject, reference.version)
+                .await
+                .map_err(|e| match e {
+                    FetchError::NotFound(reason) => FetchError::NotFound(format!(
+                        "schema {id} references '{}': {reason}",
+                        reference.name
+                    )),
+                    other => other,
+                })?;
+            stack.extend(text.references.iter().cloned().map(|r| (r, depth + 1)));
+            found.push((reference, text, depth));
+        }
+        found.sort_by_key(|(_, _, depth)| std::cmp::Reverse(*depth));
+        references.extend(found.into_iter().map(|(r, t, _)| (r, t)));
+        Ok(Resolved { schema, references })
+    }
+
+    async fn by_id(&self, id: u32) -> Result<SchemaText, FetchError> {
+        if let Some(dir) = &self.dir {
+            match dir.by_id(id) {
+                Ok(Some(text)) => return Ok(text),
+                Ok(None) => {}
+                Err(e) => return Err(dir_error(&e)),
+            }
+        }
+        let Some(registry) = &self.registry else {
+            return Err(FetchError::NotFound(format!(
+                "schema {id} is in no schema source"
+            )));
+        };
+        let answer = registry.by_id(id).await;
+        self.count(&answer);
+        answer
+    }
+
+    async fn by_subject(&self, subject: &str, version: i32) -> Result<SchemaText, FetchError> {
+        if let Some(dir) = &self.dir {
+            match dir.by_subject(subject, Some(version)) {
+                Ok(Some((_, _, text))) => return Ok(text),
+                Ok(None) => {}
+                Err(e) => return Err(dir_error(&e)),
+            }
+        }
+        let Some(registry) = &self.registry else {
+            return Err(FetchError::NotFound(format!(
+                "version {version} of subject '{subject}' is in no schema source"
+            )));
+        };
+        let answer = registry
+            .by_subject(subject, Some(version))
+            .await
+            .map(|(_, text)| text);
+        self.count(&answer);
+        answer
+    }
+
+    fn count<T>(&self, answer: &Result<T, FetchError>) {
+        let counter = match answer {
+            Ok(_) => &self.stats.registry_ok,
+            Err(FetchError::NotFound(_)) => &self.stats.registry_not_found,
+            Err(FetchError::Unavailable(_)) => &self.stats.registry_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if !matches!(answer, Err(FetchError::Unavailable(_))) {
+            *lock(&self.registry_down) = None;
+        }
+    }
+}
+
+/// A directory file that cannot be used: a fact about that schema until
+/// the file is fixed.
+fn dir_error(e: &DirError) -> FetchError {
+    FetchError::NotFound(e.to_string())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
