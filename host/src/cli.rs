@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{LimitsConfig, OnFailure, Property, RetryConfig, RouteConfig};
+use crate::config::{LimitsConfig, OnFailure, Property, RecordFormat, RetryConfig, RouteConfig};
 use crate::offline::{self, GivenTopics};
 use crate::plugin::{ArtifactCache, Limits, PluginEngine, RouteContext};
 use crate::route::Route;
@@ -298,6 +298,8 @@ impl PluginArgs {
             dead_letter_topic: None,
             on_failure: Some(OnFailure::Skip),
             retry: RetryConfig::default(),
+            value_format: RecordFormat::Bytes,
+            key_format: RecordFormat::Bytes,
         };
         if !config.allowed_targets.is_empty() && !config.allows(&config.default_target) {
             bail!(

@@ -18,6 +18,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
@@ -25,6 +26,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::plugin::FailureKind;
 use crate::reload::ReloadStats;
 use crate::route::Route;
+use crate::schema::store::SchemaStore;
 use crate::stats::StatsSnapshot;
 use crate::status::Status;
 
@@ -294,12 +296,69 @@ impl Metrics {
         }
         let mut counts = Registry::with_prefix("switchyard");
         counts.register_collector(Box::new(RouteCounts(routes.to_vec())));
+        if let Some(store) = routes
+            .iter()
+            .find_map(|r| r.schemas())
+            .map(|s| s.store().clone())
+        {
+            counts.register_collector(Box::new(SchemaCounts(store)));
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode_registry(&mut text, &self.registry);
         let _ = encode_registry(&mut text, &counts);
         let _ = encode_eof(&mut text);
         text
+    }
+}
+
+/// What the schema store did, as counters (and the registry's state).
+#[derive(Debug)]
+struct SchemaCounts(Arc<SchemaStore>);
+
+impl Collector for SchemaCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let stats = self.0.stats();
+        let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let mut family = encoder.encode_descriptor(
+            "schema_lookups",
+            "Schema lookups of records: answered from memory (hit) or starting a fetch (miss)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, count) in [("hit", read(&stats.hits)), ("miss", read(&stats.misses))] {
+            ConstCounter::new(count).encode(family.encode_family(&ResultLabels { result })?)?;
+        }
+        if self.0.registry().is_some() {
+            let mut family = encoder.encode_descriptor(
+                "schema_registry_requests",
+                "Schema registry requests: answered with a schema (ok), not found, or failed (no answer, an error, an unusable answer)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, count) in [
+                ("ok", read(&stats.registry_ok)),
+                ("not-found", read(&stats.registry_not_found)),
+                ("failed", read(&stats.registry_failed)),
+            ] {
+                ConstCounter::new(count).encode(family.encode_family(&ResultLabels { result })?)?;
+            }
+            let up = encoder.encode_descriptor(
+                "schema_registry_up",
+                "1 unless the schema registry's last request failed",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::from(self.0.registry_down().is_none())).encode(up)?;
+        }
+        let invalid = encoder.encode_descriptor(
+            "schema_invalid",
+            "Schemas that did not compile (their records fail, kind schema)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(read(&stats.invalid)).encode(invalid)?;
+        Ok(())
     }
 }
 
@@ -377,7 +436,7 @@ impl Collector for RouteCounts {
         }
         let mut family = encoder.encode_descriptor(
             "record_failures",
-            "Records that failed for good, by kind (reject, retry, trap, timeout, memory, invalid-output, broker-refused, interrupted)",
+            "Records that failed for good, by kind (reject, retry, trap, timeout, memory, invalid-output, broker-refused, schema, interrupted)",
             None,
             MetricType::Counter,
         )?;

@@ -15,6 +15,8 @@ use crate::plugin::{
     RouteContext, RouteFailure,
 };
 use crate::record::{Output, SourceRecord};
+use crate::schema::check::RecordSchemas;
+use crate::schema::store::SchemaStore;
 use crate::stats::RouteStats;
 
 /// Headers one output may have: librdkafka refuses to parse the headers
@@ -90,6 +92,8 @@ pub struct Route {
     wake: (Mutex<()>, Condvar),
     /// The budget of plugin log lines all the route's instances share.
     log_budget: Arc<LogBudget>,
+    /// How its records are checked against their schemas, if they are.
+    schemas: Option<RecordSchemas>,
 }
 
 /// A partition held at a record (`on_failure = "stop"`).
@@ -143,8 +147,30 @@ impl Route {
             halted: Mutex::default(),
             wake: (Mutex::new(()), Condvar::new()),
             log_budget: Arc::new(LogBudget::new(config.limits.log_lines_per_second)),
+            schemas: None,
             config,
         }
+    }
+
+    /// The route reading its records' framed parts (as its config says)
+    /// with the schemas of `store`.
+    #[must_use]
+    pub fn with_schemas(mut self, store: Arc<SchemaStore>) -> Self {
+        use crate::config::RecordFormat;
+        self.schemas = self.config.uses_schemas().then(|| {
+            RecordSchemas::new(
+                store,
+                self.config.key_format == RecordFormat::SchemaRegistry,
+                self.config.value_format == RecordFormat::SchemaRegistry,
+            )
+        });
+        self
+    }
+
+    /// How its records are checked against their schemas, if they are.
+    #[must_use]
+    pub fn schemas(&self) -> Option<&RecordSchemas> {
+        self.schemas.as_ref()
     }
 
     /// Plugin log lines dropped so far (over `limits.log_lines_per_second`).

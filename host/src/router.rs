@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 
-use crate::config::RouterConfig;
+use crate::config::{RouteConfig, RouterConfig, SchemasConfig};
 use crate::kafka::{self, TopicCache};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, FailureSink, Pipeline, Producer};
 use crate::plugin::{PluginEngine, PluginError};
 use crate::route::{Route, Topics};
+use crate::schema::dir::SchemaDir;
+use crate::schema::registry::Registry;
+use crate::schema::store::SchemaStore;
 use crate::status::Status;
 
 /// How long startup waits for the cluster's metadata.
@@ -66,6 +69,9 @@ pub enum StartError {
     /// Exactly-once mode could not start its transactions.
     #[error("exactly-once mode: {0}")]
     Transactions(String),
+    /// The schema sources cannot be used.
+    #[error("schemas: {0}")]
+    Schemas(String),
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -197,6 +203,26 @@ impl Topics for CachedTopics {
     }
 }
 
+/// The schema sources `config` names: its directory, and its registry
+/// (fetched from on a runtime of the store's own).
+fn schema_store(config: &SchemasConfig) -> Result<SchemaStore, String> {
+    let dir = config
+        .dir
+        .as_deref()
+        .map(SchemaDir::open)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let Some(registry) = &config.registry else {
+        return Ok(SchemaStore::new(dir, None, None));
+    };
+    let settings = registry
+        .settings()
+        .map_err(|(field, why)| format!("{field}: {why}"))?;
+    let registry = Registry::new(&settings).map_err(|e| format!("schemas.registry: {e}"))?;
+    SchemaStore::with_own_runtime(dir, registry)
+        .map_err(|e| format!("cannot start the registry client: {e}"))
+}
+
 /// Starts routing as `config` says: loads the plugins, connects, joins the
 /// consumer group. Errors name what is wrong before anything is consumed.
 pub fn start(
@@ -243,6 +269,13 @@ pub fn start(
         .refresh(producer.client())
         .map_err(kafka_error)?;
 
+    let schemas = match &config.schemas {
+        Some(schemas) if config.routes.iter().any(RouteConfig::uses_schemas) => Some(Arc::new(
+            schema_store(schemas).map_err(StartError::Schemas)?,
+        )),
+        _ => None,
+    };
+
     let mut routes = HashMap::new();
     for (route_config, plugin) in config.routes.iter().zip(plugins) {
         let targets = [
@@ -260,7 +293,11 @@ pub fn start(
                 });
             }
         }
-        let route = Arc::new(Route::new(route_config.clone(), plugin, topics.clone()));
+        let mut route = Route::new(route_config.clone(), plugin, topics.clone());
+        if let Some(schemas) = &schemas {
+            route = route.with_schemas(schemas.clone());
+        }
+        let route = Arc::new(route);
         // Check the plugin accepts its configuration before consuming.
         if let Err(error) = route.instance() {
             return Err(StartError::Plugin {

@@ -149,6 +149,12 @@ impl Status {
             if route.config.plugin.is_some() && route.plugin().is_none() {
                 problems.push(format!("route '{}': no plugin loaded", route.name()));
             }
+            if let Some(why) = route.schemas().and_then(|s| s.store().registry_down()) {
+                problems.push(format!(
+                    "route '{}': the schema registry cannot be used: {why}",
+                    route.name()
+                ));
+            }
             for ((topic, partition), halt) in route.halted() {
                 let at = halt.offset.map_or_else(
                     || "before its next record".to_owned(),

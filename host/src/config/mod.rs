@@ -22,7 +22,7 @@ use serde::Deserialize;
 pub use self::kafka::{Delivery, KafkaConfig, Property};
 use self::kafka::{FIXED_CONSUMER, GUARDED_PRODUCER};
 pub use self::route::{
-    FailurePolicy, LimitsConfig, OnFailure, RetryConfig, RouteConfig, wildcard_match,
+    FailurePolicy, LimitsConfig, OnFailure, RecordFormat, RetryConfig, RouteConfig, wildcard_match,
 };
 use self::route::{MIN_OUTPUT_BYTES, default_max_output_bytes};
 
@@ -71,9 +71,118 @@ pub struct RouterConfig {
     /// How the router stops.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Where schemas come from (routes with `value_format` or
+    /// `key_format` = "schema-registry").
+    pub schemas: Option<SchemasConfig>,
     /// Where the file was read from (set by [`RouterConfig::load`]).
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// The `[schemas]` table: a directory of schemas by ID, a registry, or
+/// both (the directory is read first).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemasConfig {
+    /// A directory of schemas by ID (relative to the config file): see
+    /// `docs/config.md` for its layout.
+    pub dir: Option<PathBuf>,
+    /// A Confluent-compatible schema registry.
+    pub registry: Option<RegistryConfig>,
+}
+
+/// The `[schemas.registry]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `http(s)://host:port[/path]`.
+    pub url: String,
+    /// HTTP basic authentication's user (Confluent Cloud: the API key).
+    pub username: Option<String>,
+    /// The environment variable that holds the password (or API secret):
+    /// secrets stay out of the file.
+    pub password_env: Option<String>,
+    /// The environment variable that holds a bearer token.
+    pub bearer_token_env: Option<String>,
+    /// PEM file of the certificate authorities to trust (default: the
+    /// system's).
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of a client certificate (mutual TLS), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's PKCS#8 key.
+    pub key_file: Option<PathBuf>,
+    /// How long one request may take, connection included, in
+    /// milliseconds.
+    #[serde(default = "default_registry_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+const fn default_registry_timeout_ms() -> u64 {
+    5_000
+}
+
+impl RegistryConfig {
+    /// The client settings, with secrets read from the environment.
+    ///
+    /// # Errors
+    /// The field at fault and why: a secret's variable unset, a user
+    /// without a password, both kinds of credentials, half a client
+    /// certificate.
+    pub fn settings(&self) -> Result<crate::schema::registry::RegistrySettings, (String, String)> {
+        use crate::schema::registry::{Auth, RegistrySettings};
+        let secret = |field: &str, var: &str| {
+            std::env::var(var).map_err(|_| {
+                (
+                    format!("schemas.registry.{field}"),
+                    format!("the environment variable '{var}' is not set"),
+                )
+            })
+        };
+        let auth = match (&self.username, &self.password_env, &self.bearer_token_env) {
+            (None, None, None) => Auth::None,
+            (Some(username), Some(var), None) => Auth::Basic {
+                username: username.clone(),
+                password: secret("password_env", var)?,
+            },
+            (None, None, Some(var)) => Auth::Bearer(secret("bearer_token_env", var)?),
+            (Some(_), None, None) | (None, Some(_), None) => {
+                return Err((
+                    "schemas.registry".to_owned(),
+                    "basic authentication needs both username and password_env".to_owned(),
+                ));
+            }
+            _ => {
+                return Err((
+                    "schemas.registry".to_owned(),
+                    "give either username and password_env, or bearer_token_env, not both"
+                        .to_owned(),
+                ));
+            }
+        };
+        let client_cert = match (&self.cert_file, &self.key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => {
+                return Err((
+                    "schemas.registry".to_owned(),
+                    "a client certificate needs both cert_file and key_file".to_owned(),
+                ));
+            }
+        };
+        if self.timeout_ms == 0 {
+            return Err((
+                "schemas.registry.timeout_ms".to_owned(),
+                "must be positive".to_owned(),
+            ));
+        }
+        Ok(RegistrySettings {
+            url: self.url.clone(),
+            auth,
+            ca_file: self.ca_file.clone(),
+            client_cert,
+            timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
 }
 
 /// The `[shutdown]` table.
@@ -203,6 +312,18 @@ impl RouterConfig {
                 && plugin.is_relative()
             {
                 *plugin = base.join(&*plugin);
+            }
+        }
+        if let Some(schemas) = &mut config.schemas {
+            let registry = schemas.registry.as_mut();
+            let files = registry
+                .map(|r| [&mut r.ca_file, &mut r.cert_file, &mut r.key_file])
+                .into_iter()
+                .flatten();
+            for path in std::iter::once(&mut schemas.dir).chain(files).flatten() {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
             }
         }
         config.validate()?;
@@ -399,7 +520,42 @@ impl RouterConfig {
                 ));
             }
             self.validate_failures(i, route)?;
+            if route.uses_schemas() && self.schemas.is_none() {
+                let field = if route.value_format == RecordFormat::SchemaRegistry {
+                    "value_format"
+                } else {
+                    "key_format"
+                };
+                return Err(self.invalid(
+                    format!("{at}.{field}"),
+                    "\"schema-registry\" needs a [schemas] table (a dir, a registry, or both)",
+                ));
+            }
         }
+        self.validate_schemas()?;
         self.validate_reach()
+    }
+
+    /// `[schemas]`: a source, and one that can be used.
+    fn validate_schemas(&self) -> Result<(), ConfigError> {
+        let Some(schemas) = &self.schemas else {
+            return Ok(());
+        };
+        if schemas.dir.is_none() && schemas.registry.is_none() {
+            return Err(self.invalid("schemas", "give a dir, a registry, or both"));
+        }
+        if let Some(dir) = &schemas.dir
+            && let Err(e) = crate::schema::dir::SchemaDir::open(dir)
+        {
+            return Err(self.invalid("schemas.dir", e.to_string()));
+        }
+        if let Some(registry) = &schemas.registry {
+            let settings = registry
+                .settings()
+                .map_err(|(field, message)| self.invalid(field, message))?;
+            crate::schema::registry::Registry::new(&settings)
+                .map_err(|message| self.invalid("schemas.registry", message))?;
+        }
+        Ok(())
     }
 }

@@ -42,6 +42,37 @@ pub struct RouteConfig {
     /// How `retry` answers are retried.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// How the source records' values are written.
+    #[serde(default)]
+    pub value_format: RecordFormat,
+    /// How the source records' keys are written.
+    #[serde(default)]
+    pub key_format: RecordFormat,
+}
+
+/// The `value_format` and `key_format` fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordFormat {
+    /// Bytes the router does not read: handed to the plugin as they are.
+    #[default]
+    Bytes,
+    /// A schema registry's wire format (Avro, Protobuf or JSON Schema
+    /// behind a magic byte and a schema ID): each one is checked against
+    /// its schema (from `[schemas]`) before the plugin sees it, a record
+    /// that does not match fails (kind `schema`), and the plugin can read
+    /// it decoded. A null one (a tombstone) is not checked.
+    SchemaRegistry,
+}
+
+impl RouteConfig {
+    /// Whether the route reads its records by schema (a key or value in a
+    /// schema registry's wire format).
+    #[must_use]
+    pub fn uses_schemas(&self) -> bool {
+        self.value_format == RecordFormat::SchemaRegistry
+            || self.key_format == RecordFormat::SchemaRegistry
+    }
 }
 
 /// The `on_failure` field.

@@ -23,6 +23,8 @@ use crate::kafka::refuses_the_record;
 use crate::plugin::{FailureKind, RouteFailure};
 use crate::record::SourceRecord;
 use crate::route::{Halt, Route, RouteInstance, RoutedOutputs};
+use crate::schema::check::{Check, RecordSchemas};
+use crate::schema::store::Lookup;
 
 /// How many records a worker hands its plugin in one call: all it has, up
 /// to a batch, unless the plugin is slow enough per record that a full
@@ -52,6 +54,9 @@ impl CallSize {
 /// A held partition looks at its stop flag at least this often (it is also
 /// woken at once by a swap or a stop).
 const HALT_RECHECK: Duration = Duration::from_secs(1);
+
+/// A partition waiting for a schema looks at its stop flag this often.
+const SCHEMA_RECHECK: Duration = Duration::from_millis(100);
 
 /// A plugin's answer for one record: its outputs, or why not.
 type Answer = Result<RoutedOutputs, RouteFailure>;
@@ -123,6 +128,16 @@ impl Routing {
                     continue;
                 }
                 call = &call[..at];
+            }
+            // Schema-framed records go to the plugin once their schemas are
+            // here and their bytes match them.
+            match self.schema_checked(call)? {
+                (0, Some(failure)) => {
+                    self.handle(&call[0], Some(Err(failure)))?;
+                    rest = &rest[1..];
+                    continue;
+                }
+                (ready, _) => call = &call[..ready.max(1)],
             }
             self.follow_swaps(call[0].offset)?;
             // A route without a plugin makes no call to time.
@@ -245,6 +260,81 @@ impl Routing {
         }
     }
 
+    /// How many of `call`'s first records may go to the plugin: their
+    /// framed parts match their schemas (all of them on a route that reads
+    /// none by schema). When the first record's schema is being fetched,
+    /// waits for it: the partition keeps its order. The first record that
+    /// fails its check comes back with why (after the ones before it).
+    fn schema_checked(
+        &mut self,
+        call: &[Arc<SourceRecord>],
+    ) -> Step<(usize, Option<RouteFailure>)> {
+        let route = self.parts.route.clone();
+        let Some(schemas) = route.schemas() else {
+            return Ok((call.len(), None));
+        };
+        let mut ready = 0;
+        while let Some(record) = call.get(ready) {
+            match schemas.check(record) {
+                Check::Ok => ready += 1,
+                Check::Failed(reason) => {
+                    return Ok((ready, Some(RouteFailure::new(FailureKind::Schema, reason))));
+                }
+                Check::Pending { .. } if ready > 0 => return Ok((ready, None)),
+                Check::Pending { id, why } => {
+                    self.wait_for_schema(&route, schemas, record, id, why)?
+                }
+            }
+        }
+        Ok((ready, None))
+    }
+
+    /// Waits at `record` until schema `id` is fetched. While requests for
+    /// it fail, the partition is held there (`/ready` and `/routes` say
+    /// why); nothing is failed for an outage.
+    fn wait_for_schema(
+        &self,
+        route: &Route,
+        schemas: &RecordSchemas,
+        record: &SourceRecord,
+        id: u32,
+        mut why: Option<Arc<str>>,
+    ) -> Step {
+        let mut held = false;
+        loop {
+            self.stop.check()?;
+            if let Some(why) = &why {
+                route.set_halted(
+                    &record.topic,
+                    record.partition,
+                    Some(Halt {
+                        offset: Some(record.offset),
+                        reason: format!("waiting for schema {id}: {why}"),
+                    }),
+                );
+                held = true;
+            }
+            // Nothing is routed meanwhile: free what was in flight.
+            self.parts.offsets.free_retired();
+            schemas.wait(id, SCHEMA_RECHECK);
+            match schemas.store().lookup(id) {
+                Lookup::Pending(now) => why = now,
+                Lookup::Ready(_) | Lookup::Failed(_) => break,
+            }
+        }
+        if held {
+            route.set_halted(&record.topic, record.partition, None);
+            tracing::info!(
+                route = route.name(),
+                topic = %record.topic,
+                partition = record.partition,
+                schema_id = id,
+                "schema fetched: routing again"
+            );
+        }
+        Ok(())
+    }
+
     /// Holds the partition at `record`, which failed (`on_failure =
     /// "stop"`), until a new plugin version is swapped in; then it is
     /// routed again.
@@ -301,13 +391,17 @@ impl Routing {
                 Some(result) => result,
                 None => {
                     self.follow_swaps(record.offset)?;
-                    // A route without a plugin makes no call to time.
-                    let started = self.instance.plugin().is_some().then(Instant::now);
-                    let result = self.instance.route(record);
-                    if let Some(started) = started {
-                        self.meters.called(started.elapsed(), 1);
+                    if let (0, Some(failure)) = self.schema_checked(std::slice::from_ref(record))? {
+                        Err(failure)
+                    } else {
+                        // A route without a plugin makes no call to time.
+                        let started = self.instance.plugin().is_some().then(Instant::now);
+                        let result = self.instance.route(record);
+                        if let Some(started) = started {
+                            self.meters.called(started.elapsed(), 1);
+                        }
+                        result
                     }
-                    result
                 }
             };
             // A call ended because the worker must stop says nothing of the

@@ -39,11 +39,15 @@ pub enum FailureKind {
     /// The broker refused an output (its size, contents, timestamp, or the
     /// right to write it), even sent alone.
     BrokerRefused,
+    /// The record's key or value is not in the schema registry's wire
+    /// format, names a schema that does not exist or does not compile, or
+    /// does not match its schema (the plugin is not called).
+    Schema,
 }
 
 impl FailureKind {
     /// Every kind, in declaration order (`kind as usize` indexes it).
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Retry,
         Self::Reject,
         Self::Trap,
@@ -52,6 +56,7 @@ impl FailureKind {
         Self::Memory,
         Self::Invalid,
         Self::BrokerRefused,
+        Self::Schema,
     ];
 
     /// Lower-case name used in reports and metrics.
@@ -66,6 +71,7 @@ impl FailureKind {
             Self::Memory => "memory",
             Self::Invalid => "invalid-output",
             Self::BrokerRefused => "broker-refused",
+            Self::Schema => "schema",
         }
     }
 

@@ -4,6 +4,7 @@
 //! ([`Compiled`]).
 
 mod avro;
+pub mod check;
 pub mod dir;
 mod protobuf;
 pub mod registry;

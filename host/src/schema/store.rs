@@ -79,6 +79,8 @@ pub struct SchemaStore {
     dir: Option<SchemaDir>,
     registry: Option<Registry>,
     runtime: Option<tokio::runtime::Handle>,
+    /// The runtime the registry is asked on, when the store has its own.
+    _own_runtime: Option<OwnRuntime>,
     slots: Mutex<HashMap<u32, Slot>>,
     changed: Condvar,
     /// The registry's last failure, while it lasts (for `/ready`).
@@ -99,11 +101,28 @@ impl SchemaStore {
             dir,
             registry,
             runtime,
+            _own_runtime: None,
             slots: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
             registry_down: Mutex::new(None),
             stats: SchemaStats::default(),
         }
+    }
+
+    /// A store reading `dir`, then `registry`, asked on a runtime of its
+    /// own (one thread).
+    ///
+    /// # Errors
+    /// When the runtime's thread cannot start.
+    pub fn with_own_runtime(dir: Option<SchemaDir>, registry: Registry) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("switchyard-schemas")
+            .enable_all()
+            .build()?;
+        let mut store = Self::new(dir, Some(registry), Some(runtime.handle().clone()));
+        store._own_runtime = Some(OwnRuntime(Some(runtime)));
+        Ok(store)
     }
 
     /// What the store did so far.
@@ -357,6 +376,20 @@ impl SchemaStore {
         counter.fetch_add(1, Ordering::Relaxed);
         if !matches!(answer, Err(FetchError::Unavailable(_))) {
             *lock(&self.registry_down) = None;
+        }
+    }
+}
+
+/// A runtime that is let go without waiting for its tasks (a fetch that
+/// waits out a registry outage) when the store goes, whatever thread that
+/// is on.
+#[derive(Debug)]
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
         }
     }
 }
