@@ -152,22 +152,21 @@ impl Route {
         }
     }
 
-    /// The route reading its records' framed parts (as its config says)
-    /// with the schemas of `store`.
+    /// The route with the schemas of `store`: its records' framed parts
+    /// (as its config says) are read with them, and its plugin may write
+    /// values with them.
     #[must_use]
     pub fn with_schemas(mut self, store: Arc<SchemaStore>) -> Self {
         use crate::config::RecordFormat;
-        self.schemas = self.config.uses_schemas().then(|| {
-            RecordSchemas::new(
-                store,
-                self.config.key_format == RecordFormat::SchemaRegistry,
-                self.config.value_format == RecordFormat::SchemaRegistry,
-            )
-        });
+        self.schemas = Some(RecordSchemas::new(
+            store,
+            self.config.key_format == RecordFormat::SchemaRegistry,
+            self.config.value_format == RecordFormat::SchemaRegistry,
+        ));
         self
     }
 
-    /// How its records are checked against their schemas, if they are.
+    /// Its schemas, if `[schemas]` is configured.
     #[must_use]
     pub fn schemas(&self) -> Option<&RecordSchemas> {
         self.schemas.as_ref()
@@ -271,6 +270,7 @@ impl Route {
                 topics: self.topics.clone(),
             }),
             log_budget: self.log_budget.clone(),
+            schemas: self.schemas.clone(),
         };
         plugin.instantiate_interruptible(
             &self.config.plugin_config_pairs(),

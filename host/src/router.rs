@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 
-use crate::config::{RouteConfig, RouterConfig, SchemasConfig};
+use crate::config::{RouterConfig, SchemasConfig};
 use crate::kafka::{self, TopicCache};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, FailureSink, Pipeline, Producer};
@@ -212,14 +212,16 @@ fn schema_store(config: &SchemasConfig) -> Result<SchemaStore, String> {
         .map(SchemaDir::open)
         .transpose()
         .map_err(|e| e.to_string())?;
+    let ttl = Duration::from_millis(config.subject_ttl_ms);
     let Some(registry) = &config.registry else {
-        return Ok(SchemaStore::new(dir, None, None));
+        return Ok(SchemaStore::new(dir, None, None).with_subject_ttl(ttl));
     };
     let settings = registry
         .settings()
         .map_err(|(field, why)| format!("{field}: {why}"))?;
     let registry = Registry::new(&settings).map_err(|e| format!("schemas.registry: {e}"))?;
     SchemaStore::with_own_runtime(dir, registry)
+        .map(|store| store.with_subject_ttl(ttl))
         .map_err(|e| format!("cannot start the registry client: {e}"))
 }
 
@@ -270,10 +272,10 @@ pub fn start(
         .map_err(kafka_error)?;
 
     let schemas = match &config.schemas {
-        Some(schemas) if config.routes.iter().any(RouteConfig::uses_schemas) => Some(Arc::new(
+        Some(schemas) => Some(Arc::new(
             schema_store(schemas).map_err(StartError::Schemas)?,
         )),
-        _ => None,
+        None => None,
     };
 
     let mut routes = HashMap::new();

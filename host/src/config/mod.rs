@@ -89,6 +89,15 @@ pub struct SchemasConfig {
     pub dir: Option<PathBuf>,
     /// A Confluent-compatible schema registry.
     pub registry: Option<RegistryConfig>,
+    /// How long a subject's latest version (what a plugin writes with when
+    /// it names a subject) is used before it is asked for again, in
+    /// milliseconds; the one known is used while it is.
+    #[serde(default = "default_subject_ttl_ms")]
+    pub subject_ttl_ms: u64,
+}
+
+const fn default_subject_ttl_ms() -> u64 {
+    300_000
 }
 
 /// The `[schemas.registry]` table.
@@ -543,6 +552,9 @@ impl RouterConfig {
         };
         if schemas.dir.is_none() && schemas.registry.is_none() {
             return Err(self.invalid("schemas", "give a dir, a registry, or both"));
+        }
+        if schemas.subject_ttl_ms == 0 {
+            return Err(self.invalid("schemas.subject_ttl_ms", "must be positive"));
         }
         if let Some(dir) = &schemas.dir
             && let Err(e) = crate::schema::dir::SchemaDir::open(dir)

@@ -19,4 +19,4 @@ wasmtime::component::bindgen!({
     with: { "switchyard:plugin/types.batch": super::state::Batch },
 });
 
-pub use self::switchyard::plugin::{host as host_api, types};
+pub use self::switchyard::plugin::{host as host_api, schemas as schemas_api, types};

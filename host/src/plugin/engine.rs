@@ -55,7 +55,7 @@ impl std::fmt::Debug for PluginEngine {
 }
 
 /// The version of `wit/switchyard.wit` this router implements.
-const CONTRACT_VERSION: &str = "0.3.0";
+const CONTRACT_VERSION: &str = "0.3.1";
 
 impl PluginEngine {
     /// An engine with epoch interruption (advanced by a background thread

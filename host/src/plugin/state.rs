@@ -7,9 +7,12 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::format_err;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{host_api, types};
+use super::bindings::{host_api, schemas_api, types};
 use super::stdio::{LogBudget, LogLevel};
 use crate::record::SourceRecord;
+use crate::schema::check::RecordSchemas;
+use crate::schema::store::{Lookup, SubjectLookup};
+use crate::schema::{Compiled, wire};
 
 /// Answers the plugins' `partition-count` question.
 pub trait PartitionCounts: Send + Sync {
@@ -34,6 +37,9 @@ pub struct RouteContext {
     pub partitions: Arc<dyn PartitionCounts>,
     /// The route's budget of plugin log lines, shared by its instances.
     pub log_budget: Arc<LogBudget>,
+    /// The route's schemas (`[schemas]`), and which parts of its records
+    /// it reads by schema.
+    pub schemas: Option<RecordSchemas>,
 }
 
 impl RouteContext {
@@ -49,7 +55,15 @@ impl RouteContext {
             default_target: default_target.into(),
             partitions,
             log_budget: Arc::new(LogBudget::new(super::Limits::DEFAULT_LOG_LINES_PER_SECOND)),
+            schemas: None,
         }
+    }
+
+    /// The context with `schemas`.
+    #[must_use]
+    pub fn with_schemas(mut self, schemas: RecordSchemas) -> Self {
+        self.schemas = Some(schemas);
+        self
     }
 }
 
@@ -188,9 +202,138 @@ impl types::HostBatch for HostState {
             .collect())
     }
 
+    fn schema_id(
+        &mut self,
+        _: Resource<Batch>,
+        record: u32,
+        part: types::Part,
+    ) -> wasmtime::Result<Option<u32>> {
+        Ok(match self.framed(record, part)? {
+            Ok((_, framed)) => wire::split(framed).ok().map(|(id, _)| id),
+            Err(_) => None,
+        })
+    }
+
+    fn decoded(
+        &mut self,
+        _: Resource<Batch>,
+        record: u32,
+        part: types::Part,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let (schemas, framed) = match self.framed(record, part)? {
+            Ok(found) => found,
+            Err(why) => return Ok(Err(why)),
+        };
+        Ok(Self::schema_of(schemas, framed).and_then(|schema| {
+            schema
+                .decode(framed)
+                .map(|value| value.to_string())
+                .map_err(|e| e.to_string())
+        }))
+    }
+
+    fn field(
+        &mut self,
+        _: Resource<Batch>,
+        record: u32,
+        part: types::Part,
+        path: String,
+    ) -> wasmtime::Result<Result<Option<types::Field>, String>> {
+        self.field_of(record, part, &path)
+    }
+
+    fn fields(
+        &mut self,
+        _: Resource<Batch>,
+        part: types::Part,
+        path: String,
+    ) -> wasmtime::Result<Vec<Result<Option<types::Field>, String>>> {
+        (0..self.batch.len())
+            .map(|i| self.field_of(u32::try_from(i)?, part, &path))
+            .collect()
+    }
+
     fn drop(&mut self, _: Resource<Batch>) -> wasmtime::Result<()> {
         // Only borrows are ever handed out; there is nothing to free.
         Ok(())
+    }
+}
+
+impl HostState {
+    /// Record `index`'s `part`, framed, on a route that reads it by
+    /// schema.
+    fn framed(
+        &self,
+        index: u32,
+        part: types::Part,
+    ) -> wasmtime::Result<Result<(&RecordSchemas, &[u8]), String>> {
+        let record = self.record(index)?;
+        let (name, read, bytes) = match part {
+            types::Part::Key => ("key", "key_format", &record.key),
+            types::Part::Value => ("value", "value_format", &record.value),
+        };
+        let Some(schemas) = self.context.schemas.as_ref().filter(|s| match part {
+            types::Part::Key => s.keys(),
+            types::Part::Value => s.values(),
+        }) else {
+            return Ok(Err(format!(
+                "route '{}' does not read record {name}s by schema ({read} = \"schema-registry\")",
+                self.context.route
+            )));
+        };
+        match bytes {
+            Some(bytes) => Ok(Ok((schemas, bytes))),
+            None => Ok(Err(format!("the record's {name} is null"))),
+        }
+    }
+
+    /// The compiled schema of `framed`, which the router checked before the
+    /// call.
+    fn schema_of(schemas: &RecordSchemas, framed: &[u8]) -> Result<Arc<Compiled>, String> {
+        let (id, _) = wire::split(framed).map_err(|e| e.to_string())?;
+        match schemas.store().lookup(id) {
+            Lookup::Ready(schema) => Ok(schema),
+            Lookup::Failed(reason) => Err(reason.to_string()),
+            Lookup::Pending(_) => Err(format!("schema {id} is not here yet")),
+        }
+    }
+
+    fn field_of(
+        &self,
+        index: u32,
+        part: types::Part,
+        path: &str,
+    ) -> wasmtime::Result<Result<Option<types::Field>, String>> {
+        let (schemas, framed) = match self.framed(index, part)? {
+            Ok(found) => found,
+            Err(why) => return Ok(Err(why)),
+        };
+        let segments: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('.').collect()
+        };
+        Ok(Self::schema_of(schemas, framed).and_then(|schema| {
+            schema
+                .field(framed, &segments)
+                .map(|found| found.map(field))
+                .map_err(|e| e.to_string())
+        }))
+    }
+}
+
+/// A decoded JSON value as a WIT field.
+fn field(value: serde_json::Value) -> types::Field {
+    use serde_json::Value;
+    match value {
+        Value::Null => types::Field::Null,
+        Value::Bool(b) => types::Field::Boolean(b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => types::Field::Integer(i),
+            None => types::Field::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => types::Field::Text(s),
+        other @ (Value::Array(_) | Value::Object(_)) => types::Field::Json(other.to_string()),
     }
 }
 
@@ -237,5 +380,57 @@ impl host_api::Host for HostState {
             }
         };
         Ok(u32::try_from(index)?)
+    }
+}
+
+impl schemas_api::Host for HostState {
+    fn encode(
+        &mut self,
+        schema: schemas_api::SchemaRef,
+        message: Option<String>,
+        json: String,
+    ) -> wasmtime::Result<Result<Vec<u8>, schemas_api::EncodeError>> {
+        use schemas_api::EncodeError;
+        let being_fetched = |what: String, why: Option<Arc<str>>| {
+            EncodeError::NotReady(match why {
+                Some(why) => format!("{what} is being fetched: {why}"),
+                None => format!("{what} is being fetched"),
+            })
+        };
+        let Some(schemas) = &self.context.schemas else {
+            return Ok(Err(EncodeError::Invalid(
+                "the router has no schema source: configure [schemas]".to_owned(),
+            )));
+        };
+        let store = schemas.store();
+        let id = match schema {
+            schemas_api::SchemaRef::Id(id) => id,
+            schemas_api::SchemaRef::Subject(subject) => match store.latest(&subject) {
+                SubjectLookup::Ready(id) => id,
+                SubjectLookup::Failed(reason) => {
+                    return Ok(Err(EncodeError::Invalid(reason.to_string())));
+                }
+                SubjectLookup::Pending(why) => {
+                    let what = format!("the latest schema of subject '{subject}'");
+                    return Ok(Err(being_fetched(what, why)));
+                }
+            },
+        };
+        let compiled = match store.lookup(id) {
+            Lookup::Ready(compiled) => compiled,
+            Lookup::Failed(reason) => return Ok(Err(EncodeError::Invalid(reason.to_string()))),
+            Lookup::Pending(why) => return Ok(Err(being_fetched(format!("schema {id}"), why))),
+        };
+        let value: serde_json::Value = match serde_json::from_str(&json) {
+            Ok(value) => value,
+            Err(e) => {
+                return Ok(Err(EncodeError::Invalid(format!(
+                    "the value to write is not JSON: {e}"
+                ))));
+            }
+        };
+        Ok(compiled.encode(&value, message.as_deref()).map_err(|e| {
+            EncodeError::Invalid(format!("schema {id} ({}): {e}", compiled.format().name()))
+        }))
     }
 }

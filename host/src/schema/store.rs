@@ -43,6 +43,31 @@ pub enum Lookup {
     Pending(Option<Arc<str>>),
 }
 
+/// The latest schema of a subject, as far as the store knows now.
+#[derive(Debug, Clone)]
+pub enum SubjectLookup {
+    /// Its ID (possibly older than the TTL while a refresh is on its way).
+    Ready(u32),
+    /// The sources have no such subject: why.
+    Failed(Arc<str>),
+    /// Being fetched; why it is not here yet, if a request failed.
+    Pending(Option<Arc<str>>),
+}
+
+#[derive(Debug)]
+struct SubjectSlot {
+    /// The latest ID known, and when it was learnt.
+    id: Option<(u32, Instant)>,
+    /// A fetch is on its way.
+    fetching: bool,
+    /// Why the last fetch failed, and until when a "not found" holds.
+    failed: Option<(Arc<str>, Option<Instant>)>,
+}
+
+/// How long a subject's latest version is trusted before it is asked for
+/// again (in the background: the known one is used meanwhile).
+pub const DEFAULT_SUBJECT_TTL: Duration = Duration::from_secs(300);
+
 #[derive(Debug)]
 enum Slot {
     Ready(Arc<Compiled>),
@@ -82,6 +107,8 @@ pub struct SchemaStore {
     /// The runtime the registry is asked on, when the store has its own.
     _own_runtime: Option<OwnRuntime>,
     slots: Mutex<HashMap<u32, Slot>>,
+    subjects: Mutex<HashMap<String, SubjectSlot>>,
+    subject_ttl: Duration,
     changed: Condvar,
     /// The registry's last failure, while it lasts (for `/ready`).
     registry_down: Mutex<Option<Arc<str>>>,
@@ -103,6 +130,8 @@ impl SchemaStore {
             runtime,
             _own_runtime: None,
             slots: Mutex::new(HashMap::new()),
+            subjects: Mutex::new(HashMap::new()),
+            subject_ttl: DEFAULT_SUBJECT_TTL,
             changed: Condvar::new(),
             registry_down: Mutex::new(None),
             stats: SchemaStats::default(),
@@ -123,6 +152,132 @@ impl SchemaStore {
         let mut store = Self::new(dir, Some(registry), Some(runtime.handle().clone()));
         store._own_runtime = Some(OwnRuntime(Some(runtime)));
         Ok(store)
+    }
+
+    /// The store, trusting a subject's latest version for `ttl`.
+    #[must_use]
+    pub fn with_subject_ttl(mut self, ttl: Duration) -> Self {
+        self.subject_ttl = ttl;
+        self
+    }
+
+    /// The ID of the latest schema of `subject`, without blocking: known
+    /// (refreshed in the background once older than the TTL), failed, or
+    /// being fetched (a fetch starts on the first lookup).
+    pub fn latest(self: &Arc<Self>, subject: &str) -> SubjectLookup {
+        let now = Instant::now();
+        let mut subjects = lock(&self.subjects);
+        let slot = subjects.entry(subject.to_owned()).or_insert(SubjectSlot {
+            id: None,
+            fetching: false,
+            failed: None,
+        });
+        let fresh = slot
+            .id
+            .is_some_and(|(_, at)| now.duration_since(at) < self.subject_ttl);
+        let failed_for_now = slot
+            .failed
+            .as_ref()
+            .is_some_and(|(_, until)| until.is_some_and(|t| now < t));
+        if !fresh && !slot.fetching && !failed_for_now {
+            match (&self.registry, &self.runtime) {
+                (Some(_), Some(runtime)) => {
+                    slot.fetching = true;
+                    let (store, subject) = (self.clone(), subject.to_owned());
+                    runtime.spawn(async move { store.fetch_subject(subject).await });
+                }
+                _ => {
+                    // The directory alone: read here, at once.
+                    let found = self.dir.as_ref().map(|dir| dir.by_subject(subject, None));
+                    match found {
+                        Some(Ok(Some((id, _, _)))) => {
+                            slot.id = Some((id, now));
+                            slot.failed = None;
+                        }
+                        Some(Err(e)) => {
+                            slot.failed = Some((e.to_string().into(), Some(now + NOT_FOUND_TTL)))
+                        }
+                        Some(Ok(None)) | None => {
+                            let reason = format!("subject '{subject}' is in no schema source");
+                            slot.failed = Some((reason.into(), Some(now + NOT_FOUND_TTL)));
+                        }
+                    }
+                }
+            }
+        }
+        match (&slot.id, &slot.failed) {
+            (Some((id, _)), _) => SubjectLookup::Ready(*id),
+            (None, Some((reason, Some(_)))) if !slot.fetching => {
+                SubjectLookup::Failed(reason.clone())
+            }
+            (None, failed) => SubjectLookup::Pending(failed.as_ref().map(|(r, _)| r.clone())),
+        }
+    }
+
+    /// Fetches the latest version of `subject` until the sources answer.
+    async fn fetch_subject(self: Arc<Self>, subject: String) {
+        let mut delay = BACKOFF_MIN;
+        loop {
+            let answer = match self.dir.as_ref().map(|dir| dir.by_subject(&subject, None)) {
+                Some(Ok(Some((id, _, _)))) => Ok(id),
+                Some(Err(e)) => Err(dir_error(&e)),
+                Some(Ok(None)) | None => match &self.registry {
+                    Some(registry) => {
+                        let answer = registry.by_subject(&subject, None).await;
+                        self.count(&answer);
+                        answer.map(|(id, _)| id)
+                    }
+                    None => Err(FetchError::NotFound(format!(
+                        "subject '{subject}' is in no schema source"
+                    ))),
+                },
+            };
+            // Its schema is wanted next: fetched now.
+            if let Ok(id) = &answer {
+                let _ = self.lookup(*id);
+            }
+            // Settled under the lock; a wait happens after it is let go.
+            let again = {
+                let mut subjects = lock(&self.subjects);
+                let Some(slot) = subjects.get_mut(&subject) else {
+                    return;
+                };
+                let again = match answer {
+                    Ok(id) => {
+                        slot.id = Some((id, Instant::now()));
+                        slot.failed = None;
+                        false
+                    }
+                    Err(FetchError::NotFound(reason)) => {
+                        // A subject deleted since: the ID known stays usable.
+                        slot.failed = Some((reason.into(), Some(Instant::now() + NOT_FOUND_TTL)));
+                        false
+                    }
+                    Err(FetchError::Unavailable(reason)) => {
+                        tracing::warn!(subject, error = %reason, retry_ms = delay.as_millis(), "schema registry unavailable: cannot fetch the subject's latest schema");
+                        slot.failed = Some((reason.into(), None));
+                        match &mut slot.id {
+                            // With an ID known, it stays in use: asked for
+                            // again a TTL from now rather than in a loop.
+                            Some((_, at)) => {
+                                *at = Instant::now();
+                                false
+                            }
+                            None => true,
+                        }
+                    }
+                };
+                if !again {
+                    slot.fetching = false;
+                }
+                again
+            };
+            if !again {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(BACKOFF_MAX);
+        }
     }
 
     /// What the store did so far.
