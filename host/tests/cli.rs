@@ -122,7 +122,7 @@ fn check_accepts_every_example_plugin_and_prints_its_version() {
             run.stdout
         );
         assert!(
-            run.stdout.contains("switchyard:plugin/types@0.3.0"),
+            run.stdout.contains("switchyard:plugin/types@0.3.1"),
             "{}",
             run.stdout
         );
@@ -727,7 +727,7 @@ fn a_plugin_built_for_an_older_contract_is_refused_with_both_versions() {
     assert!(
         run.stderr.contains("hello-0.1.0.wasm")
             && run.stderr.contains(
-                "it was built for contract 0.1.0 and this router speaks 0.3.0: rebuild it with this release's switchyard-sdk"
+                "it was built for contract 0.1.0 and this router speaks 0.3.1: rebuild it with this release's switchyard-sdk"
             ),
         "{}",
         run.stderr

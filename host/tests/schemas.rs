@@ -1,12 +1,10 @@
 //! Records in the schema-registry wire format written and read by
 //! encoders that are not Switchyard's (confluent-kafka's serializers and
-//! fastavro, `schemas/independent.py`): Switchyard reads theirs, and they
+//! fastavro, `tests/schemas/independent.py`): Switchyard reads theirs, and they
 //! read Switchyard's.
 #![allow(clippy::unwrap_used, clippy::panic, reason = "test code")]
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -14,8 +12,6 @@ use std::sync::Arc;
 use switchyard::schema::dir::SchemaDir;
 use switchyard::schema::store::{Lookup, SchemaStore};
 use switchyard::schema::{Compiled, DecodeError, Format, wire};
-
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemas/independent.py");
 
 struct Case {
     name: String,
@@ -28,40 +24,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 /// The independent encoders' records, and the directory of their schemas.
 fn encoded() -> (tempfile::TempDir, Vec<Case>) {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(switchyard_tests::schema_python())
-        .arg(SCRIPT)
-        .arg("encode")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let cases = String::from_utf8(output.stdout)
+    let cases: Vec<Case> = switchyard_tests::independent_records(dir.path())
         .unwrap()
-        .lines()
-        .map(|line| {
-            let line: Value = serde_json::from_str(line).unwrap();
-            Case {
-                name: line["case"].as_str().unwrap().to_owned(),
-                topic: line["topic"].as_str().unwrap().to_owned(),
-                bytes: unhex(line["bytes"].as_str().unwrap()),
-                value: line["value"].clone(),
-            }
+        .into_iter()
+        .map(|r| Case {
+            name: r.case,
+            topic: r.kind,
+            bytes: r.bytes,
+            value: r.value,
         })
-        .collect::<Vec<_>>();
+        .collect();
     assert_eq!(cases.len(), 8, "every case of the script");
     (dir, cases)
 }
@@ -81,47 +56,6 @@ fn compiled(dir: &Path, framed: &[u8]) -> Arc<Compiled> {
         Lookup::Ready(schema) => schema,
         other => panic!("schema {id}: {other:?}"),
     }
-}
-
-/// What `independent.py decode` makes of `records` (topic, framed bytes).
-fn decoded_independently(records: &[(String, String, Vec<u8>)]) -> Vec<(String, Value)> {
-    let mut child = Command::new(switchyard_tests::schema_python())
-        .arg(SCRIPT)
-        .arg("decode")
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = String::new();
-    for (case, topic, bytes) in records {
-        input.push_str(&json!({"case": case, "topic": topic, "bytes": hex(bytes)}).to_string());
-        input.push('\n');
-    }
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let line: Value = serde_json::from_str(line).unwrap();
-            (
-                line["case"].as_str().unwrap().to_owned(),
-                line["value"].clone(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -208,7 +142,7 @@ fn what_switchyard_writes_is_what_the_independent_encoders_write_and_read() {
         written.push((case.name.clone(), case.topic.clone(), bytes));
     }
     // And the independent decoders read them back.
-    let read = decoded_independently(&written);
+    let read = switchyard_tests::decoded_independently(&written).unwrap();
     assert_eq!(read.len(), cases.len());
     for ((name, value), case) in read.iter().zip(&cases) {
         assert_eq!(name, &case.name);

@@ -149,6 +149,25 @@ pub mod testing {
         PARTITIONS.with(|p| p.borrow_mut().insert(topic.to_owned(), count));
     }
 
+    #[cfg(all(not(target_arch = "wasm32"), feature = "json"))]
+    thread_local! {
+        static SUBJECTS: std::cell::RefCell<std::collections::HashMap<String, u32>> =
+            std::cell::RefCell::default();
+    }
+
+    /// Makes [`encode`](crate::encode) with
+    /// [`SchemaRef::Subject`](crate::SchemaRef::Subject)`(subject)` write
+    /// with schema `id` on this thread (native builds only).
+    #[cfg(all(not(target_arch = "wasm32"), feature = "json"))]
+    pub fn set_subject_id(subject: &str, id: u32) {
+        SUBJECTS.with(|s| s.borrow_mut().insert(subject.to_owned(), id));
+    }
+
+    #[cfg(all(not(target_arch = "wasm32"), feature = "json"))]
+    pub(crate) fn subject_id(subject: &str) -> Option<u32> {
+        SUBJECTS.with(|s| s.borrow().get(subject).copied())
+    }
+
     /// Makes [`default_target`](crate::default_target) answer `topic` on
     /// this thread (native builds only).
     #[cfg(not(target_arch = "wasm32"))]

@@ -38,6 +38,10 @@ mod host;
 mod json_support;
 #[cfg(feature = "json")]
 pub use json_support::{json_field, json_field_mut};
+#[cfg(feature = "json")]
+mod schema;
+#[cfg(feature = "json")]
+pub use schema::{Field, SchemaRef, encode, encode_message};
 mod message;
 mod output;
 

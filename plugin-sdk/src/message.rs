@@ -35,6 +35,9 @@ pub struct Message<'a> {
     key: OnceCell<Option<Vec<u8>>>,
     value: OnceCell<Option<Vec<u8>>>,
     headers: OnceCell<Vec<Header>>,
+    /// What a unit test says the router decoded.
+    #[cfg(feature = "json")]
+    schema: crate::schema::Detached,
 }
 
 enum Source<'a> {
@@ -95,7 +98,30 @@ impl<'a> Message<'a> {
             key: OnceCell::new(),
             value: OnceCell::new(),
             headers: OnceCell::new(),
+            #[cfg(feature = "json")]
+            schema: crate::schema::Detached::default(),
         }
+    }
+
+    /// The router's batch and this record's index in it, inside the
+    /// router.
+    #[cfg(all(target_arch = "wasm32", feature = "json"))]
+    pub(crate) fn host_record(
+        &self,
+    ) -> Option<(
+        &crate::__private::bindings::switchyard::plugin::types::Batch,
+        u32,
+    )> {
+        match &self.source {
+            Source::Host { batch, index, .. } => Some((batch, *index)),
+            Source::Detached(_) => None,
+        }
+    }
+
+    /// What a unit test said the router decoded.
+    #[cfg(feature = "json")]
+    pub(crate) fn detached_schema(&self) -> &crate::schema::Detached {
+        &self.schema
     }
 
     /// The topic the record was consumed from.
@@ -241,6 +267,8 @@ pub struct MessageBuilder {
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
     headers: Vec<Header>,
+    #[cfg(feature = "json")]
+    schema: crate::schema::Detached,
 }
 
 impl Default for MessageBuilder {
@@ -253,6 +281,8 @@ impl Default for MessageBuilder {
             key: None,
             value: None,
             headers: Vec::new(),
+            #[cfg(feature = "json")]
+            schema: crate::schema::Detached::default(),
         }
     }
 }
@@ -307,10 +337,63 @@ impl MessageBuilder {
         self
     }
 
+    /// Says the router decoded the value (on a route that reads values by
+    /// schema) to `value`, written with schema 1 unless
+    /// [`schema_id`](Self::schema_id) says otherwise: what
+    /// [`Message::field`] and [`Message::decoded`] read in tests.
+    #[cfg(feature = "json")]
+    #[must_use]
+    pub fn decoded(mut self, value: serde_json::Value) -> Self {
+        let id = self.schema.value.as_ref().map_or(1, |(id, _)| *id);
+        self.schema.value = Some((id, value));
+        self
+    }
+
+    /// Says the router decoded the key to `key` (see
+    /// [`decoded`](Self::decoded)).
+    #[cfg(feature = "json")]
+    #[must_use]
+    pub fn decoded_key(mut self, key: serde_json::Value) -> Self {
+        let id = self.schema.key.as_ref().map_or(1, |(id, _)| *id);
+        self.schema.key = Some((id, key));
+        self
+    }
+
+    /// The ID of the schema the decoded value was written with.
+    #[cfg(feature = "json")]
+    #[must_use]
+    pub fn schema_id(mut self, id: u32) -> Self {
+        let value = self
+            .schema
+            .value
+            .take()
+            .map_or(serde_json::Value::Null, |(_, v)| v);
+        self.schema.value = Some((id, value));
+        self
+    }
+
+    /// The ID of the schema the decoded key was written with.
+    #[cfg(feature = "json")]
+    #[must_use]
+    pub fn key_schema_id(mut self, id: u32) -> Self {
+        let key = self
+            .schema
+            .key
+            .take()
+            .map_or(serde_json::Value::Null, |(_, v)| v);
+        self.schema.key = Some((id, key));
+        self
+    }
+
     /// The message.
     #[must_use]
     pub fn build(self) -> Message<'static> {
-        let msg = Message::with_source(Source::Detached(PhantomData));
+        #[cfg_attr(not(feature = "json"), allow(unused_mut))]
+        let mut msg = Message::with_source(Source::Detached(PhantomData));
+        #[cfg(feature = "json")]
+        {
+            msg.schema = self.schema;
+        }
         // The cells are new, so every `set` succeeds.
         let _ = msg.topic.set(self.topic);
         let _ = msg.partition.set(self.partition);

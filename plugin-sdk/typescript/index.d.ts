@@ -16,11 +16,11 @@
  * runs in node, so plugin logic is unit-tested with node's test runner; see
  * `switchyard-sdk/testing`.
  *
- * Contract: `switchyard:plugin@0.3.0` (the `wit/` folder of this package).
+ * Contract: `switchyard:plugin@0.3.1` (the `wit/` folder of this package).
  */
 
 /** The plugin contract this SDK builds for. */
-export declare const CONTRACT_VERSION: "0.3.0";
+export declare const CONTRACT_VERSION: "0.3.1";
 
 /** Bytes given as text (encoded as UTF-8) or as bytes. */
 export type BytesLike = string | Uint8Array;

@@ -1,6 +1,6 @@
 // Write Switchyard routing plugins in TypeScript or JavaScript.
 //
-// Contract: switchyard:plugin@0.3.0 (the wit/ folder of this package).
+// Contract: switchyard:plugin@0.3.1 (the wit/ folder of this package).
 
 export { Config, ConfigError } from "./config.js";
 export { fnv1a32 } from "./hash.js";
@@ -10,4 +10,4 @@ export { ORIGINAL, Output, RouteError } from "./output.js";
 export { plugin, route } from "./plugin.js";
 
 /** The plugin contract this SDK builds for. */
-export const CONTRACT_VERSION = "0.3.0";
+export const CONTRACT_VERSION = "0.3.1";

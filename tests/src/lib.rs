@@ -592,6 +592,111 @@ pub fn schema_python() -> PathBuf {
     python
 }
 
+/// A record written by an encoder that is not Switchyard's
+/// (`tests/schemas/independent.py`: confluent-kafka's schema-registry
+/// serializers and fastavro).
+#[derive(Debug, Clone)]
+pub struct IndependentRecord {
+    /// The case's name (`avro 0`, `protobuf nested 0`, `json 1`...).
+    pub case: String,
+    /// What it is: `orders` (Avro), `shipments` and `parcels` (Protobuf),
+    /// `events` (JSON Schema).
+    pub kind: String,
+    /// The framed bytes.
+    pub bytes: Vec<u8>,
+    /// The value it holds, as JSON (Avro bytes as code points up to
+    /// U+00FF).
+    pub value: serde_json::Value,
+}
+
+/// The JSON lines a script printed, if it succeeded (else its stderr).
+fn json_lines(output: std::process::Output) -> anyhow::Result<Vec<serde_json::Value>> {
+    if !output.status.success() {
+        bail!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    String::from_utf8(output.stdout)?
+        .lines()
+        .map(|line| Ok(serde_json::from_str(line)?))
+        .collect()
+}
+
+const INDEPENDENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/independent.py");
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The independent encoders' records; their schemas are written to
+/// `dir/schemas` as a schema directory.
+///
+/// # Errors
+/// When the encoders fail.
+pub fn independent_records(dir: &std::path::Path) -> anyhow::Result<Vec<IndependentRecord>> {
+    let output = Command::new(schema_python())
+        .arg(INDEPENDENT)
+        .arg("encode")
+        .arg(dir)
+        .output()?;
+    json_lines(output)?
+        .into_iter()
+        .map(|line| {
+            let text = |key: &str| -> anyhow::Result<String> {
+                Ok(line[key].as_str().context("a string")?.to_owned())
+            };
+            let hex = text("bytes")?;
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+                .collect::<Result<_, _>>()?;
+            Ok(IndependentRecord {
+                case: text("case")?,
+                kind: text("topic")?,
+                bytes,
+                value: line["value"].clone(),
+            })
+        })
+        .collect()
+}
+
+/// What the independent decoders make of `records` (case, kind, framed
+/// bytes): each case with the value it decoded.
+///
+/// # Errors
+/// When a decoder fails (bytes it cannot read).
+pub fn decoded_independently(
+    records: &[(String, String, Vec<u8>)],
+) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+    let mut child = Command::new(schema_python())
+        .arg(INDEPENDENT)
+        .arg("decode")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut input = String::new();
+    for (case, kind, bytes) in records {
+        input.push_str(
+            &serde_json::json!({"case": case, "topic": kind, "bytes": hex(bytes)}).to_string(),
+        );
+        input.push('\n');
+    }
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    json_lines(child.wait_with_output()?)?
+        .into_iter()
+        .map(|line| {
+            Ok((
+                line["case"].as_str().context("a case")?.to_owned(),
+                line["value"].clone(),
+            ))
+        })
+        .collect()
+}
+
 /// One sample of a metrics exposition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

@@ -12,7 +12,7 @@ use super::{Lang, Sdks};
 
 /// The contract the SDKs build for; the TypeScript entry imports its host
 /// interface by this version.
-const CONTRACT: &str = "switchyard:plugin@0.3.0";
+const CONTRACT: &str = "switchyard:plugin@0.3.1";
 
 /// What `switchyard build` was asked for.
 #[derive(Debug, Clone, Default)]

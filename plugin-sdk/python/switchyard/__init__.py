@@ -15,7 +15,7 @@ componentize-py) that the router loads. Outside the router the same code
 runs as plain Python, so plugin logic is unit-tested with pytest; see
 :mod:`switchyard.testing`.
 
-Contract: ``switchyard:plugin@0.3.0`` (the ``wit/`` folder of this package).
+Contract: ``switchyard:plugin@0.3.1`` (the ``wit/`` folder of this package).
 """
 
 from ._config import Config, ConfigError
@@ -26,7 +26,7 @@ from ._output import ORIGINAL, Append, Header, Output, Replace, RouteError
 from ._plugin import Plugin, plugin, route
 
 #: The plugin contract this SDK builds for.
-CONTRACT_VERSION = "0.3.0"
+CONTRACT_VERSION = "0.3.1"
 
 __all__ = [
     "CONTRACT_VERSION",

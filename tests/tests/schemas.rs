@@ -1,0 +1,313 @@
+//! End-to-end: records in the schema-registry wire format, written by
+//! encoders that are not Switchyard's (confluent-kafka's serializers and
+//! fastavro), routed by a field of their decoded value on the test broker,
+//! with the schemas served by a registry on loopback; bad records
+//! dead-lettered with kind `schema`; a registry outage waited out.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    reason = "test code"
+)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchyard::config::RouterConfig;
+use switchyard::pipeline::{FailureSink, RecordFailure};
+use switchyard::plugin::PluginEngine;
+use switchyard::router::{self, RouterHandle};
+use switchyard_plugin_fixtures as fixtures;
+use switchyard_tests::registry::{Mode, TestRegistry};
+use switchyard_tests::{
+    IndependentRecord, TestRecord, consume, create_topics, http_get, produce, random_topic,
+    wait_until,
+};
+
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Failed records, as (topic, offset, kind, message).
+#[derive(Default)]
+struct Failures(Mutex<Vec<(String, i64, String, String)>>);
+
+impl FailureSink for Failures {
+    fn failed(&self, f: &RecordFailure<'_>) {
+        self.0.lock().unwrap().push((
+            f.record.topic.to_string(),
+            f.record.offset,
+            f.failure.kind.to_string(),
+            f.failure.message.clone(),
+        ));
+    }
+}
+
+fn start(config: &RouterConfig) -> (RouterHandle, Arc<Failures>) {
+    let failures = Arc::new(Failures::default());
+    let engine = PluginEngine::new().unwrap();
+    let handle = router::start(config, &engine, failures.clone()).unwrap();
+    (handle, failures)
+}
+
+fn stop(handle: RouterHandle) {
+    handle.shutdown();
+    handle.join();
+}
+
+fn framed(bytes: &[u8]) -> TestRecord {
+    TestRecord {
+        value: Some(bytes.to_vec()),
+        ..TestRecord::default()
+    }
+}
+
+/// A route reading values by schema through the field router.
+fn field_route(name: &str, source: &str, field: &str, prefix: &str, dead: &str) -> String {
+    format!(
+        r#"
+[[routes]]
+name = "{name}"
+source_topics = ["{source}"]
+plugin = "{plugin}"
+default_target = "{prefix}default"
+allowed_targets = ["{prefix}*"]
+dead_letter_topic = "{dead}"
+value_format = "schema-registry"
+plugin_config = {{ field = "{field}", topic_prefix = "{prefix}" }}
+"#,
+        plugin = fixtures::field_router().display()
+    )
+}
+
+fn case<'a>(records: &'a [IndependentRecord], name: &str) -> &'a IndependentRecord {
+    records.iter().find(|r| r.case == name).unwrap()
+}
+
+#[test]
+fn avro_protobuf_and_json_schema_records_are_routed_by_a_field_and_bad_ones_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = switchyard_tests::independent_records(dir.path()).unwrap();
+    let registry = TestRegistry::start(dir.path().join("schemas")).unwrap();
+
+    let (orders, shipments, events) = (
+        random_topic("orders"),
+        random_topic("shipments"),
+        random_topic("events"),
+    );
+    let (o, s, e) = (
+        format!("{}-", random_topic("o")),
+        format!("{}-", random_topic("s")),
+        format!("{}-", random_topic("e")),
+    );
+    let dead = random_topic("dead");
+    let targets = [
+        format!("{o}default"),
+        format!("{o}eu-west"),
+        format!("{s}default"),
+        format!("{s}eu-west"),
+        format!("{e}default"),
+        format!("{e}acme"),
+        format!("{e}globex"),
+    ];
+    let mut topics: Vec<(&str, i32)> =
+        vec![(&orders, 1), (&shipments, 1), (&events, 1), (&dead, 1)];
+    topics.extend(targets.iter().map(|t| (t.as_str(), 1)));
+    create_topics(&topics).unwrap();
+
+    let routes = format!(
+        "[schemas.registry]\nurl = \"{}\"\n{}{}{}",
+        registry.url(),
+        field_route("orders", &orders, "customer.region", &o, &dead),
+        field_route("shipments", &shipments, "region", &s, &dead),
+        field_route("events", &events, "tenant", &e, &dead),
+    );
+    let config = switchyard_tests::router_config(&random_topic("group"), &routes).unwrap();
+
+    // Avro: from confluent-kafka's serializer and from fastavro, then three
+    // records no schema can read.
+    let order = |name| case(&records, name).bytes.clone();
+    let mut truncated = order("avro 0");
+    truncated.truncate(truncated.len() - 2);
+    let mut unknown = order("avro 0");
+    unknown[1..5].copy_from_slice(&999_u32.to_be_bytes());
+    produce(
+        &orders,
+        &[
+            framed(&order("avro 0")),
+            framed(&order("avro 1")),
+            framed(&order("fastavro 0")),
+            framed(b"{\"id\": 1}"),
+            framed(&unknown),
+            framed(&truncated),
+        ],
+    )
+    .unwrap();
+    produce(
+        &shipments,
+        &[
+            framed(&case(&records, "protobuf 0").bytes),
+            framed(&case(&records, "protobuf 1").bytes),
+        ],
+    )
+    .unwrap();
+    produce(
+        &events,
+        &[
+            framed(&case(&records, "json 0").bytes),
+            framed(&case(&records, "json 1").bytes),
+        ],
+    )
+    .unwrap();
+
+    let (handle, failures) = start(&config);
+    let read = |topic: &str, n| consume(topic, n, READ_TIMEOUT).unwrap();
+    let values = |records: Vec<TestRecord>| -> Vec<Vec<u8>> {
+        records.into_iter().map(|r| r.value.unwrap()).collect()
+    };
+
+    // Forwarded byte for byte, to the topic the field names.
+    assert_eq!(
+        values(read(&format!("{o}eu-west"), 2)),
+        vec![order("avro 0"), order("fastavro 0")]
+    );
+    assert_eq!(
+        values(read(&format!("{o}default"), 1)),
+        vec![order("avro 1")],
+        "a null region"
+    );
+    assert_eq!(
+        values(read(&format!("{s}eu-west"), 1)),
+        vec![case(&records, "protobuf 0").bytes.clone()]
+    );
+    assert_eq!(
+        values(read(&format!("{s}default"), 1)),
+        vec![case(&records, "protobuf 1").bytes.clone()],
+        "an empty region"
+    );
+    assert_eq!(
+        values(read(&format!("{e}acme"), 1)),
+        vec![case(&records, "json 0").bytes.clone()]
+    );
+    assert_eq!(
+        values(read(&format!("{e}globex"), 1)),
+        vec![case(&records, "json 1").bytes.clone()]
+    );
+
+    // The bad records, dead-lettered with why.
+    let dead_letters = read(&dead, 3);
+    let by_offset: HashMap<i64, &TestRecord> = dead_letters
+        .iter()
+        .map(|r| {
+            (
+                r.header_str("dlq-original-offset")
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+                r,
+            )
+        })
+        .collect();
+    for (offset, bytes, says) in [
+        (3, b"{\"id\": 1}".to_vec(), "not the magic byte 0x00"),
+        (4, unknown.clone(), "schema 999"),
+        (5, truncated.clone(), "schema 2 (Avro)"),
+    ] {
+        let record = by_offset[&offset];
+        assert_eq!(
+            record.value.as_deref(),
+            Some(bytes.as_slice()),
+            "offset {offset}: kept as consumed"
+        );
+        assert_eq!(
+            record.header_str("dlq-error-kind"),
+            Some("schema"),
+            "offset {offset}"
+        );
+        let reason = record.header_str("dlq-error").unwrap();
+        assert!(
+            reason.starts_with("value: ") && reason.contains(says),
+            "offset {offset}: {reason}"
+        );
+    }
+    let failed: Vec<_> = failures
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|f| (f.1, f.2.clone()))
+        .collect();
+    assert_eq!(
+        failed,
+        vec![
+            (3, "schema".to_owned()),
+            (4, "schema".to_owned()),
+            (5, "schema".to_owned())
+        ]
+    );
+
+    // The registry was asked for each schema once.
+    assert_eq!(registry.requests("/schemas/ids/2"), 1);
+    assert_eq!(registry.requests("/schemas/ids/999"), 1);
+    stop(handle);
+
+    // And the independent decoders read what came out as what went in.
+    let out: Vec<(String, String, Vec<u8>)> = ["avro 0", "avro 1", "protobuf 0", "json 1"]
+        .iter()
+        .map(|name| {
+            let r = case(&records, name);
+            (r.case.clone(), r.kind.clone(), r.bytes.clone())
+        })
+        .collect();
+    for (name, value) in switchyard_tests::decoded_independently(&out).unwrap() {
+        assert_eq!(value, case(&records, &name).value, "{name}");
+    }
+}
+
+#[test]
+fn records_wait_while_the_registry_is_down_and_flow_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = switchyard_tests::independent_records(dir.path()).unwrap();
+    let registry = TestRegistry::start(dir.path().join("schemas")).unwrap();
+    registry.set_mode(Mode::Unavailable);
+
+    let (orders, dead) = (random_topic("orders"), random_topic("dead"));
+    let o = format!("{}-", random_topic("o"));
+    let (default, eu) = (format!("{o}default"), format!("{o}eu-west"));
+    create_topics(&[(&orders, 1), (&dead, 1), (&default, 1), (&eu, 1)]).unwrap();
+    let routes = format!(
+        "[schemas.registry]\nurl = \"{}\"\ntimeout_ms = 500\n{}",
+        registry.url(),
+        field_route("orders", &orders, "customer.region", &o, &dead),
+    );
+    let config = switchyard_tests::router_config(&random_topic("group"), &routes).unwrap();
+    let order = case(&records, "avro 0").bytes.clone();
+    produce(&orders, &[framed(&order), framed(&order)]).unwrap();
+
+    let (handle, failures) = start(&config);
+    let http = handle.http_addr().unwrap();
+    // Held at the first record, and /ready says why.
+    wait_until(Duration::from_secs(60), || {
+        let (code, body) = http_get(http, "/ready").unwrap();
+        code == 503 && body.contains("waiting for schema 2") && body.contains("503")
+    })
+    .unwrap();
+    assert!(
+        failures.0.lock().unwrap().is_empty(),
+        "nothing fails for an outage"
+    );
+
+    registry.set_mode(Mode::Normal);
+    let routed = consume(&eu, 2, READ_TIMEOUT).unwrap();
+    assert!(
+        routed
+            .iter()
+            .all(|r| r.value.as_deref() == Some(order.as_slice()))
+    );
+    wait_until(Duration::from_secs(30), || {
+        let (code, _) = http_get(http, "/ready").unwrap();
+        code == 200
+    })
+    .unwrap();
+    assert!(failures.0.lock().unwrap().is_empty());
+    stop(handle);
+}
