@@ -719,6 +719,24 @@ fn health_says_which_router_it_cannot_reach() {
 }
 
 #[test]
+fn a_plugin_built_for_contract_0_3_0_loads_and_routes_unchanged() {
+    // The tenant partitioner as built by the SDK of contract 0.3.0, before
+    // 0.3.1 added the schema functions.
+    let old = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/old-contract/tenant-partitioner-0.3.0.wasm");
+    let run = check(&old, &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("switchyard:plugin/types@0.3.0"),
+        "{}",
+        run.stdout
+    );
+    let input = json!({"key": "order", "value": "{}", "headers": [["tenant-id", "acme"]]});
+    let out = route(&old, &["--partitions", "output=6"], &[input]);
+    assert_eq!(out[0]["outputs"][0]["partition"], json!(1), "{out:?}");
+}
+
+#[test]
 fn a_plugin_built_for_an_older_contract_is_refused_with_both_versions() {
     // The hello example as built by the SDK of contract 0.1.0.
     let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/old-contract/hello-0.1.0.wasm");
