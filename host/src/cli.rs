@@ -130,6 +130,36 @@ struct PluginArgs {
     /// the default target, as in `switchyard run`.
     #[arg(long = "allow", value_name = "PATTERN")]
     allow: Vec<String>,
+    /// A directory of schemas by ID (as `[schemas] dir`): record values
+    /// are then read by schema (`--value-format`), and the plugin may
+    /// write with these schemas.
+    #[arg(long, value_name = "DIR")]
+    schemas: Option<PathBuf>,
+    /// How record values are written (the route's `value_format`);
+    /// default: `schema-registry` with --schemas, else `bytes`.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    value_format: Option<Format>,
+    /// How record keys are written (the route's `key_format`).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "bytes")]
+    key_format: Format,
+}
+
+/// A record part's format on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Bytes the router does not read.
+    Bytes,
+    /// A schema registry's wire format, read by schema (needs --schemas).
+    SchemaRegistry,
+}
+
+impl From<Format> for RecordFormat {
+    fn from(format: Format) -> Self {
+        match format {
+            Format::Bytes => Self::Bytes,
+            Format::SchemaRegistry => Self::SchemaRegistry,
+        }
+    }
 }
 
 fn key_value(arg: &str) -> Result<(String, String), String> {
@@ -298,16 +328,31 @@ impl PluginArgs {
             dead_letter_topic: None,
             on_failure: Some(OnFailure::Skip),
             retry: RetryConfig::default(),
-            value_format: RecordFormat::Bytes,
-            key_format: RecordFormat::Bytes,
+            value_format: self
+                .value_format
+                .unwrap_or(if self.schemas.is_some() {
+                    Format::SchemaRegistry
+                } else {
+                    Format::Bytes
+                })
+                .into(),
+            key_format: self.key_format.into(),
         };
+        if config.uses_schemas() && self.schemas.is_none() {
+            bail!("--value-format or --key-format schema-registry needs --schemas DIR");
+        }
         if !config.allowed_targets.is_empty() && !config.allows(&config.default_target) {
             bail!(
                 "--allow does not match the default target '{}' (--target)",
                 config.default_target
             );
         }
-        let route = Route::new(config, Some(plugin), Arc::new(self.topics()));
+        let mut route = Route::new(config, Some(plugin), Arc::new(self.topics()));
+        if let Some(dir) = &self.schemas {
+            let dir = crate::schema::dir::SchemaDir::open(dir)?;
+            let store = crate::schema::store::SchemaStore::new(Some(dir), None, None);
+            route = route.with_schemas(Arc::new(store));
+        }
         Ok(Arc::new(route).instance()?)
     }
 }

@@ -28,9 +28,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::plugin::PartitionCounts;
+use crate::plugin::{FailureKind, PartitionCounts};
 use crate::record::{Header, SourceRecord};
 use crate::route::{RouteInstance, Routed, Topics};
+use crate::schema::check::Check;
 
 /// What a run saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,22 @@ pub fn route_lines(
                 continue;
             }
         };
+        // Records read by schema are checked first, as in `run` (a
+        // directory of schemas has them at once: nothing is pending).
+        let checked = match instance.schemas().map(|s| s.check(&record)) {
+            Some(Check::Failed(reason)) => Err(reason),
+            Some(Check::Pending { id, why }) => Err(format!(
+                "schema {id} is not available{}",
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            )),
+            Some(Check::Ok) | None => Ok(()),
+        };
+        if let Err(message) = checked {
+            summary.failed += 1;
+            let report = json!({"offset": record.offset, "error": {"kind": FailureKind::Schema.as_str(), "message": message}});
+            writeln!(out, "{report}")?;
+            continue;
+        }
         let report = match instance.route(&record) {
             Ok(outputs) => {
                 summary.routed += 1;

@@ -353,6 +353,12 @@ impl RouteInstance {
         self.route.name()
     }
 
+    /// The route's schemas, if `[schemas]` is configured.
+    #[must_use]
+    pub fn schemas(&self) -> Option<&RecordSchemas> {
+        self.route.schemas()
+    }
+
     /// The plugin this instance routes with, if any.
     #[must_use]
     pub fn plugin(&self) -> Option<&Plugin> {

@@ -252,3 +252,61 @@ fn missing_and_broken_schemas_are_named() {
     let err = failed(10);
     assert!(err.contains("expected"), "{err}");
 }
+
+#[test]
+fn switchyard_route_reads_records_by_schema_from_a_directory_offline() {
+    use base64::Engine as _;
+    let (dir, cases) = encoded();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let order = &cases.iter().find(|c| c.name == "avro 0").unwrap().bytes;
+    let mut input = String::new();
+    for bytes in [
+        &order[..],
+        &cases.iter().find(|c| c.name == "avro 1").unwrap().bytes,
+        &order[..order.len() - 1],
+        b"plain",
+    ] {
+        input.push_str(&json!({"value_b64": b64(bytes)}).to_string());
+        input.push('\n');
+    }
+    let schemas = dir.path().join("schemas");
+    let plugin = switchyard_plugin_fixtures::field_router();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("route")
+        .arg(&plugin)
+        .args(["--schemas", schemas.to_str().unwrap()])
+        .args(["-c", "field=customer.region", "-c", "topic_prefix=o-"])
+        .args(["--target", "o-default", "--allow", "o-*"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(lines[0]["outputs"][0]["topic"], json!("o-eu-west"));
+    assert_eq!(
+        lines[0]["outputs"][0]["value_b64"],
+        json!(b64(order)),
+        "forwarded as consumed"
+    );
+    assert_eq!(lines[1]["outputs"][0]["topic"], json!("o-default"));
+    for (line, says) in [(&lines[2], "schema 2 (Avro)"), (&lines[3], "magic byte")] {
+        assert_eq!(line["error"]["kind"], json!("schema"), "{line}");
+        assert!(
+            line["error"]["message"].as_str().unwrap().contains(says),
+            "{line}"
+        );
+    }
+}
