@@ -219,7 +219,8 @@ fn schema_store(config: &SchemasConfig) -> Result<SchemaStore, String> {
     let settings = registry
         .settings()
         .map_err(|(field, why)| format!("{field}: {why}"))?;
-    let registry = Registry::new(&settings).map_err(|e| format!("schemas.registry: {e}"))?;
+    let registry = Registry::new(&settings)
+        .map_err(|(field, why)| format!("schemas.registry.{field}: {why}"))?;
     SchemaStore::with_own_runtime(dir, registry)
         .map(|store| store.with_subject_ttl(ttl))
         .map_err(|e| format!("cannot start the registry client: {e}"))

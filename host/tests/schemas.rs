@@ -253,6 +253,83 @@ fn missing_and_broken_schemas_are_named() {
     assert!(err.contains("expected"), "{err}");
 }
 
+/// The lines `switchyard route` prints for `input` through `plugin`
+/// (`args` added), and its stderr.
+fn route_offline(plugin: &Path, args: &[&str], input: &str) -> (Vec<Value>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("route")
+        .arg(plugin)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn the_field_router_in_rust_python_and_typescript_routes_every_format_alike() {
+    use base64::Engine as _;
+    let (dir, cases) = encoded();
+    let mut input = String::new();
+    for case in &cases {
+        let line =
+            json!({"value_b64": base64::engine::general_purpose::STANDARD.encode(&case.bytes)});
+        input.push_str(&line.to_string());
+        input.push('\n');
+    }
+    let schemas = dir.path().join("schemas");
+    let args = [
+        "--schemas",
+        schemas.to_str().unwrap(),
+        "-c",
+        // Protobuf shipments have a region; Avro orders have it one level
+        // down (none here), JSON events none: both ways are compared.
+        "field=region",
+        "-c",
+        "topic_prefix=t-",
+        "--allow",
+        "t-*",
+        "--target",
+        "t-default",
+    ];
+    let plugins = [
+        switchyard_plugin_fixtures::field_router(),
+        switchyard_plugin_fixtures::python("field-router"),
+        switchyard_plugin_fixtures::typescript("field-router"),
+    ];
+    let mut answers = Vec::new();
+    for plugin in &plugins {
+        let (lines, stderr) = route_offline(plugin, &args, &input);
+        assert_eq!(lines.len(), cases.len(), "{}: {stderr}", plugin.display());
+        answers.push(lines);
+    }
+    let topics: Vec<&Value> = answers[0]
+        .iter()
+        .map(|l| &l["outputs"][0]["topic"])
+        .collect();
+    // Protobuf shipment 0 has region eu-west; Avro orders have no
+    // top-level region; the others none or an empty one.
+    assert!(topics.contains(&&json!("t-eu-west")), "{topics:?}");
+    assert!(topics.contains(&&json!("t-default")), "{topics:?}");
+    for (plugin, lines) in plugins.iter().zip(&answers).skip(1) {
+        assert_eq!(
+            lines,
+            &answers[0],
+            "{} answers as the Rust version",
+            plugin.display()
+        );
+    }
+}
+
 #[test]
 fn switchyard_route_reads_records_by_schema_from_a_directory_offline() {
     use base64::Engine as _;
@@ -271,30 +348,20 @@ fn switchyard_route_reads_records_by_schema_from_a_directory_offline() {
     }
     let schemas = dir.path().join("schemas");
     let plugin = switchyard_plugin_fixtures::field_router();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("route")
-        .arg(&plugin)
-        .args(["--schemas", schemas.to_str().unwrap()])
-        .args(["-c", "field=customer.region", "-c", "topic_prefix=o-"])
-        .args(["--target", "o-default", "--allow", "o-*"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(
-        lines.len(),
-        4,
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let args = [
+        "--schemas",
+        schemas.to_str().unwrap(),
+        "-c",
+        "field=customer.region",
+        "-c",
+        "topic_prefix=o-",
+        "--target",
+        "o-default",
+        "--allow",
+        "o-*",
+    ];
+    let (lines, stderr) = route_offline(&plugin, &args, &input);
+    assert_eq!(lines.len(), 4, "{stderr}");
     assert_eq!(lines[0]["outputs"][0]["topic"], json!("o-eu-west"));
     assert_eq!(
         lines[0]["outputs"][0]["value_b64"],

@@ -6,6 +6,7 @@
 import { Config } from "./config.js";
 import { installHost, startCall } from "./host.js";
 import { Message } from "./message.js";
+import { installSchemas } from "./schema.js";
 import { ORIGINAL, Output, RouteError } from "./output.js";
 import { START } from "./plugin.js";
 
@@ -42,7 +43,7 @@ function forwardTo(topic, partition) {
 }
 
 /** The `init` and `route` exports of the component for `marked`. */
-export function witExports(marked, host) {
+export function witExports(marked, host, schemas) {
   if (typeof marked?.[START] !== "function") {
     throw new TypeError(
       "the plugin module's default export is not a plugin: " +
@@ -50,6 +51,7 @@ export function witExports(marked, host) {
     );
   }
   installHost(host);
+  installSchemas(schemas);
   let routed = null;
 
   function init(pairs) {
@@ -69,6 +71,8 @@ export function witExports(marked, host) {
       spans,
       bytes: context.headerBytes,
       given: count > 0 ? spans.length / count : 0,
+      // Decoded fields fetched for all the call's records, by part and path.
+      fields: null,
     };
     const answers = new Array(count);
     for (let i = 0; i < count; i++) {

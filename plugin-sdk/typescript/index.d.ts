@@ -109,6 +109,15 @@ export interface MessageInit {
   /** `null` (the default) for a null value. */
   value?: BytesLike | null;
   headers?: HeadersLike;
+  /** What the router would decode the value to, on a route that reads
+   * values by schema. */
+  decoded?: unknown;
+  /** The ID of the schema of `decoded`; default 1. */
+  schemaId?: number;
+  /** What the router would decode the key to. */
+  decodedKey?: unknown;
+  /** The ID of the schema of `decodedKey`; default 1. */
+  keySchemaId?: number;
 }
 
 /**
@@ -147,7 +156,37 @@ export declare class Message {
   /** The value parsed as JSON. A null value or malformed JSON throws
    * `RouteError.reject` saying what is wrong. */
   json<T = unknown>(): T;
+  /** The ID of the schema the value was written with, on a route that
+   * reads values by schema; `undefined` otherwise, and for a null value. */
+  readonly schemaId: number | undefined;
+  /** The ID of the schema the key was written with. */
+  readonly keySchemaId: number | undefined;
+  /** The field at a dotted `path` of the decoded value (field names, array
+   * indexes, map keys: `"customer.region"`, `"lines.0.sku"`); `fallback`
+   * when the path leads nowhere. A 64-bit integer beyond 2^53 comes as a
+   * `bigint`. Throws `RouteError.reject` when the route does not read
+   * values by schema, or the value is null. */
+  field<T = unknown>(path: string, fallback?: T): unknown;
+  /** The field at a dotted `path` of the decoded key. */
+  keyField<T = unknown>(path: string, fallback?: T): unknown;
+  /** The whole decoded value (the JSON mapping of the plugin guide's
+   * "Schemas"). */
+  decoded<T = unknown>(): T;
+  /** The whole decoded key. */
+  decodedKey<T = unknown>(): T;
 }
+
+/** Which schema `encode` writes with: its ID, or a subject's latest
+ * version; `message` names a Protobuf schema's message. */
+export type EncodeWith =
+  | { schemaId: number; subject?: undefined; message?: string }
+  | { subject: string; schemaId?: undefined; message?: string };
+
+/** `value` written with a registry's schema, in the wire format: the bytes
+ * of an output's key or value. Throws `RouteError.retry` while the schema
+ * is being fetched, `RouteError.reject` when it does not exist or the value
+ * does not fit it. */
+export declare function encode(value: unknown, schema: EncodeWith): Uint8Array;
 
 /** The field at a dotted `path` (`"customer.address.city"`) of a JSON
  * document, array elements by index (`"items.0.sku"`); `undefined` if there

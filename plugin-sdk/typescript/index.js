@@ -8,6 +8,7 @@ export { Level, defaultTarget, inRouter, log, partitionCount } from "./host.js";
 export { Message, jsonField } from "./message.js";
 export { ORIGINAL, Output, RouteError } from "./output.js";
 export { plugin, route } from "./plugin.js";
+export { encode } from "./schema.js";
 
 /** The plugin contract this SDK builds for. */
 export const CONTRACT_VERSION = "0.3.1";

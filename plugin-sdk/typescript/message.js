@@ -2,6 +2,7 @@
 
 import { givenIndex } from "./host.js";
 import { RouteError, toBytes, toHeaders } from "./output.js";
+import { errorPayload, fromField, lookup } from "./schema.js";
 
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -41,7 +42,16 @@ export class Message {
       key = null,
       value = null,
       headers = [],
+      decoded = undefined,
+      schemaId = 1,
+      decodedKey = undefined,
+      keySchemaId = 1,
     } = init ?? {};
+    // What the router would have decoded, per part, as [schema ID, value].
+    this._decoded = {
+      key: decodedKey === undefined ? null : [keySchemaId, decodedKey],
+      value: decoded === undefined ? null : [schemaId, decoded],
+    };
     this._call = null;
     this._index = 0;
     this._topic = topic;
@@ -138,6 +148,92 @@ export class Message {
     return text(this.header(name));
   }
 
+  /** The ID of the schema the value was written with, on a route that
+   * reads values by schema; `undefined` otherwise, and for a null value. */
+  get schemaId() {
+    return this._schemaId("value");
+  }
+
+  /** The ID of the schema the key was written with (see `schemaId`). */
+  get keySchemaId() {
+    return this._schemaId("key");
+  }
+
+  /**
+   * The field at `path` of the decoded value: field names, array indexes
+   * and map keys joined by dots (`"customer.region"`, `"lines.0.sku"`);
+   * `fallback` (default `undefined`) when the path leads nowhere. Inside
+   * the router, the first read of a path fetches it for every record of
+   * the call at once. Throws `RouteError.reject` when the route does not
+   * read values by schema, or the value is null.
+   */
+  field(path, fallback = undefined) {
+    return this._field("value", path, fallback);
+  }
+
+  /** The field at `path` of the decoded key (see `field`). */
+  keyField(path, fallback = undefined) {
+    return this._field("key", path, fallback);
+  }
+
+  /** The whole decoded value (the JSON mapping of the plugin guide's
+   * "Schemas"). Throws `RouteError.reject` when the route does not read
+   * values by schema, or the value is null. */
+  decoded() {
+    return this._whole("value");
+  }
+
+  /** The whole decoded key (see `decoded`). */
+  decodedKey() {
+    return this._whole("key");
+  }
+
+  _detached(part) {
+    const found = this._decoded[part];
+    if (found === null) {
+      const arg = part === "value" ? "decoded" : "decodedKey";
+      throw RouteError.reject(`the test message has no decoded ${part} (new Message({ ${arg} }))`);
+    }
+    return found;
+  }
+
+  _schemaId(part) {
+    if (this._call === null) {
+      return this._decoded[part]?.[0];
+    }
+    return this._call.batch.schemaId(this._index, part) ?? undefined;
+  }
+
+  _field(part, path, fallback) {
+    const call = this._call;
+    if (call === null) {
+      return lookup(this._detached(part)[1], path, fallback);
+    }
+    call.fields ??= new Map();
+    const key = `${part}:${path}`;
+    let results = call.fields.get(key);
+    if (results === undefined) {
+      results = call.batch.fields(part, path);
+      call.fields.set(key, results);
+    }
+    const result = results[this._index];
+    if (result.tag === "err") throw RouteError.reject(result.val);
+    return result.val === undefined || result.val === null ? fallback : fromField(result.val);
+  }
+
+  _whole(part) {
+    if (this._call === null) {
+      return this._detached(part)[1];
+    }
+    let text;
+    try {
+      text = this._call.batch.decoded(this._index, part);
+    } catch (e) {
+      throw RouteError.reject(String(errorPayload(e)));
+    }
+    return JSON.parse(text);
+  }
+
   /** The value parsed as JSON. A null value or malformed JSON throws
    * `RouteError.reject` saying what is wrong. */
   json() {
@@ -165,17 +261,5 @@ export class Message {
  * is none.
  */
 export function jsonField(doc, path) {
-  let node = doc;
-  for (const part of path.split(".")) {
-    if (Array.isArray(node)) {
-      if (!/^[0-9]+$/.test(part) || Number(part) >= node.length) return undefined;
-      node = node[Number(part)];
-    } else if (node !== null && typeof node === "object") {
-      if (!Object.hasOwn(node, part)) return undefined;
-      node = node[part];
-    } else {
-      return undefined;
-    }
-  }
-  return node;
+  return lookup(doc, path, undefined);
 }

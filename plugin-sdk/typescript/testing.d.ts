@@ -11,6 +11,8 @@ import type { Config, Message, PluginClass, RouteResult } from "./index.js";
 export declare function setPartitionCount(topic: string, count: number): void;
 /** Makes `defaultTarget()` answer `topic`. */
 export declare function setDefaultTarget(topic: string): void;
+/** Makes `encode(value, { subject })` write with schema `schemaId`. */
+export declare function setSubjectId(subject: string, schemaId: number): void;
 /** Forgets what the setters said. */
 export declare function reset(): void;
 /** Starts a marked plugin (a class or function marked with `plugin` or

@@ -559,14 +559,15 @@ impl RouterConfig {
         if let Some(dir) = &schemas.dir
             && let Err(e) = crate::schema::dir::SchemaDir::open(dir)
         {
-            return Err(self.invalid("schemas.dir", e.to_string()));
+            return Err(self.invalid("schemas.dir", format!("'{}': {}", dir.display(), e.reason)));
         }
         if let Some(registry) = &schemas.registry {
             let settings = registry
                 .settings()
                 .map_err(|(field, message)| self.invalid(field, message))?;
-            crate::schema::registry::Registry::new(&settings)
-                .map_err(|message| self.invalid("schemas.registry", message))?;
+            crate::schema::registry::Registry::new(&settings).map_err(|(field, message)| {
+                self.invalid(format!("schemas.registry.{field}"), message)
+            })?;
         }
         Ok(())
     }

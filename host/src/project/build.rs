@@ -323,10 +323,12 @@ fn build_typescript(dir: &Path, out: Option<PathBuf>) -> anyhow::Result<PathBuf>
         format!(
             "// Written by `switchyard build`: the component's exports.\n\
              import plugin from {main};\n\
-             import * as host from \"{CONTRACT}\";\n\
+             import * as host from \"{HOST}\";\n\
+             import * as schemas from \"{SCHEMAS}\";\n\
              import {{ witExports }} from \"switchyard-sdk/component\";\n\
-             export const {{ init, route }} = witExports(plugin, host);\n",
-            CONTRACT = CONTRACT.replace('@', "/host@"),
+             export const {{ init, route }} = witExports(plugin, host, schemas);\n",
+            HOST = CONTRACT.replace('@', "/host@"),
+            SCHEMAS = CONTRACT.replace('@', "/schemas@"),
         ),
     )
     .with_context(|| format!("cannot write {}", entry.display()))?;

@@ -116,38 +116,42 @@ impl Registry {
     ///
     /// # Errors
     /// When the URL is not an http(s) URL, or the TLS files cannot be read
-    /// or used.
-    pub fn new(settings: &RegistrySettings) -> Result<Self, String> {
+    /// or used: the setting at fault (`url`, `ca_file`, `cert_file`) and
+    /// why.
+    pub fn new(settings: &RegistrySettings) -> Result<Self, (&'static str, String)> {
         let base = settings.url.trim_end_matches('/').to_owned();
         let uri: Uri = base
             .parse()
-            .map_err(|e| format!("'{}' is not a URL: {e}", settings.url))?;
+            .map_err(|e| ("url", format!("'{}' is not a URL: {e}", settings.url)))?;
         match uri.scheme_str() {
             Some("http" | "https") if uri.host().is_some() => {}
             _ => {
-                return Err(format!(
-                    "'{}' is not an http:// or https:// URL with a host",
-                    settings.url
+                return Err((
+                    "url",
+                    format!(
+                        "'{}' is not an http:// or https:// URL with a host",
+                        settings.url
+                    ),
                 ));
             }
         }
         if uri.query().is_some() {
-            return Err(format!(
-                "'{}' has a query; give the registry's base URL",
-                settings.url
+            return Err((
+                "url",
+                format!(
+                    "'{}' has a query; give the registry's base URL",
+                    settings.url
+                ),
             ));
         }
         let mut tls = native_tls::TlsConnector::builder();
         if let Some(path) = &settings.ca_file {
-            let pem =
-                std::fs::read(path).map_err(|e| format!("ca_file '{}': {e}", path.display()))?;
+            let at_fault = |why: String| ("ca_file", format!("'{}': {why}", path.display()));
+            let pem = std::fs::read(path).map_err(|e| at_fault(e.to_string()))?;
             let certificates = native_tls::Certificate::stack_from_pem(&pem)
-                .map_err(|e| format!("ca_file '{}': {e}", path.display()))?;
+                .map_err(|e| at_fault(e.to_string()))?;
             if certificates.is_empty() {
-                return Err(format!(
-                    "ca_file '{}': no PEM certificate in it",
-                    path.display()
-                ));
+                return Err(at_fault("no PEM certificate in it".to_owned()));
             }
             for certificate in certificates {
                 tls.add_root_certificate(certificate);
@@ -155,19 +159,22 @@ impl Registry {
         }
         if let Some((cert, key)) = &settings.client_cert {
             let read = |path: &PathBuf| {
-                std::fs::read(path).map_err(|e| format!("'{}': {e}", path.display()))
+                std::fs::read(path).map_err(|e| ("cert_file", format!("'{}': {e}", path.display())))
             };
             let identity =
                 native_tls::Identity::from_pkcs8(&read(cert)?, &read(key)?).map_err(|e| {
-                    format!(
-                        "client certificate '{}' with key '{}': {e}",
-                        cert.display(),
-                        key.display()
+                    (
+                        "cert_file",
+                        format!(
+                            "client certificate '{}' with key '{}': {e}",
+                            cert.display(),
+                            key.display()
+                        ),
                     )
                 })?;
             tls.identity(identity);
         }
-        let tls = tls.build().map_err(|e| format!("TLS: {e}"))?;
+        let tls = tls.build().map_err(|e| ("ca_file", format!("TLS: {e}")))?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.timeout));
@@ -184,10 +191,14 @@ impl Registry {
             Auth::Bearer(token) => Some(format!("Bearer {token}")),
         }
         .map(|value| {
-            let mut value = HeaderValue::from_str(&value)
-                .map_err(|_| "the credentials hold characters a header cannot".to_owned())?;
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                (
+                    "password_env",
+                    "the credentials hold characters a header cannot".to_owned(),
+                )
+            })?;
             value.set_sensitive(true);
-            Ok::<_, String>(value)
+            Ok::<_, (&'static str, String)>(value)
         })
         .transpose()?;
         Ok(Self {

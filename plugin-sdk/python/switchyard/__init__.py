@@ -24,6 +24,7 @@ from ._host import IN_ROUTER, Level, default_target, log, partition_count
 from ._message import Message, json_field
 from ._output import ORIGINAL, Append, Header, Output, Replace, RouteError
 from ._plugin import Plugin, plugin, route
+from ._schema import encode
 
 #: The plugin contract this SDK builds for.
 CONTRACT_VERSION = "0.3.1"
@@ -43,6 +44,7 @@ __all__ = [
     "Replace",
     "RouteError",
     "default_target",
+    "encode",
     "fnv1a_32",
     "json_field",
     "log",

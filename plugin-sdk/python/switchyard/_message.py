@@ -4,7 +4,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from . import _host
+from . import _host, _schema
 from ._host import _given
 from ._output import Header, RouteError, _bytes, _headers
 
@@ -12,16 +12,18 @@ _UNSET: Any = object()
 
 
 class _Call:
-    """What the records of one router call share: the batch and the
-    headers handed over with it (``given`` per record)."""
+    """What the records of one router call share: the batch, the headers
+    handed over with it (``given`` per record), and the decoded fields
+    already fetched for all its records."""
 
-    __slots__ = ("batch", "spans", "bytes", "given")
+    __slots__ = ("batch", "spans", "bytes", "given", "fields")
 
     def __init__(self, batch, spans, data: bytes, given: int) -> None:
         self.batch = batch
         self.spans = spans
         self.bytes = data
         self.given = given
+        self.fields = None
 
 
 class Message:
@@ -46,6 +48,9 @@ class Message:
     _key: Any = _UNSET
     _value: Any = _UNSET
     _headers: Any = _UNSET
+    # Outside the router: what the router would have decoded, per part
+    # (key, value), as (schema ID, value).
+    _decoded: Any = (None, None)
 
     def __init__(
         self,
@@ -57,7 +62,14 @@ class Message:
         key: bytes | str | None = None,
         value: bytes | str | None = None,
         headers: Iterable[tuple[str, bytes | str]] | dict = (),
+        decoded: Any = _UNSET,
+        schema_id: int = 1,
+        decoded_key: Any = _UNSET,
+        key_schema_id: int = 1,
     ) -> None:
+        """``decoded`` (``decoded_key``) is what the router would decode
+        the value (key) to on a route that reads it by schema, written with
+        schema ``schema_id`` (``key_schema_id``)."""
         self._call = None
         self._index = 0
         self._topic = topic
@@ -67,6 +79,10 @@ class Message:
         self._key = None if key is None else _bytes(key)
         self._value = None if value is None else _bytes(value)
         self._headers = _headers(headers)
+        self._decoded = (
+            None if decoded_key is _UNSET else (key_schema_id, decoded_key),
+            None if decoded is _UNSET else (schema_id, decoded),
+        )
 
     @classmethod
     def _from_host(cls, call: "_Call", index: int) -> "Message":
@@ -186,24 +202,99 @@ class Message:
         except ValueError as e:
             raise RouteError.reject(f"value is not valid JSON: {e}") from None
 
+    @property
+    def schema_id(self) -> int | None:
+        """The ID of the schema the value was written with, on a route
+        that reads values by schema; ``None`` otherwise, and for a null
+        value."""
+        return self._schema_id(_schema.VALUE)
+
+    @property
+    def key_schema_id(self) -> int | None:
+        """The ID of the schema the key was written with (see
+        :attr:`schema_id`)."""
+        return self._schema_id(_schema.KEY)
+
+    def field(self, path: str, default: Any = None) -> Any:
+        """The field at ``path`` of the decoded value: field names, array
+        indexes and map keys joined by dots (``"customer.region"``,
+        ``"lines.0.sku"``), as a Python value (a record, map or array as a
+        ``dict`` or ``list``); ``default`` when the path leads nowhere.
+
+        Inside the router, the first read of a path fetches it for every
+        record of the call at once. Raises :meth:`RouteError.reject` when
+        the route does not read values by schema, or the value is null."""
+        return self._field(_schema.VALUE, path, default)
+
+    def key_field(self, path: str, default: Any = None) -> Any:
+        """The field at ``path`` of the decoded key (see :meth:`field`)."""
+        return self._field(_schema.KEY, path, default)
+
+    def decoded(self) -> Any:
+        """The whole decoded value (the JSON mapping of the plugin guide's
+        "Schemas"). Raises :meth:`RouteError.reject` when the route does
+        not read values by schema, or the value is null."""
+        return self._whole(_schema.VALUE)
+
+    def decoded_key(self) -> Any:
+        """The whole decoded key (see :meth:`decoded`)."""
+        return self._whole(_schema.KEY)
+
+    def _detached(self, part: int) -> tuple[int, Any]:
+        found = self._decoded[part]
+        if found is None:
+            name = _schema._PART_NAMES[part]
+            arg = "decoded" if part == _schema.VALUE else "decoded_key"
+            raise RouteError.reject(f"the test message has no decoded {name} (Message({arg}=...))")
+        return found
+
+    def _schema_id(self, part: int) -> int | None:
+        call = self._call
+        if call is None:
+            found = self._decoded[part]
+            return None if found is None else found[0]
+        return call.batch.schema_id(self._index, _wit_part(part))
+
+    def _field(self, part: int, path: str, default: Any) -> Any:
+        call = self._call
+        if call is None:
+            return _schema._lookup(self._detached(part)[1], path, default)
+        if call.fields is None:
+            call.fields = {}
+        results = call.fields.get((part, path))
+        if results is None:
+            results = call.fields[(part, path)] = call.batch.fields(_wit_part(part), path)
+        result = results[self._index]
+        if type(result).__name__ == "Err":
+            raise RouteError.reject(result.value)
+        if result.value is None:
+            return default
+        return _schema._from_field(result.value)
+
+    def _whole(self, part: int) -> Any:
+        call = self._call
+        if call is None:
+            return self._detached(part)[1]
+        from componentize_py_types import Err
+
+        try:
+            return json.loads(call.batch.decoded(self._index, _wit_part(part)))
+        except Err as e:
+            raise RouteError.reject(e.value) from None
+
     def __repr__(self) -> str:
         return f"Message(topic={self.topic!r}, partition={self.partition}, offset={self.offset})"
+
+
+def _wit_part(part: int):
+    """The WIT ``part`` of a part number."""
+    from wit_world.imports import types
+
+    return types.Part.KEY if part == _schema.KEY else types.Part.VALUE
 
 
 def json_field(doc: Any, path: str) -> Any:
     """The field at a dotted ``path`` (``"customer.address.city"``) of a
     JSON document, array elements by index (``"items.0.sku"``); ``None`` if
     there is none."""
-    node = doc
-    for part in path.split("."):
-        if isinstance(node, dict):
-            if part not in node:
-                return None
-            node = node[part]
-        elif isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                return None
-            node = node[int(part)]
-        else:
-            return None
-    return node
+    return _schema._lookup(doc, path, None)

@@ -224,3 +224,73 @@ test("init refuses with the error's message; other errors from route propagate (
 test("witExports refuses a module whose default export is not a plugin", () => {
   assert.throws(() => witExports(() => [], {}), /not a plugin/);
 });
+
+test("decoded records: fields, the whole value and the schema ID, natively", () => {
+  const msg = new Message({ decoded: { a: [1, { b: "c" }] }, schemaId: 7 });
+  assert.equal(msg.schemaId, 7);
+  assert.equal(msg.field("a.1.b"), "c");
+  assert.equal(msg.field("a.5", "none"), "none");
+  assert.deepEqual(msg.decoded(), { a: [1, { b: "c" }] });
+  assert.equal(new Message().schemaId, undefined);
+  assert.throws(
+    () => new Message({ value: "{}" }).field("a"),
+    (e) => e instanceof RouteError && e.reason.includes("no decoded value"),
+  );
+});
+
+test("encode frames the JSON behind the schema ID natively", async () => {
+  const { encode } = await import("../index.js");
+  const { setSubjectId, reset } = await import("../testing.js");
+  assert.deepEqual(encode({ a: 1 }, { schemaId: 7 }), new Uint8Array([0, 0, 0, 0, 7, ...bytes('{"a":1}')]));
+  assert.throws(
+    () => encode({}, { subject: "orders-value" }),
+    (e) => e instanceof RouteError && e.kind === "reject" && e.reason.includes("setSubjectId"),
+  );
+  setSubjectId("orders-value", 3);
+  try {
+    assert.deepEqual(encode([], { subject: "orders-value" }), new Uint8Array([0, 0, 0, 0, 3, ...bytes("[]")]));
+  } finally {
+    reset();
+  }
+  assert.throws(() => encode({}, { schemaId: 1, subject: "x" }), TypeError);
+});
+
+test("inside the router a field is fetched once per call for every record, and encode maps the router's errors", () => {
+  const calls = [];
+  const batch = {
+    fields(part, path) {
+      calls.push([part, path]);
+      return [
+        { tag: "ok", val: { tag: "text", val: "eu" } },
+        { tag: "ok", val: undefined },
+        { tag: "ok", val: { tag: "integer", val: 7n } },
+        { tag: "err", val: "route 'r' does not read record values by schema" },
+      ];
+    },
+  };
+  const seen = [];
+  const fn = route((msg) => {
+    try {
+      seen.push(msg.field("customer.region", "none"));
+    } catch (e) {
+      seen.push(e.reason);
+    }
+    return [Output.forward()];
+  });
+  const schemas = {
+    encode(ref, message, json) {
+      if (ref.tag === "subject") throw { payload: { tag: "not-ready", val: "being fetched" } };
+      throw { payload: { tag: "invalid", val: `bad ${json}` } };
+    },
+  };
+  const host = { wantHeader: () => 0, defaultTarget: () => "output", partitionCount: () => undefined, log() {} };
+  const { init, route: routeCall } = witExports(fn, host, schemas);
+  init([]);
+  routeCall(batch, 4, { defaultTargetPartitions: 0, headerSpans: [], headerBytes: new Uint8Array() });
+  assert.deepEqual(seen, ["eu", "none", 7, "route 'r' does not read record values by schema"]);
+  assert.deepEqual(calls, [["value", "customer.region"]], "one call for the whole batch");
+  return import("../index.js").then(({ encode }) => {
+    assert.throws(() => encode({}, { subject: "s" }), (e) => e.kind === "retry" && e.reason === "being fetched");
+    assert.throws(() => encode(1, { schemaId: 2 }), (e) => e.kind === "reject" && e.reason === "bad 1");
+  });
+});
