@@ -1,6 +1,7 @@
 //! Records through a router, end to end, side by side: Switchyard (no
 //! plugin, identity, tenant-partitioner, envelope-router, each plugin in
-//! Rust, Python and TypeScript) against the routers teams write by hand (a
+//! Rust, Python and TypeScript; and the field router on the envelopes as
+//! Avro records, read by schema) against the routers teams write by hand (a
 //! native Rust rdkafka loop, a Python confluent-kafka loop and a node
 //! kafkajs loop, all with the tenant partitioner's logic) and against the
 //! broker alone, all measured in the same run on the same
@@ -83,6 +84,9 @@ enum RouterKind {
     Identity,
     Tenant,
     Envelope,
+    /// The envelope as Avro (a schema registry's wire format), routed by
+    /// its `type` read by schema.
+    AvroField,
     PythonIdentity,
     PythonTenant,
     PythonEnvelope,
@@ -95,12 +99,13 @@ enum RouterKind {
 }
 
 impl RouterKind {
-    const ALL: [Self; 14] = [
+    const ALL: [Self; 15] = [
         Self::Ceiling,
         Self::Passthrough,
         Self::Identity,
         Self::Tenant,
         Self::Envelope,
+        Self::AvroField,
         Self::PythonIdentity,
         Self::PythonTenant,
         Self::PythonEnvelope,
@@ -119,6 +124,7 @@ impl RouterKind {
             Self::Identity => "switchyard, identity",
             Self::Tenant => "switchyard, tenant-partitioner",
             Self::Envelope => "switchyard, envelope-router",
+            Self::AvroField => "switchyard, field-router (Avro)",
             Self::PythonIdentity => "switchyard, python identity",
             Self::PythonTenant => "switchyard, python tenant-partitioner",
             Self::PythonEnvelope => "switchyard, python envelope-router",
@@ -139,6 +145,15 @@ impl RouterKind {
             Self::Identity => (fixtures::hello(), String::new()),
             Self::Tenant => (fixtures::tenant_partitioner(), String::new()),
             Self::Envelope => (fixtures::envelope_router(), envelope),
+            // Reads `type` as the envelope router does; `only` names no
+            // type, so every record goes to the default target as the
+            // envelope router sends it to its one configured topic.
+            Self::AvroField => (
+                fixtures::field_router(),
+                "value_format = \"schema-registry\"\n\
+                 plugin_config = { field = \"type\", only = \"-\" }\n"
+                    .to_owned(),
+            ),
             Self::PythonIdentity => (fixtures::python("hello"), String::new()),
             Self::PythonTenant => (fixtures::python("tenant-partitioner"), String::new()),
             Self::PythonEnvelope => (fixtures::python("envelope-router"), envelope),
@@ -424,8 +439,8 @@ fn report(
             let cpu = |r| summary((broker, size, r)).and_then(|m| m.cpu_per_million);
             let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
             use RouterKind::{
-                Identity, Kafkajs, Native, Passthrough, Python, PythonTenant, Tenant,
-                TypescriptTenant,
+                AvroField, Envelope, Identity, Kafkajs, Native, Passthrough, Python, PythonTenant,
+                Tenant, TypescriptTenant,
             };
             let targets = [
                 (
@@ -463,6 +478,12 @@ fn report(
                     ratio(rate(TypescriptTenant), rate(Kafkajs)),
                     ">=",
                     1.0,
+                ),
+                (
+                    "field-router (Avro) / envelope-router (JSON), records/s",
+                    ratio(rate(AvroField), rate(Envelope)),
+                    ">=",
+                    0.9,
                 ),
             ];
             for (name, value, op, target) in targets {
@@ -663,12 +684,20 @@ impl RouterProcess {
                 let listen = std::net::TcpListener::bind("127.0.0.1:0")?
                     .local_addr()?
                     .to_string();
+                let schemas = if kind == RouterKind::AvroField {
+                    let schemas = dir.join("schemas");
+                    std::fs::create_dir_all(&schemas)?;
+                    std::fs::write(schemas.join(format!("{ENVELOPE_ID}.avsc")), ENVELOPE_AVSC)?;
+                    format!("[schemas]\ndir = \"{}\"\n\n", schemas.display())
+                } else {
+                    String::new()
+                };
                 let config = dir.join("router.toml");
                 std::fs::write(
                     &config,
                     format!(
                         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n\
-                         [kafka.consumer]\n{consumer}\n[http]\nlisten = \"{listen}\"\n\n\
+                         [kafka.consumer]\n{consumer}\n[http]\nlisten = \"{listen}\"\n\n{schemas}\
                          [[routes]]\nname = \"bench\"\nsource_topics = [\"{source}\"]\n\
                          default_target = \"{target}\"\non_failure = \"skip\"\n{plugin}"
                     ),
@@ -874,7 +903,12 @@ fn run(
 
     // Throughput: every record once, at most a window of them unread.
     let n = options.records;
-    let values = Arc::new(values(size));
+    let values = if router_kind == RouterKind::AvroField {
+        avro_values(size)?
+    } else {
+        values(size)
+    };
+    let values = Arc::new(values);
     let progress = Arc::new(Progress::default());
     let window = if options.preload {
         n
@@ -1149,6 +1183,39 @@ fn values(size: usize) -> Vec<Vec<u8>> {
             value.extend((0..pad).map(|_| letter()));
             value.extend_from_slice(tail.as_bytes());
             value
+        })
+        .collect()
+}
+
+/// The envelopes' Avro schema: [`values`]' fields, in their order.
+const ENVELOPE_AVSC: &str = r#"{"type": "record", "name": "Envelope", "fields": [
+    {"name": "type", "type": "string"},
+    {"name": "id", "type": "long"},
+    {"name": "payload", "type": {"type": "record", "name": "Payload", "fields": [{"name": "pad", "type": "string"}]}}
+]}"#;
+const ENVELOPE_ID: u32 = 1;
+
+/// [`values`] as Avro records of [`ENVELOPE_AVSC`] in the wire format: the
+/// same content (a few bytes shorter: Avro does not repeat field names).
+fn avro_values(size: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    use switchyard::schema::{Compiled, Format, Resolved, SchemaText};
+    let schema = Compiled::compile(
+        ENVELOPE_ID,
+        &Resolved {
+            schema: SchemaText {
+                format: Format::Avro,
+                text: ENVELOPE_AVSC.to_owned(),
+                references: Vec::new(),
+            },
+            references: Vec::new(),
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    values(size)
+        .iter()
+        .map(|json| {
+            let value: serde_json::Value = serde_json::from_slice(json)?;
+            schema.encode(&value, None).map_err(anyhow::Error::msg)
         })
         .collect()
 }

@@ -8,6 +8,15 @@
 //!   and picks the topic from its `type`.
 //! - copy-through: reads the whole record and returns copies of it (what
 //!   every record would cost if the contract passed records by value).
+//! - field-router (Avro): the envelope as an Avro record (the same content,
+//!   in a schema registry's wire format) on a route that reads values by
+//!   schema; the topic from its `type` field, read by the router
+//!   (`batch.field`, or `batch.fields` for the whole call in Python and
+//!   TypeScript). `schema-shapes` reads the same field the other ways the
+//!   contract allows: the whole value as JSON (`decoded`), and in Python one
+//!   router call per record (`field`). What the router spends checking each
+//!   framed record against its schema before the call is printed after the
+//!   table.
 //!
 //! The native column runs the plugin crate's own `route` on a message built
 //! once (its fields already in memory), so it is the logic alone; the wasm
@@ -30,6 +39,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use switchyard::plugin::{Limits, PluginEngine, RouteContext};
 use switchyard::record::{self, Header, SourceRecord};
+use switchyard::schema::Compiled;
+use switchyard::schema::check::{Check, RecordSchemas};
+use switchyard::schema::dir::SchemaDir;
+use switchyard::schema::store::{Lookup, SchemaStore};
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_sdk::{Config, Message, Plugin};
 
@@ -59,6 +72,33 @@ struct Case {
     plugin: std::path::PathBuf,
     config: Vec<(String, String)>,
     native: Option<Native>,
+    /// The record's value as Avro, on a route that reads values by schema.
+    avro: bool,
+}
+
+/// The envelope's Avro schema: the JSON envelope's fields, in its order.
+const ENVELOPE_AVSC: &str = r#"{"type": "record", "name": "Envelope", "fields": [
+    {"name": "type", "type": "string"},
+    {"name": "version", "type": "int"},
+    {"name": "timestamp", "type": "string"},
+    {"name": "payload", "type": {"type": "record", "name": "Payload", "fields": [{"name": "pad", "type": "string"}]}}
+]}"#;
+/// Its ID in the schema directory of the Avro cases.
+const ENVELOPE_ID: u32 = 1;
+
+/// A case of the field router (or a shape fixture) reading the Avro
+/// envelope's `type`.
+fn avro_case(name: &'static str, plugin: std::path::PathBuf, config: &[(&str, &str)]) -> Case {
+    Case {
+        name,
+        plugin,
+        config: config
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        native: None,
+        avro: true,
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,24 +118,28 @@ fn main() -> anyhow::Result<()> {
             native: Some(native(|_: &Message<'_>| {
                 Ok(vec![switchyard_sdk::Output::forward()])
             })),
+            avro: false,
         },
         Case {
             name: "tenant-partitioner",
             plugin: fixtures::tenant_partitioner(),
             config: vec![],
             native: Some(plugin::<tenant_partitioner::TenantPartitioner>(&[])?),
+            avro: false,
         },
         Case {
             name: "envelope-router (JSON)",
             plugin: fixtures::envelope_router(),
             native: Some(plugin::<envelope_router::EnvelopeRouter>(&envelope_config)?),
             config: envelope_config.clone(),
+            avro: false,
         },
         Case {
             name: "copy-through",
             plugin: fixtures::copy_through(),
             config: vec![],
             native: None,
+            avro: false,
         },
         // The same plugins written in Python and TypeScript (an interpreter
         // in the component): no native column, the Rust rows above are
@@ -105,39 +149,90 @@ fn main() -> anyhow::Result<()> {
             plugin: fixtures::python("hello"),
             config: vec![],
             native: None,
+            avro: false,
         },
         Case {
             name: "tenant-partitioner (python)",
             plugin: fixtures::python("tenant-partitioner"),
             config: vec![],
             native: None,
+            avro: false,
         },
         Case {
             name: "envelope-router (JSON, python)",
             plugin: fixtures::python("envelope-router"),
             config: envelope_config.clone(),
             native: None,
+            avro: false,
         },
         Case {
             name: "identity (typescript)",
             plugin: fixtures::typescript("hello"),
             config: vec![],
             native: None,
+            avro: false,
         },
         Case {
             name: "tenant-partitioner (typescript)",
             plugin: fixtures::typescript("tenant-partitioner"),
             config: vec![],
             native: None,
+            avro: false,
         },
         Case {
             name: "envelope-router (JSON, typescript)",
             plugin: fixtures::typescript("envelope-router"),
             config: envelope_config.clone(),
             native: None,
+            avro: false,
         },
+        avro_case(
+            "field-router (Avro)",
+            fixtures::field_router(),
+            &[("field", "type")],
+        ),
+        avro_case(
+            "decoded (Avro, whole value)",
+            fixtures::path("schema-shapes"),
+            &[("path", "type"), ("shape", "decoded")],
+        ),
+        avro_case(
+            "field-router (Avro, python)",
+            fixtures::python("field-router"),
+            &[("field", "type")],
+        ),
+        avro_case(
+            "field per record (Avro, python)",
+            fixtures::python("schema-shapes"),
+            &[("path", "type"), ("shape", "field")],
+        ),
+        avro_case(
+            "decoded (Avro, python)",
+            fixtures::python("schema-shapes"),
+            &[("path", "type"), ("shape", "decoded")],
+        ),
+        avro_case(
+            "field-router (Avro, typescript)",
+            fixtures::typescript("field-router"),
+            &[("field", "type")],
+        ),
     ];
     let engine = PluginEngine::new()?;
+    // The Avro cases' schema, in a directory of its own.
+    let schema_dir = tempfile::tempdir()?;
+    std::fs::write(
+        schema_dir.path().join(format!("{ENVELOPE_ID}.avsc")),
+        ENVELOPE_AVSC,
+    )?;
+    let store = Arc::new(SchemaStore::new(
+        Some(SchemaDir::open(schema_dir.path())?),
+        None,
+        None,
+    ));
+    let Lookup::Ready(envelope) = store.lookup(ENVELOPE_ID) else {
+        anyhow::bail!("the envelope's schema does not compile");
+    };
+    let schemas = RecordSchemas::new(store, false, true);
     let context = RouteContext::new(
         "bench".to_owned(),
         TARGET.to_owned(),
@@ -171,11 +266,18 @@ fn main() -> anyhow::Result<()> {
         }
         let plugin = engine.load(&case.plugin)?;
         for size in SIZES {
-            let mut instance =
-                plugin.instantiate(&case.config, context.clone(), Limits::default())?;
-            let source = Arc::new(source_record(size));
+            let (context, record) = if case.avro {
+                (
+                    context.clone().with_schemas(schemas.clone()),
+                    avro_record(size, &envelope)?,
+                )
+            } else {
+                (context.clone(), source_record(size))
+            };
+            let mut instance = plugin.instantiate(&case.config, context, Limits::default())?;
+            let source = Arc::new(record.clone());
             let msg = message(&source);
-            let batch: Vec<_> = (0..BATCH).map(|_| Arc::new(source_record(size))).collect();
+            let batch: Vec<_> = (0..BATCH).map(|_| Arc::new(record.clone())).collect();
             let msgs = batch.iter().map(|r| message(r)).collect();
             if let Some(route) = &case.native {
                 // Same outputs, or the comparison is meaningless.
@@ -309,7 +411,37 @@ fn main() -> anyhow::Result<()> {
     println!(
         "(ratio: wasm time per record in calls of {BATCH} / native time for the same logic and record)"
     );
+    if cells.iter().any(|c| c.case.avro) {
+        // What the worker does before the call, for each framed record.
+        let mut line = String::from("the router's schema check of a record before its call, ns:");
+        for size in SIZES {
+            let record = avro_record(size, &envelope)?;
+            let mut fastest = f64::INFINITY;
+            for _ in 0..ROUNDS {
+                fastest = fastest.min(ns_per_record(WARMUP / 10, 1, || {
+                    anyhow::ensure!(
+                        schemas.check(std::hint::black_box(&record)) == Check::Ok,
+                        "the record does not match its schema"
+                    );
+                    Ok(())
+                })?);
+            }
+            line.push_str(&format!(" {fastest:.0} ({})", size_name(size)));
+        }
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// The envelope of [`source_record`] as an Avro record of the envelope's
+/// schema, in the wire format: the same content.
+fn avro_record(size: usize, schema: &Compiled) -> anyhow::Result<SourceRecord> {
+    let mut record = source_record(size);
+    let json: serde_json::Value =
+        serde_json::from_slice(record.value.as_deref().unwrap_or_default())?;
+    let framed = schema.encode(&json, None).map_err(anyhow::Error::msg)?;
+    record.value = Some(Bytes::from(framed));
+    Ok(record)
 }
 
 /// Ns per record of `call`, which routes `records` records, made with cold
