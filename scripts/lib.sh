@@ -200,7 +200,7 @@ start_test_broker() {
 
 # The example plugins a release ships (the crates of plugins/ that are not
 # test fixtures), as their .wasm names.
-EXAMPLE_PLUGINS=(hello tenant_partitioner envelope_router redact fan_out filter field_router)
+EXAMPLE_PLUGINS=(hello tenant_partitioner envelope_router redact fan_out filter field_router json_bridge)
 
 # Builds what a deployment runs into dist/: the release binary and the
 # example plugins. scripts/demo and the Dockerfile both build this way.

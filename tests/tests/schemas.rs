@@ -311,3 +311,122 @@ fn records_wait_while_the_registry_is_down_and_flow_when_it_is_back() {
     assert!(failures.0.lock().unwrap().is_empty());
     stop(handle);
 }
+
+#[test]
+fn avro_becomes_json_for_a_legacy_consumer_and_json_becomes_avro_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = switchyard_tests::independent_records(dir.path()).unwrap();
+    let registry = TestRegistry::start(dir.path().join("schemas")).unwrap();
+    let (avro_in, json_out, json_in, avro_out, dead) = (
+        random_topic("avro-in"),
+        random_topic("json-out"),
+        random_topic("json-in"),
+        random_topic("avro-out"),
+        random_topic("dead"),
+    );
+    create_topics(&[
+        (&avro_in, 1),
+        (&json_out, 1),
+        (&json_in, 1),
+        (&avro_out, 1),
+        (&dead, 1),
+    ])
+    .unwrap();
+    let plugin = fixtures::json_bridge();
+    let routes = format!(
+        r#"
+[schemas.registry]
+url = "{url}"
+
+[[routes]]
+name = "to-json"
+source_topics = ["{avro_in}"]
+plugin = "{plugin}"
+default_target = "{json_out}"
+dead_letter_topic = "{dead}"
+value_format = "schema-registry"
+plugin_config = {{ direction = "to-json" }}
+
+[[routes]]
+name = "from-json"
+source_topics = ["{json_in}"]
+plugin = "{plugin}"
+default_target = "{avro_out}"
+dead_letter_topic = "{dead}"
+plugin_config = {{ direction = "from-json", subject = "orders-value" }}
+[routes.retry]
+max_attempts = 30
+"#,
+        url = registry.url(),
+        plugin = plugin.display()
+    );
+    let config = switchyard_tests::router_config(&random_topic("group"), &routes).unwrap();
+    let orders: Vec<&IndependentRecord> = ["avro 0", "avro 1"]
+        .iter()
+        .map(|n| case(&records, n))
+        .collect();
+    produce(
+        &avro_in,
+        &orders.iter().map(|r| framed(&r.bytes)).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    // A legacy producer's JSON, and one that does not fit the schema.
+    let mut json_records: Vec<TestRecord> = orders
+        .iter()
+        .map(|r| framed(r.value.to_string().as_bytes()))
+        .collect();
+    json_records.push(framed(br#"{"id": "seven"}"#));
+    produce(&json_in, &json_records).unwrap();
+
+    let (handle, failures) = start(&config);
+    // Avro to JSON: what the independent encoder was given.
+    let json = consume(&json_out, 2, READ_TIMEOUT).unwrap();
+    for (out, order) in json.iter().zip(&orders) {
+        let value: serde_json::Value =
+            serde_json::from_slice(out.value.as_deref().unwrap()).unwrap();
+        assert_eq!(value, order.value, "{}", order.case);
+        assert_eq!(out.header_str("content-type"), Some("application/json"));
+    }
+    // JSON to Avro: the serializer's bytes, to the byte.
+    let avro = consume(&avro_out, 2, READ_TIMEOUT).unwrap();
+    for (out, order) in avro.iter().zip(&orders) {
+        assert_eq!(
+            out.value.as_deref(),
+            Some(order.bytes.as_slice()),
+            "{}",
+            order.case
+        );
+    }
+    let dead_letters = consume(&dead, 1, READ_TIMEOUT).unwrap();
+    assert_eq!(dead_letters[0].header_str("dlq-error-kind"), Some("reject"));
+    let reason = dead_letters[0].header_str("dlq-error").unwrap();
+    assert!(
+        reason.contains("schema 2 (Avro)") && reason.contains("'id'"),
+        "{reason}"
+    );
+    stop(handle);
+    let failed: Vec<String> = failures
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|f| f.2.clone())
+        .collect();
+    assert_eq!(failed, vec!["reject".to_owned()]);
+
+    // And the independent decoder reads what Switchyard wrote.
+    let written: Vec<(String, String, Vec<u8>)> = avro
+        .iter()
+        .zip(&orders)
+        .map(|(out, order)| {
+            (
+                order.case.clone(),
+                order.kind.clone(),
+                out.value.clone().unwrap(),
+            )
+        })
+        .collect();
+    for (name, value) in switchyard_tests::decoded_independently(&written).unwrap() {
+        assert_eq!(value, case(&records, &name).value, "{name}");
+    }
+}
