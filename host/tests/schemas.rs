@@ -377,3 +377,46 @@ fn switchyard_route_reads_records_by_schema_from_a_directory_offline() {
         );
     }
 }
+
+#[test]
+fn keys_are_read_by_schema_when_the_route_says_so() {
+    use base64::Engine as _;
+    let (dir, cases) = encoded();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let order = &cases.iter().find(|c| c.name == "avro 0").unwrap().bytes;
+    let mut input = String::new();
+    // A framed key with a plain value; then a key that is not framed.
+    for key in [&order[..], b"plain-key"] {
+        input.push_str(&json!({"key_b64": b64(key), "value": "not framed"}).to_string());
+        input.push('\n');
+    }
+    let schemas = dir.path().join("schemas");
+    let args = [
+        "--schemas",
+        schemas.to_str().unwrap(),
+        "--key-format",
+        "schema-registry",
+        "--value-format",
+        "bytes",
+    ];
+    let (lines, stderr) = route_offline(&switchyard_plugin_fixtures::hello(), &args, &input);
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert_eq!(
+        lines[0]["outputs"][0]["key_b64"],
+        json!(b64(order)),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1]["error"]["kind"], json!("schema"), "{}", lines[1]);
+    let message = lines[1]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("key: ") && message.contains("magic byte"),
+        "{message}"
+    );
+    // Values are not read by schema on this route.
+    assert!(
+        lines[0]["outputs"][0]["value"] == json!("not framed"),
+        "{}",
+        lines[0]
+    );
+}
