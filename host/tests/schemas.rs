@@ -420,3 +420,35 @@ fn keys_are_read_by_schema_when_the_route_says_so() {
         lines[0]
     );
 }
+
+#[test]
+fn json_schema_bodies_are_validated_against_their_schema() {
+    let (dir, cases) = encoded();
+    let event = &cases.iter().find(|c| c.name == "json 0").unwrap().bytes;
+    let schema = compiled(dir.path(), event);
+    schema.validate(event).unwrap();
+    let framed = |body: &str| {
+        let mut bytes = event[..5].to_vec();
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    };
+    let missing = schema
+        .validate(&framed(r#"{"kind": "signup"}"#))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("(JSON Schema)") && missing.contains("tenant"),
+        "{missing}"
+    );
+    let wrong = schema
+        .validate(&framed(
+            r#"{"kind": "signup", "tenant": "acme", "count": "three"}"#,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(wrong.contains("at '/count'"), "{wrong}");
+    // Writing checks too: what the independent decoder would refuse is
+    // not written.
+    let err = schema.encode(&json!({"kind": 1}), None).unwrap_err();
+    assert!(err.contains("kind") || err.contains("tenant"), "{err}");
+}

@@ -114,11 +114,50 @@ pub struct Compiled {
     kind: Kind,
 }
 
-#[derive(Debug)]
 enum Kind {
     Avro(avro::AvroSchema),
     Protobuf(protobuf::ProtobufSchema),
-    Json,
+    Json(Box<jsonschema::Validator>),
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Avro(schema) => schema.fmt(f),
+            Self::Protobuf(schema) => schema.fmt(f),
+            Self::Json(_) => f.write_str("JsonSchema"),
+        }
+    }
+}
+
+/// A JSON Schema's references, by the name its `$ref`s use: all it may
+/// reach (nothing is fetched from anywhere else).
+struct References(std::collections::HashMap<String, Value>);
+
+impl jsonschema::Retrieve for References {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let wanted = uri.as_str();
+        self.0
+            .iter()
+            .find(|(name, _)| wanted == name.as_str() || wanted.ends_with(&format!("/{name}")))
+            .map(|(_, schema)| schema.clone())
+            .ok_or_else(|| format!("'{wanted}' is not among the schema's references").into())
+    }
+}
+
+/// Checks `value` against a JSON Schema: the first violation, where.
+fn validate_json(validator: &jsonschema::Validator, value: &Value) -> Result<(), String> {
+    validator.validate(value).map_err(|e| {
+        let at = e.instance_path().to_string();
+        if at.is_empty() {
+            e.to_string()
+        } else {
+            format!("at '{at}': {e}")
+        }
+    })
 }
 
 impl Compiled {
@@ -154,9 +193,20 @@ impl Compiled {
                 Kind::Protobuf(protobuf::ProtobufSchema::parse(&schema.text, &files)?)
             }
             Format::Json => {
-                serde_json::from_str::<Value>(&schema.text)
-                    .map_err(|e| format!("not JSON: {e}"))?;
-                Kind::Json
+                let root: Value =
+                    serde_json::from_str(&schema.text).map_err(|e| format!("not JSON: {e}"))?;
+                let mut known = std::collections::HashMap::new();
+                for (reference, text) in references {
+                    let value = serde_json::from_str(&text.text).map_err(|e| {
+                        format!("its reference '{}' is not JSON: {e}", reference.name)
+                    })?;
+                    known.insert(reference.name.clone(), value);
+                }
+                let validator = jsonschema::options()
+                    .with_retriever(References(known))
+                    .build(&root)
+                    .map_err(|e| e.to_string())?;
+                Kind::Json(Box::new(validator))
             }
         };
         Ok(Self { id, kind })
@@ -174,7 +224,7 @@ impl Compiled {
         match self.kind {
             Kind::Avro(_) => Format::Avro,
             Kind::Protobuf(_) => Format::Protobuf,
-            Kind::Json => Format::Json,
+            Kind::Json(_) => Format::Json,
         }
     }
 
@@ -211,9 +261,11 @@ impl Compiled {
                 .message_of(&indexes, body)
                 .map(drop)
                 .map_err(|e| self.body_error(e)),
-            Kind::Json => serde_json::from_slice::<serde::de::IgnoredAny>(body)
-                .map(drop)
-                .map_err(|e| self.body_error(format!("the body is not JSON: {e}"))),
+            Kind::Json(validator) => {
+                let value: Value = serde_json::from_slice(body)
+                    .map_err(|e| self.body_error(format!("the body is not JSON: {e}")))?;
+                validate_json(validator, &value).map_err(|e| self.body_error(e))
+            }
         }
     }
 
@@ -228,7 +280,7 @@ impl Compiled {
             Kind::Protobuf(schema) => schema
                 .decode(&indexes, body)
                 .map_err(|e| self.body_error(e)),
-            Kind::Json => serde_json::from_slice(body)
+            Kind::Json(_) => serde_json::from_slice(body)
                 .map_err(|e| self.body_error(format!("the body is not JSON: {e}"))),
         }
     }
@@ -267,7 +319,10 @@ impl Compiled {
                 wire::write_message_indexes(&mut out, &indexes);
                 out.extend_from_slice(&body);
             }
-            Kind::Json => serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?,
+            Kind::Json(validator) => {
+                validate_json(validator, value)?;
+                serde_json::to_writer(&mut out, value).map_err(|e| e.to_string())?;
+            }
         }
         Ok(out)
     }
