@@ -29,6 +29,10 @@
 //! - [`project`]: plugin projects in Rust, Python or TypeScript —
 //!   `switchyard new` writes one, `switchyard build` builds one with its
 //!   language's tools.
+//! - [`schema`]: records in a schema registry's wire format — the
+//!   framing, Avro/Protobuf/JSON Schema bodies read and written by schema,
+//!   schema sources (a directory, a registry) and the store that fetches
+//!   each schema once, off the workers.
 //! - [`backoff`]: retry delays.
 //! - [`cli`]: the `switchyard` command line (`src/main.rs` only calls it),
 //!   with `switchyard demo` (the record path on an embedded Kafka) in a
