@@ -452,3 +452,34 @@ fn json_schema_bodies_are_validated_against_their_schema() {
     let err = schema.encode(&json!({"kind": 1}), None).unwrap_err();
     assert!(err.contains("kind") || err.contains("tenant"), "{err}");
 }
+
+#[test]
+fn ids_and_subjects_named_by_records_or_plugins_cannot_grow_the_store_without_bound() {
+    use switchyard::schema::store::{MAX_SCHEMAS, MAX_SUBJECTS, SubjectLookup};
+    let (dir, _) = encoded();
+    let store = store(&dir.path().join("schemas"));
+    // IDs the directory does not have: each remembered as not found...
+    for id in 1_000..1_000 + u32::try_from(MAX_SCHEMAS).unwrap() {
+        assert!(matches!(store.lookup(id), Lookup::Failed(_)));
+    }
+    // ...until the store holds as many as it keeps: then a new one fails
+    // at once, saying why, and the ones it has still answer.
+    match store.lookup(2) {
+        Lookup::Failed(reason) => assert!(reason.contains("the most it keeps"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    match store.lookup(1_000) {
+        Lookup::Failed(reason) => assert!(reason.contains("in no schema source"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    for i in 0..MAX_SUBJECTS {
+        assert!(matches!(
+            store.latest(&format!("s{i}")),
+            SubjectLookup::Failed(_)
+        ));
+    }
+    match store.latest("orders-value") {
+        SubjectLookup::Failed(reason) => assert!(reason.contains("the most it keeps"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -28,6 +28,11 @@ use super::{Compiled, Reference, Resolved, SchemaText};
 pub const NOT_FOUND_TTL: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Schema IDs and subjects the store keeps at most (far more than a
+/// cluster's topics use): past them, a new one fails at once.
+pub const MAX_SCHEMAS: usize = 10_000;
+/// See [`MAX_SCHEMAS`].
+pub const MAX_SUBJECTS: usize = 1_000;
 /// References nest at most this deep.
 const MAX_REFERENCE_DEPTH: usize = 32;
 
@@ -167,6 +172,13 @@ impl SchemaStore {
     pub fn latest(self: &Arc<Self>, subject: &str) -> SubjectLookup {
         let now = Instant::now();
         let mut subjects = lock(&self.subjects);
+        if subjects.len() >= MAX_SUBJECTS && !subjects.contains_key(subject) {
+            // A plugin names subjects: it cannot make the store grow, or
+            // the registry be asked, without bound.
+            return SubjectLookup::Failed(
+                format!("subject '{subject}': this router already knows {MAX_SUBJECTS} subjects, the most it keeps").into(),
+            );
+        }
         let slot = subjects.entry(subject.to_owned()).or_insert(SubjectSlot {
             id: None,
             fetching: false,
@@ -316,7 +328,15 @@ impl SchemaStore {
                 return Lookup::Failed(reason.clone());
             }
             Some(Slot::Fetching { last_error }) => return Lookup::Pending(last_error.clone()),
-            Some(Slot::Failed { .. }) | None => {}
+            Some(Slot::Failed { .. }) => {}
+            None if slots.len() >= MAX_SCHEMAS => {
+                // Records and plugins name IDs: neither can make the store
+                // grow, or the registry be asked, without bound.
+                return Lookup::Failed(
+                    format!("schema {id}: this router already knows {MAX_SCHEMAS} schema IDs, the most it keeps").into(),
+                );
+            }
+            None => {}
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         match (&self.registry, &self.runtime) {
