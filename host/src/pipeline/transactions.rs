@@ -124,6 +124,7 @@ impl Transactions {
         producer: &Producer,
         offsets: &TopicPartitionList,
         group: Option<&ConsumerGroupMetadata>,
+        on_committed: impl FnOnce(),
     ) -> Result<(), TxnError> {
         *self
             .next_commit
@@ -139,6 +140,9 @@ impl Transactions {
         }
         p.commit_transaction(CALL_TIMEOUT)
             .map_err(|e| classify("cannot commit the transaction", &e))?;
+        // Counted before the offsets are published, so whoever sees the
+        // offsets also sees the commit counted.
+        on_committed();
         let mut committed = self
             .committed
             .lock()
@@ -253,12 +257,15 @@ impl Pipeline {
             txn.postpone();
             return Ok(());
         }
-        let result = txn.commit(&self.producer, &tpl, consumer.group_metadata().as_ref());
-        if result.is_ok() {
-            self.metrics.transaction("committed");
-            self.refused.committed();
-        }
-        result
+        txn.commit(
+            &self.producer,
+            &tpl,
+            consumer.group_metadata().as_ref(),
+            || {
+                self.metrics.transaction("committed");
+                self.refused.committed();
+            },
+        )
     }
 
     /// Exactly-once: what to do after a transaction failed — abort and
