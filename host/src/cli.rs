@@ -337,6 +337,8 @@ impl PluginArgs {
                 })
                 .into(),
             key_format: self.key_format.into(),
+            // Offline: a directory, no registry to register in.
+            register_schemas: false,
         };
         if config.uses_schemas() && self.schemas.is_none() {
             bail!("--value-format or --key-format schema-registry needs --schemas DIR");

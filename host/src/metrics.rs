@@ -332,13 +332,14 @@ impl Collector for SchemaCounts {
         if self.0.registry().is_some() {
             let mut family = encoder.encode_descriptor(
                 "schema_registry_requests",
-                "Schema registry requests: answered with a schema (ok), not found, or failed (no answer, an error, an unusable answer)",
+                "Schema registry requests: answered (ok), not found, refused (a schema to register: incompatible or invalid), or failed (no answer, an error, an unusable answer)",
                 None,
                 MetricType::Counter,
             )?;
             for (result, count) in [
                 ("ok", read(&stats.registry_ok)),
                 ("not-found", read(&stats.registry_not_found)),
+                ("refused", read(&stats.registry_refused)),
                 ("failed", read(&stats.registry_failed)),
             ] {
                 ConstCounter::new(count).encode(family.encode_family(&ResultLabels { result })?)?;

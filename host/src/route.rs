@@ -158,11 +158,14 @@ impl Route {
     #[must_use]
     pub fn with_schemas(mut self, store: Arc<SchemaStore>) -> Self {
         use crate::config::RecordFormat;
-        self.schemas = Some(RecordSchemas::new(
-            store,
-            self.config.key_format == RecordFormat::SchemaRegistry,
-            self.config.value_format == RecordFormat::SchemaRegistry,
-        ));
+        self.schemas = Some(
+            RecordSchemas::new(
+                store,
+                self.config.key_format == RecordFormat::SchemaRegistry,
+                self.config.value_format == RecordFormat::SchemaRegistry,
+            )
+            .registering(self.config.register_schemas),
+        );
         self
     }
 

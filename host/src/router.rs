@@ -3,6 +3,7 @@
 //! endpoint, the record path) and gives a [`RouterHandle`] to stop it.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -14,7 +15,7 @@ use crate::config::{RouterConfig, SchemasConfig};
 use crate::kafka::{self, TopicCache};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, FailureSink, Pipeline, Producer};
-use crate::plugin::{PluginEngine, PluginError};
+use crate::plugin::{Plugin, PluginEngine, PluginError};
 use crate::route::{Route, Topics};
 use crate::schema::dir::SchemaDir;
 use crate::schema::registry::Registry;
@@ -234,9 +235,15 @@ pub fn start(
     failures: Arc<dyn FailureSink>,
 ) -> Result<RouterHandle, StartError> {
     let mut plugins = Vec::new();
+    // Routes sharing a plugin file share its compilation (a Python or
+    // TypeScript plugin takes seconds to compile).
+    let mut loaded: HashMap<&Path, Plugin> = HashMap::new();
     for route in &config.routes {
         let plugin = match &route.plugin {
             None => None,
+            Some(path) if loaded.contains_key(path.as_path()) => {
+                loaded.get(path.as_path()).cloned()
+            }
             Some(path) => {
                 let plugin_error = |error| StartError::Plugin {
                     route: route.name.clone(),
@@ -251,6 +258,7 @@ pub fn start(
                     load_ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
                     "plugin loaded"
                 );
+                loaded.insert(path, plugin.clone());
                 Some(plugin)
             }
         };

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard::schema::registry::{Auth, FetchError, Registry, RegistrySettings};
-use switchyard::schema::store::{Lookup, SchemaStore};
+use switchyard::schema::store::{Lookup, MAX_REGISTERED_TEXT, SchemaStore, SubjectLookup};
 use switchyard::schema::{Format, Reference};
-use switchyard_tests::registry::{Mode, TestRegistry};
+use switchyard_tests::registry::{FIRST_REGISTERED_ID, Mode, TestRegistry};
 
 const MONEY: &str = r#"{"type": "record", "name": "Money", "namespace": "shop", "fields": [{"name": "cents", "type": "long"}]}"#;
 const ORDER: &str = r#"{"type": "record", "name": "Order", "namespace": "shop", "fields": [{"name": "total", "type": "shop.Money"}]}"#;
@@ -318,4 +318,161 @@ fn a_registry_that_is_not_there_keeps_records_waiting() {
     let store = f.store(&settings(&format!("http://127.0.0.1:{port}")));
     let reason = pending_reason(&store, 1);
     assert!(reason.contains(&format!("127.0.0.1:{port}")), "{reason}");
+}
+
+const PING: &str = r#"{"type": "record", "name": "Ping", "namespace": "shop", "fields": [{"name": "at", "type": "long"}]}"#;
+
+/// What the store settles on for registering `text` under `subject`,
+/// asking again until it is no longer pending (10 s at most).
+fn registration(store: &Arc<SchemaStore>, subject: &str, text: &str) -> SubjectLookup {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.register(subject, Format::Avro, text) {
+            SubjectLookup::Pending(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn a_schema_is_registered_once_and_written_with_the_id_the_registry_gives() {
+    let f = fixture();
+    let store = f.store(&settings(&f.registry.url()));
+    assert!(matches!(
+        store.register("pings-value", Format::Avro, PING),
+        SubjectLookup::Pending(None)
+    ));
+    let SubjectLookup::Ready(id) = registration(&store, "pings-value", PING) else {
+        panic!("not registered")
+    };
+    assert_eq!(id, FIRST_REGISTERED_ID);
+    // Asked again (another record, another instance): the ID known.
+    for _ in 0..3 {
+        assert!(matches!(
+            store.register("pings-value", Format::Avro, PING),
+            SubjectLookup::Ready(again) if again == id
+        ));
+    }
+    assert_eq!(
+        f.registry.requests("POST /subjects/pings-value/versions"),
+        1
+    );
+    let registered = f.registry.registered();
+    assert_eq!(registered.len(), 1);
+    assert_eq!(registered[0].0, "pings-value");
+    assert_eq!(registered[0].1.text, PING);
+    // Its schema is fetched by ID for writing, as any other.
+    let Lookup::Ready(schema) = settled(&store, id) else {
+        panic!("schema {id} not ready")
+    };
+    assert_eq!(
+        schema.encode(&serde_json::json!({"at": 3}), None).unwrap(),
+        [0, 0, 0, 3, 232, 6]
+    );
+    // A schema the registry already has keeps its ID under a new subject.
+    assert!(matches!(
+        registration(&store, "money-copy", MONEY),
+        SubjectLookup::Ready(1)
+    ));
+}
+
+#[test]
+fn a_schema_the_registry_refuses_fails_with_the_registry_s_reason() {
+    let f = fixture();
+    f.registry.refuse_registrations(true);
+    let store = f.store(&settings(&f.registry.url()));
+    let SubjectLookup::Failed(reason) = registration(&store, "pings-value", PING) else {
+        panic!("not refused")
+    };
+    assert!(
+        reason.contains("incompatible")
+            && reason.contains("40901")
+            && reason.contains("'pings-value'"),
+        "{reason}"
+    );
+    // Not asked again for every record.
+    assert!(matches!(
+        store.register("pings-value", Format::Avro, PING),
+        SubjectLookup::Failed(_)
+    ));
+    assert_eq!(
+        f.registry.requests("POST /subjects/pings-value/versions"),
+        1
+    );
+    assert_eq!(
+        store
+            .stats()
+            .registry_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_schema_that_does_not_compile_is_never_sent() {
+    let f = fixture();
+    let store = f.store(&settings(&f.registry.url()));
+    let SubjectLookup::Failed(reason) = registration(
+        &store,
+        "pings-value",
+        r#"{"type": "recrd", "name": "Ping"}"#,
+    ) else {
+        panic!("registered")
+    };
+    assert!(
+        reason.contains("does not compile") && reason.contains("'pings-value'"),
+        "{reason}"
+    );
+    assert_eq!(
+        f.registry.requests("POST /subjects/pings-value/versions"),
+        0
+    );
+}
+
+#[test]
+fn registering_waits_out_a_registry_that_is_down() {
+    let f = fixture();
+    f.registry.set_mode(Mode::Unavailable);
+    let store = f.store(&settings(&f.registry.url()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        match store.register("pings-value", Format::Avro, PING) {
+            SubjectLookup::Pending(Some(reason)) => break reason,
+            SubjectLookup::Pending(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => panic!("should be pending with a reason: {other:?}"),
+        }
+    };
+    assert!(reason.contains("503"), "{reason}");
+    assert!(store.registry_down().is_some());
+    f.registry.set_mode(Mode::Normal);
+    assert!(matches!(
+        registration(&store, "pings-value", PING),
+        SubjectLookup::Ready(FIRST_REGISTERED_ID)
+    ));
+}
+
+#[test]
+fn registering_needs_a_registry_and_a_bounded_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let offline = Arc::new(SchemaStore::new(
+        Some(switchyard::schema::dir::SchemaDir::open(dir.path()).unwrap()),
+        None,
+        None,
+    ));
+    let SubjectLookup::Failed(reason) = offline.register("pings-value", Format::Avro, PING) else {
+        panic!("registered without a registry")
+    };
+    assert!(reason.contains("[schemas.registry]"), "{reason}");
+
+    let f = fixture();
+    let store = f.store(&settings(&f.registry.url()));
+    let huge = " ".repeat(MAX_REGISTERED_TEXT + 1);
+    let SubjectLookup::Failed(reason) = store.register("pings-value", Format::Avro, &huge) else {
+        panic!("a huge schema was taken")
+    };
+    assert!(reason.contains("bytes long"), "{reason}");
 }

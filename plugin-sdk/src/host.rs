@@ -156,8 +156,9 @@ pub mod testing {
     }
 
     /// Makes [`encode`](crate::encode) with
-    /// [`SchemaRef::Subject`](crate::SchemaRef::Subject)`(subject)` write
-    /// with schema `id` on this thread (native builds only).
+    /// [`SchemaRef::Subject`](crate::SchemaRef::Subject)`(subject)` (or
+    /// [`SchemaRef::Register`](crate::SchemaRef::Register) under `subject`)
+    /// write with schema `id` on this thread (native builds only).
     #[cfg(all(not(target_arch = "wasm32"), feature = "json"))]
     pub fn set_subject_id(subject: &str, id: u32) {
         SUBJECTS.with(|s| s.borrow_mut().insert(subject.to_owned(), id));

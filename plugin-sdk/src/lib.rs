@@ -41,7 +41,7 @@ pub use json_support::{json_field, json_field_mut};
 #[cfg(feature = "json")]
 mod schema;
 #[cfg(feature = "json")]
-pub use schema::{Field, SchemaRef, encode, encode_message};
+pub use schema::{Field, SchemaFormat, SchemaRef, encode, encode_message};
 mod message;
 mod output;
 

@@ -294,6 +294,29 @@ pub enum SchemaRef<'a> {
     /// The latest version of this subject (`"orders-value"`), as the
     /// router last fetched it.
     Subject(&'a str),
+    /// This schema, registered under `subject` the first time the router
+    /// meets it (the registry answers with the ID it already has for a
+    /// schema it knows). Only on a route with `register_schemas = true`;
+    /// elsewhere [`encode`] rejects.
+    Register {
+        /// The subject to register it under.
+        subject: &'a str,
+        /// What kind of schema `text` is.
+        format: SchemaFormat,
+        /// The schema (without references to other schemas).
+        text: &'a str,
+    },
+}
+
+/// A kind of schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaFormat {
+    /// Avro: `text` is the schema's JSON.
+    Avro,
+    /// Protocol Buffers: `text` is `.proto` source.
+    Protobuf,
+    /// JSON Schema: `text` is the schema document.
+    Json,
 }
 
 /// `value` written with `schema`, in the wire format: the bytes of an
@@ -345,6 +368,19 @@ mod imp {
         let schema = match schema {
             SchemaRef::Id(id) => schemas::SchemaRef::Id(id),
             SchemaRef::Subject(subject) => schemas::SchemaRef::Subject(subject.to_owned()),
+            SchemaRef::Register {
+                subject,
+                format,
+                text,
+            } => schemas::SchemaRef::Register(schemas::NewSchema {
+                subject: subject.to_owned(),
+                format: match format {
+                    super::SchemaFormat::Avro => schemas::SchemaFormat::Avro,
+                    super::SchemaFormat::Protobuf => schemas::SchemaFormat::Protobuf,
+                    super::SchemaFormat::Json => schemas::SchemaFormat::Json,
+                },
+                text: text.to_owned(),
+            }),
         };
         schemas::encode(&schema, message, &json).map_err(|e| match e {
             schemas::EncodeError::NotReady(why) => RouteError::retry(why),
@@ -365,7 +401,7 @@ mod imp {
     ) -> Result<Vec<u8>, RouteError> {
         let id = match schema {
             SchemaRef::Id(id) => id,
-            SchemaRef::Subject(subject) => {
+            SchemaRef::Subject(subject) | SchemaRef::Register { subject, .. } => {
                 crate::testing::subject_id(subject).ok_or_else(|| {
                     RouteError::reject(format!(
                         "no schema ID for subject '{subject}': call testing::set_subject_id first"

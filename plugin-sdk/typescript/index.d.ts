@@ -176,11 +176,20 @@ export declare class Message {
   decodedKey<T = unknown>(): T;
 }
 
-/** Which schema `encode` writes with: its ID, or a subject's latest
- * version; `message` names a Protobuf schema's message. */
+/** Which schema `encode` writes with: its ID, a subject's latest version,
+ * or `schema` (its text, of `schemaFormat`, default `"avro"`) registered
+ * under `subject` the first time the router meets it (only on a route with
+ * `register_schemas = true`); `message` names a Protobuf schema's
+ * message. */
 export type EncodeWith =
-  | { schemaId: number; subject?: undefined; message?: string }
-  | { subject: string; schemaId?: undefined; message?: string };
+  | { schemaId: number; subject?: undefined; schema?: undefined; message?: string }
+  | {
+      subject: string;
+      schemaId?: undefined;
+      schema?: string;
+      schemaFormat?: "avro" | "protobuf" | "json";
+      message?: string;
+    };
 
 /** `value` written with a registry's schema, in the wire format: the bytes
  * of an output's key or value. Throws `RouteError.retry` while the schema

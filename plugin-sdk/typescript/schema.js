@@ -60,13 +60,24 @@ export function lookup(doc, path, fallback) {
  * the wire format: the bytes of an output's key or value. `message` names
  * a Protobuf schema's message (default: its first).
  *
- * Throws `RouteError.retry` while the schema is being fetched (the record
- * comes again once it is here), `RouteError.reject` when the schema does
- * not exist or the value does not fit it.
+ * With `schema` (its text; `schemaFormat` "avro", "protobuf" or "json"),
+ * the value is written with that schema, registered under `subject` the
+ * first time the router meets it: only on a route with
+ * `register_schemas = true`.
+ *
+ * Throws `RouteError.retry` while the schema is being fetched or
+ * registered (the record comes again once it is here), `RouteError.reject`
+ * when the schema does not exist or the value does not fit it.
  */
-export function encode(value, { schemaId, subject, message } = {}) {
+export function encode(value, { schemaId, subject, message, schema, schemaFormat = "avro" } = {}) {
   if ((schemaId === undefined) === (subject === undefined)) {
     throw new TypeError("encode needs exactly one of schemaId and subject");
+  }
+  if (schema !== undefined && subject === undefined) {
+    throw new TypeError("encode with schema registers it under a subject: give subject");
+  }
+  if (!["avro", "protobuf", "json"].includes(schemaFormat)) {
+    throw new TypeError(`schemaFormat is '${schemaFormat}': use "avro", "protobuf" or "json"`);
   }
   const json = JSON.stringify(value);
   if (wit === null) {
@@ -83,7 +94,14 @@ export function encode(value, { schemaId, subject, message } = {}) {
     out.set(body, 5);
     return out;
   }
-  const ref = subject === undefined ? { tag: "id", val: schemaId } : { tag: "subject", val: subject };
+  let ref;
+  if (schema !== undefined) {
+    ref = { tag: "register", val: { subject, format: schemaFormat, text: schema } };
+  } else if (subject === undefined) {
+    ref = { tag: "id", val: schemaId };
+  } else {
+    ref = { tag: "subject", val: subject };
+  }
   try {
     return wit.encode(ref, message, json);
   } catch (e) {

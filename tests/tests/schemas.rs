@@ -11,6 +11,7 @@
 )]
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -429,4 +430,175 @@ max_attempts = 30
     for (name, value) in switchyard_tests::decoded_independently(&written).unwrap() {
         assert_eq!(value, case(&records, &name).value, "{name}");
     }
+}
+
+/// The Avro schema `schema` with the first use of the named type `name`
+/// replaced by its definition, `definition`: the same schema without a
+/// reference.
+fn inlined(schema: &str, name: &str, definition: &str) -> String {
+    fn replace(node: &mut serde_json::Value, name: &str, with: &mut Option<serde_json::Value>) {
+        match node {
+            serde_json::Value::String(s) if s == name => {
+                if let Some(definition) = with.take() {
+                    *node = definition;
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    replace(item, name, with);
+                }
+            }
+            serde_json::Value::Object(fields) => {
+                for (_, value) in fields.iter_mut() {
+                    replace(value, name, with);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut schema: serde_json::Value = serde_json::from_str(schema).unwrap();
+    let mut definition = Some(serde_json::from_str(definition).unwrap());
+    replace(&mut schema, name, &mut definition);
+    assert!(definition.is_none(), "{name} is not used");
+    schema.to_string()
+}
+
+#[test]
+fn json_becomes_avro_with_a_schema_the_route_registers_in_each_language_and_only_where_it_may() {
+    use switchyard::schema::dir::SchemaDir;
+    use switchyard_tests::registry::FIRST_REGISTERED_ID;
+
+    let dir = tempfile::tempdir().unwrap();
+    let records = switchyard_tests::independent_records(dir.path()).unwrap();
+    let registry = TestRegistry::start(dir.path().join("schemas")).unwrap();
+    let orders: Vec<&IndependentRecord> = ["avro 0", "avro 1"]
+        .iter()
+        .map(|n| case(&records, n))
+        .collect();
+    // The orders' schema, its reference to Money written out in place: a
+    // schema the registry does not have yet, that writes the same bytes.
+    let schemas = SchemaDir::open(&dir.path().join("schemas")).unwrap();
+    let id = u32::from_be_bytes(orders[0].bytes[1..5].try_into().unwrap());
+    let order = schemas.by_id(id).unwrap().unwrap();
+    let money = &order.references[0];
+    let (_, _, money_text) = schemas
+        .by_subject(&money.subject, Some(money.version))
+        .unwrap()
+        .unwrap();
+    let schema = inlined(&order.text, &money.name, &money_text.text);
+
+    let dead = random_topic("dead");
+    let mut topics = vec![(dead.clone(), 1)];
+    let mut routes = format!("[schemas.registry]\nurl = \"{}\"\n", registry.url());
+    let mut route = |name: &str, plugin: &Path, register: bool, with_schema: bool| {
+        let (source, target) = (random_topic(name), random_topic(&format!("{name}-out")));
+        let config = if with_schema {
+            format!(
+                "{{ direction = \"from-json\", subject = \"orders-inline-value\", schema = '''{schema}''' }}"
+            )
+        } else {
+            "{ direction = \"from-json\", subject = \"orders-value\" }".to_owned()
+        };
+        routes.push_str(&format!(
+            r#"
+[[routes]]
+name = "{name}"
+source_topics = ["{source}"]
+plugin = "{plugin}"
+default_target = "{target}"
+dead_letter_topic = "{dead}"
+register_schemas = {register}
+plugin_config = {config}
+[routes.retry]
+max_attempts = 30
+"#,
+            plugin = plugin.display()
+        ));
+        topics.push((source.clone(), 1));
+        topics.push((target.clone(), 1));
+        (source, target)
+    };
+    let languages = [
+        ("rust", fixtures::json_bridge()),
+        ("python", fixtures::python("json-bridge")),
+        ("typescript", fixtures::typescript("json-bridge")),
+    ];
+    // Per language: a route that registers its schema, and one that
+    // writes with a subject's latest.
+    let flows: Vec<_> = languages
+        .iter()
+        .map(|(language, plugin)| {
+            (
+                *language,
+                route(&format!("{language}-registers"), plugin, true, true),
+                route(&format!("{language}-by-subject"), plugin, false, false),
+            )
+        })
+        .collect();
+    let (refused_in, _) = route("may-not", &languages[0].1, false, true);
+    create_topics(
+        &topics
+            .iter()
+            .map(|(t, p)| (t.as_str(), *p))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let config = switchyard_tests::router_config(&random_topic("group"), &routes).unwrap();
+    let json: Vec<TestRecord> = orders
+        .iter()
+        .map(|r| framed(r.value.to_string().as_bytes()))
+        .collect();
+    for (_, (registers, _), (by_subject, _)) in &flows {
+        produce(registers, &json).unwrap();
+        produce(by_subject, &json).unwrap();
+    }
+    produce(&refused_in, &json[..1]).unwrap();
+
+    let (handle, failures) = start(&config);
+    for (language, (_, registered_out), (_, by_subject_out)) in &flows {
+        let avro = consume(registered_out, 2, READ_TIMEOUT).unwrap();
+        for (out, order) in avro.iter().zip(&orders) {
+            let bytes = out.value.as_deref().unwrap();
+            // Framed with the ID the registry gave the new schema, and the
+            // body the independent encoder wrote, to the byte.
+            let what = format!("{language}, {}", order.case);
+            assert_eq!(bytes[0], 0, "{what}");
+            assert_eq!(bytes[1..5], FIRST_REGISTERED_ID.to_be_bytes(), "{what}");
+            assert_eq!(bytes[5..], order.bytes[5..], "{what}");
+        }
+        // With the subject's latest: the serializer's bytes, to the byte.
+        let avro = consume(by_subject_out, 2, READ_TIMEOUT).unwrap();
+        for (out, order) in avro.iter().zip(&orders) {
+            assert_eq!(
+                out.value.as_deref(),
+                Some(order.bytes.as_slice()),
+                "{language}, {}",
+                order.case
+            );
+        }
+    }
+    let registered = registry.registered();
+    assert_eq!(registered.len(), 1, "registered once for every route");
+    assert_eq!(registered[0].0, "orders-inline-value");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&registered[0].1.text).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&schema).unwrap()
+    );
+    assert_eq!(
+        registry.requests("POST /subjects/orders-inline-value/versions"),
+        1
+    );
+
+    // The route that may not register: its record is rejected, saying how
+    // to allow it.
+    let dead_letters = consume(&dead, 1, READ_TIMEOUT).unwrap();
+    assert_eq!(dead_letters[0].header_str("dlq-error-kind"), Some("reject"));
+    let reason = dead_letters[0].header_str("dlq-error").unwrap();
+    assert!(
+        reason.contains("route 'may-not' does not register schemas")
+            && reason.contains("register_schemas = true"),
+        "{reason}"
+    );
+    stop(handle);
+    assert_eq!(failures.0.lock().unwrap().len(), 1);
 }

@@ -540,6 +540,13 @@ impl RouterConfig {
                     "\"schema-registry\" needs a [schemas] table (a dir, a registry, or both)",
                 ));
             }
+            if route.register_schemas && self.schemas.as_ref().is_none_or(|s| s.registry.is_none())
+            {
+                return Err(self.invalid(
+                    format!("{at}.register_schemas"),
+                    "registering schemas needs a registry ([schemas.registry])",
+                ));
+            }
         }
         self.validate_schemas()?;
         self.validate_reach()

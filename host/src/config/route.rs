@@ -48,6 +48,11 @@ pub struct RouteConfig {
     /// How the source records' keys are written.
     #[serde(default)]
     pub key_format: RecordFormat,
+    /// Whether the plugin may register new schemas in the registry (when
+    /// it writes a value with a schema of its own). Off by default: a
+    /// route writes with the schemas the registry already has.
+    #[serde(default)]
+    pub register_schemas: bool,
 }
 
 /// The `value_format` and `key_format` fields.

@@ -12,7 +12,7 @@ use super::stdio::{LogBudget, LogLevel};
 use crate::record::SourceRecord;
 use crate::schema::check::RecordSchemas;
 use crate::schema::store::{Lookup, SubjectLookup};
-use crate::schema::{Compiled, wire};
+use crate::schema::{Compiled, Format, wire};
 
 /// Answers the plugins' `partition-count` question.
 pub trait PartitionCounts: Send + Sync {
@@ -405,6 +405,33 @@ impl schemas_api::Host for HostState {
         let store = schemas.store();
         let id = match schema {
             schemas_api::SchemaRef::Id(id) => id,
+            schemas_api::SchemaRef::Register(new) => {
+                if !schemas.registers() {
+                    return Ok(Err(EncodeError::Invalid(format!(
+                        "route '{}' does not register schemas: register subject '{}' beforehand, or set register_schemas = true on the route",
+                        self.context.route, new.subject
+                    ))));
+                }
+                let format = match new.format {
+                    schemas_api::SchemaFormat::Avro => Format::Avro,
+                    schemas_api::SchemaFormat::Protobuf => Format::Protobuf,
+                    schemas_api::SchemaFormat::Json => Format::Json,
+                };
+                match store.register(&new.subject, format, &new.text) {
+                    SubjectLookup::Ready(id) => id,
+                    SubjectLookup::Failed(reason) => {
+                        return Ok(Err(EncodeError::Invalid(reason.to_string())));
+                    }
+                    SubjectLookup::Pending(why) => {
+                        let what =
+                            format!("the schema to register under subject '{}'", new.subject);
+                        return Ok(Err(EncodeError::NotReady(match why {
+                            Some(why) => format!("{what} is being registered: {why}"),
+                            None => format!("{what} is being registered"),
+                        })));
+                    }
+                }
+            }
             schemas_api::SchemaRef::Subject(subject) => match store.latest(&subject) {
                 SubjectLookup::Ready(id) => id,
                 SubjectLookup::Failed(reason) => {

@@ -14,6 +14,7 @@ pub struct RecordSchemas {
     store: Arc<SchemaStore>,
     key: bool,
     value: bool,
+    register: bool,
 }
 
 /// What a record's check found.
@@ -38,7 +39,26 @@ impl RecordSchemas {
     /// against the schemas of `store`.
     #[must_use]
     pub fn new(store: Arc<SchemaStore>, key: bool, value: bool) -> Self {
-        Self { store, key, value }
+        Self {
+            store,
+            key,
+            value,
+            register: false,
+        }
+    }
+
+    /// These, with the route's plugin allowed to register new schemas
+    /// (`register_schemas`) if `register`.
+    #[must_use]
+    pub fn registering(mut self, register: bool) -> Self {
+        self.register = register;
+        self
+    }
+
+    /// Whether the route's plugin may register new schemas.
+    #[must_use]
+    pub fn registers(&self) -> bool {
+        self.register
     }
 
     /// Where the schemas come from.

@@ -1,5 +1,6 @@
 //! A Confluent-compatible schema registry, over HTTP or HTTPS: schemas by
-//! ID and subjects' versions, read-only.
+//! ID and subjects' versions, and registering a schema under a subject
+//! (for the routes that opt in).
 //!
 //! Every answer is classified for the record path: a schema or subject the
 //! registry says it does not have ([`FetchError::NotFound`], its own
@@ -7,24 +8,26 @@
 //! goes wrong (no connection, a time-out, a 5xx, refused credentials, a
 //! 404 that is not the registry's, an answer that does not parse) says
 //! nothing about the record ([`FetchError::Unavailable`]): its record waits
-//! and the request is made again.
+//! and the request is made again. A schema the registry will not register
+//! (incompatible with the subject's, or invalid) is
+//! [`FetchError::Refused`].
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper::header::{ACCEPT, AUTHORIZATION, HeaderValue};
-use hyper::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_tls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use super::SchemaText;
 use super::dir::RegistrySchema;
+use super::{Format, SchemaText};
 
 /// Answers larger than this are refused (a schema is at most a few hundred
 /// KiB; a registry's own limit is lower).
@@ -85,13 +88,16 @@ pub enum FetchError {
     /// request is worth making again.
     #[error("{0}")]
     Unavailable(String),
+    /// The registry will not register a schema: why, in its words.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A registry client.
 #[derive(Clone)]
 pub struct Registry {
     base: String,
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     authorization: Option<HeaderValue>,
     timeout: Duration,
 }
@@ -266,7 +272,7 @@ impl Registry {
     /// # Errors
     /// Why it does not answer.
     pub async fn ping(&self) -> Result<(), FetchError> {
-        let (status, _) = self.request("/schemas/types").await?;
+        let (status, _) = self.request(Method::GET, "/schemas/types", None).await?;
         if status.is_server_error() {
             return Err(FetchError::Unavailable(format!(
                 "the registry answered {status}"
@@ -275,15 +281,66 @@ impl Registry {
         Ok(())
     }
 
-    async fn request(&self, path: &str) -> Result<(StatusCode, Bytes), FetchError> {
+    /// Registers `schema` (without references) under `subject`
+    /// (`POST /subjects/{subject}/versions`): its ID, the one the registry
+    /// already has for it or a new one.
+    ///
+    /// # Errors
+    /// [`FetchError`], classified: [`FetchError::Refused`] when the
+    /// registry will not have the schema.
+    pub async fn register(&self, subject: &str, schema: &SchemaText) -> Result<u32, FetchError> {
+        #[derive(Deserialize)]
+        struct Registered {
+            id: u32,
+        }
+        let mut body = serde_json::json!({ "schema": schema.text });
+        match schema.format {
+            // A registry's default type.
+            Format::Avro => {}
+            Format::Protobuf => body["schemaType"] = "PROTOBUF".into(),
+            Format::Json => body["schemaType"] = "JSON".into(),
+        }
+        let what = format!(
+            "the {} schema to register under subject '{subject}'",
+            schema.format.name()
+        );
+        let path = format!("/subjects/{}/versions", encode_segment(subject));
+        let (status, answer) = self
+            .request(Method::POST, &path, Some(body.to_string().into()))
+            .await?;
+        if status == StatusCode::OK {
+            return serde_json::from_slice::<Registered>(&answer)
+                .map(|registered| registered.id)
+                .map_err(|e| {
+                    FetchError::Unavailable(format!(
+                        "the registry's answer to {what} has no ID ({e}): {}",
+                        excerpt(&answer)
+                    ))
+                });
+        }
+        Err(self.classify(status, &answer, &what))
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), FetchError> {
         let uri = format!("{}{path}", self.base);
-        let mut request = Request::get(&uri).header(ACCEPT, MEDIA_TYPES);
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .header(ACCEPT, MEDIA_TYPES);
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, "application/vnd.schemaregistry.v1+json");
+        }
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
         let request = request
-            .body(Empty::new())
-            .map_err(|e| FetchError::Unavailable(format!("GET {uri}: {e}")))?;
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| FetchError::Unavailable(format!("{method} {uri}: {e}")))?;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 let mut reason = e.to_string();
@@ -304,16 +361,16 @@ impl Registry {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(reason)) => Err(FetchError::Unavailable(format!("GET {uri}: {reason}"))),
+            Ok(Err(reason)) => Err(FetchError::Unavailable(format!("{method} {uri}: {reason}"))),
             Err(_) => Err(FetchError::Unavailable(format!(
-                "GET {uri}: no answer within {} ms",
+                "{method} {uri}: no answer within {} ms",
                 self.timeout.as_millis()
             ))),
         }
     }
 
     async fn get(&self, path: &str, what: &str) -> Result<RegistrySchema, FetchError> {
-        let (status, body) = self.request(path).await?;
+        let (status, body) = self.request(Method::GET, path, None).await?;
         if status == StatusCode::OK {
             return serde_json::from_slice(&body).map_err(|e| {
                 FetchError::Unavailable(format!(
@@ -322,29 +379,42 @@ impl Registry {
                 ))
             });
         }
-        let error: Option<RegistryError> = serde_json::from_slice(&body).ok();
+        Err(self.classify(status, &body, what))
+    }
+
+    /// What an answer other than `200 OK` means.
+    fn classify(&self, status: StatusCode, body: &[u8], what: &str) -> FetchError {
+        let error: Option<RegistryError> = serde_json::from_slice(body).ok();
         let detail = error
             .as_ref()
             .and_then(|e| e.message.clone())
-            .unwrap_or_else(|| excerpt(&body));
+            .unwrap_or_else(|| excerpt(body));
         match (status, error) {
             // 40401 subject, 40402 version, 40403 schema not found.
             (StatusCode::NOT_FOUND, Some(e)) if (40400..40500).contains(&e.error_code) => {
-                Err(FetchError::NotFound(format!(
+                FetchError::NotFound(format!(
                     "the registry has no {what} ({} {detail})",
                     e.error_code
-                )))
+                ))
             }
-            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => Err(FetchError::Unavailable(
+            // 409: incompatible with the subject's versions; 422: not a
+            // valid schema (registering only).
+            (StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY, Some(e)) => {
+                FetchError::Refused(format!(
+                    "the registry refused {what} ({} {detail})",
+                    e.error_code
+                ))
+            }
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => FetchError::Unavailable(
                 format!("the registry refused the credentials for {what} ({status}): {detail}"),
-            )),
-            (StatusCode::NOT_FOUND, None) => Err(FetchError::Unavailable(format!(
+            ),
+            (StatusCode::NOT_FOUND, None) => FetchError::Unavailable(format!(
                 "{} answered {status} for {what} without a registry error: is it the registry's URL? {detail}",
                 self.base
-            ))),
-            _ => Err(FetchError::Unavailable(format!(
+            )),
+            _ => FetchError::Unavailable(format!(
                 "the registry answered {status} for {what}: {detail}"
-            ))),
+            )),
         }
     }
 }

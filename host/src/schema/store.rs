@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::dir::{DirError, SchemaDir};
 use super::registry::{FetchError, Registry};
-use super::{Compiled, Reference, Resolved, SchemaText};
+use super::{Compiled, Format, Reference, Resolved, SchemaText};
 
 /// How long an ID the sources do not have stays "not found" before it is
 /// asked for again.
@@ -35,6 +35,10 @@ pub const MAX_SCHEMAS: usize = 10_000;
 pub const MAX_SUBJECTS: usize = 1_000;
 /// References nest at most this deep.
 const MAX_REFERENCE_DEPTH: usize = 32;
+/// Distinct schemas plugins may ask to register, at most (per process).
+pub const MAX_REGISTRATIONS: usize = 256;
+/// The longest schema text a plugin may ask to register.
+pub const MAX_REGISTERED_TEXT: usize = 256 << 10;
 
 /// An ID's schema, as far as the store knows now.
 #[derive(Debug, Clone)]
@@ -69,6 +73,19 @@ struct SubjectSlot {
     failed: Option<(Arc<str>, Option<Instant>)>,
 }
 
+/// A schema a plugin asked to register: its subject and text.
+type RegistrationKey = (String, Format, String);
+
+#[derive(Debug, Default)]
+struct RegistrationSlot {
+    /// The ID the registry gave it (for good: the registry keeps it).
+    id: Option<u32>,
+    /// A registration is on its way.
+    registering: bool,
+    /// Why it failed, and until when that holds (`None`: for good).
+    failed: Option<(Arc<str>, Option<Instant>)>,
+}
+
 /// How long a subject's latest version is trusted before it is asked for
 /// again (in the background: the known one is used meanwhile).
 pub const DEFAULT_SUBJECT_TTL: Duration = Duration::from_secs(300);
@@ -99,6 +116,8 @@ pub struct SchemaStats {
     /// Registry requests that failed (no answer, an error, an unusable
     /// answer).
     pub registry_failed: AtomicU64,
+    /// Schemas the registry refused to register.
+    pub registry_refused: AtomicU64,
     /// Schemas that did not compile.
     pub invalid: AtomicU64,
 }
@@ -113,6 +132,7 @@ pub struct SchemaStore {
     _own_runtime: Option<OwnRuntime>,
     slots: Mutex<HashMap<u32, Slot>>,
     subjects: Mutex<HashMap<String, SubjectSlot>>,
+    registrations: Mutex<HashMap<RegistrationKey, RegistrationSlot>>,
     subject_ttl: Duration,
     changed: Condvar,
     /// The registry's last failure, while it lasts (for `/ready`).
@@ -136,6 +156,7 @@ impl SchemaStore {
             _own_runtime: None,
             slots: Mutex::new(HashMap::new()),
             subjects: Mutex::new(HashMap::new()),
+            registrations: Mutex::new(HashMap::new()),
             subject_ttl: DEFAULT_SUBJECT_TTL,
             changed: Condvar::new(),
             registry_down: Mutex::new(None),
@@ -260,7 +281,7 @@ impl SchemaStore {
                         slot.failed = None;
                         false
                     }
-                    Err(FetchError::NotFound(reason)) => {
+                    Err(FetchError::NotFound(reason) | FetchError::Refused(reason)) => {
                         // A subject deleted since: the ID known stays usable.
                         slot.failed = Some((reason.into(), Some(Instant::now() + NOT_FOUND_TTL)));
                         false
@@ -289,6 +310,134 @@ impl SchemaStore {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// The ID of `text`, a schema of `format` registered under `subject`,
+    /// without blocking: known (registered before by this process),
+    /// failed, or being registered (the first call starts it: the schema
+    /// is compiled here first, then registered, the registry asked again
+    /// with backoff while it is down).
+    pub fn register(self: &Arc<Self>, subject: &str, format: Format, text: &str) -> SubjectLookup {
+        if text.len() > MAX_REGISTERED_TEXT {
+            return SubjectLookup::Failed(
+                format!(
+                    "the schema to register under subject '{subject}' is {} bytes long, over the {MAX_REGISTERED_TEXT} allowed",
+                    text.len()
+                )
+                .into(),
+            );
+        }
+        let (Some(_), Some(runtime)) = (&self.registry, &self.runtime) else {
+            return SubjectLookup::Failed(
+                format!("cannot register a schema under subject '{subject}': the router has no schema registry ([schemas.registry])").into(),
+            );
+        };
+        let key = (subject.to_owned(), format, text.to_owned());
+        let mut registrations = lock(&self.registrations);
+        if registrations.len() >= MAX_REGISTRATIONS && !registrations.contains_key(&key) {
+            return SubjectLookup::Failed(
+                format!("cannot register a schema under subject '{subject}': this router already registered {MAX_REGISTRATIONS} schemas, the most it keeps").into(),
+            );
+        }
+        let slot = registrations.entry(key.clone()).or_default();
+        if let Some(id) = slot.id {
+            return SubjectLookup::Ready(id);
+        }
+        let failed_for_now = slot
+            .failed
+            .as_ref()
+            .is_some_and(|(_, until)| until.is_none_or(|t| Instant::now() < t));
+        if failed_for_now {
+            return SubjectLookup::Failed(slot.failed.as_ref().map_or_else(
+                || Arc::from("registration failed"),
+                |(reason, _)| reason.clone(),
+            ));
+        }
+        if !slot.registering {
+            slot.registering = true;
+            let store = self.clone();
+            runtime.spawn(async move { store.register_until_answered(key).await });
+        }
+        SubjectLookup::Pending(slot.failed.as_ref().map(|(reason, _)| reason.clone()))
+    }
+
+    /// Compiles, then registers, the schema of `key` until the registry
+    /// answers.
+    async fn register_until_answered(self: Arc<Self>, key: RegistrationKey) {
+        let settle = |outcome: Result<u32, (Arc<str>, Option<Instant>)>| {
+            let mut registrations = lock(&self.registrations);
+            if let Some(slot) = registrations.get_mut(&key) {
+                slot.registering = false;
+                match outcome {
+                    Ok(id) => {
+                        slot.id = Some(id);
+                        slot.failed = None;
+                    }
+                    Err(failed) => slot.failed = Some(failed),
+                }
+            }
+        };
+        let (subject, format, text) = key.clone();
+        let schema = SchemaText {
+            format,
+            text,
+            references: Vec::new(),
+        };
+        let compiling = Resolved {
+            schema: schema.clone(),
+            references: Vec::new(),
+        };
+        let compiled =
+            tokio::task::spawn_blocking(move || Compiled::compile(0, &compiling).map(drop)).await;
+        let compile_error = match compiled {
+            Ok(Ok(())) => None,
+            Ok(Err(reason)) => Some(reason),
+            Err(e) => Some(format!("compiling it failed: {e}")),
+        };
+        if let Some(reason) = compile_error {
+            // The same text never compiles: failed for good.
+            let reason = format!(
+                "the {} schema to register under subject '{subject}' does not compile: {reason}",
+                format.name()
+            );
+            tracing::error!(subject, error = %reason, "schema not registered");
+            settle(Err((reason.into(), None)));
+            return;
+        }
+        let Some(registry) = self.registry.clone() else {
+            return;
+        };
+        let mut delay = BACKOFF_MIN;
+        loop {
+            let answer = registry.register(&subject, &schema).await;
+            self.count(&answer);
+            match answer {
+                Ok(id) => {
+                    tracing::info!(subject, schema_id = id, "schema registered");
+                    // Its schema is wanted next: fetched now.
+                    let _ = self.lookup(id);
+                    settle(Ok(id));
+                    return;
+                }
+                Err(FetchError::Refused(reason) | FetchError::NotFound(reason)) => {
+                    // The subject's compatibility rules may change: asked
+                    // again after a while.
+                    tracing::error!(subject, error = %reason, "schema not registered");
+                    settle(Err((reason.into(), Some(Instant::now() + NOT_FOUND_TTL))));
+                    return;
+                }
+                Err(FetchError::Unavailable(reason)) => {
+                    tracing::warn!(subject, error = %reason, retry_ms = delay.as_millis(), "schema registry unavailable: cannot register the schema");
+                    let reason: Arc<str> = reason.into();
+                    *lock(&self.registry_down) = Some(reason.clone());
+                    if let Some(slot) = lock(&self.registrations).get_mut(&key) {
+                        slot.failed = Some((reason, Some(Instant::now())));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+            }
         }
     }
 
@@ -363,12 +512,14 @@ impl SchemaStore {
                 };
                 let slot = match resolved {
                     Ok(resolved) => self.compiled(id, &resolved),
-                    Err(FetchError::NotFound(reason) | FetchError::Unavailable(reason)) => {
-                        Slot::Failed {
-                            reason: reason.into(),
-                            until: Some(Instant::now() + NOT_FOUND_TTL),
-                        }
-                    }
+                    Err(
+                        FetchError::NotFound(reason)
+                        | FetchError::Unavailable(reason)
+                        | FetchError::Refused(reason),
+                    ) => Slot::Failed {
+                        reason: reason.into(),
+                        until: Some(Instant::now() + NOT_FOUND_TTL),
+                    },
                 };
                 let lookup = match &slot {
                     Slot::Ready(schema) => Lookup::Ready(schema.clone()),
@@ -409,7 +560,7 @@ impl SchemaStore {
                         },
                     }
                 }
-                Err(FetchError::NotFound(reason)) => Slot::Failed {
+                Err(FetchError::NotFound(reason) | FetchError::Refused(reason)) => Slot::Failed {
                     reason: reason.into(),
                     until: Some(Instant::now() + NOT_FOUND_TTL),
                 },
@@ -547,6 +698,7 @@ impl SchemaStore {
             Ok(_) => &self.stats.registry_ok,
             Err(FetchError::NotFound(_)) => &self.stats.registry_not_found,
             Err(FetchError::Unavailable(_)) => &self.stats.registry_failed,
+            Err(FetchError::Refused(_)) => &self.stats.registry_refused,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if !matches!(answer, Err(FetchError::Unavailable(_))) {

@@ -55,18 +55,29 @@ def _lookup(doc: Any, path: str, default: Any) -> Any:
 
 
 def encode(value: Any, *, schema_id: int | None = None, subject: str | None = None,
-           message: str | None = None) -> bytes:
+           message: str | None = None, schema: str | None = None,
+           schema_format: str = "avro") -> bytes:
     """``value`` (JSON-able: the JSON mapping of the plugin guide's
     "Schemas") written with the schema ``schema_id``, or the latest version
     of ``subject``, in the wire format: the bytes of an output's key or
     value. ``message`` names a Protobuf schema's message (default: its
     first).
 
-    Raises :meth:`RouteError.retry` while the schema is being fetched (the
-    record comes again once it is here), :meth:`RouteError.reject` when
-    the schema does not exist or the value does not fit it."""
+    With ``schema`` (its text; ``schema_format`` ``"avro"``, ``"protobuf"``
+    or ``"json"``), the value is written with that schema, registered
+    under ``subject`` the first time the router meets it: only on a route
+    with ``register_schemas = true``.
+
+    Raises :meth:`RouteError.retry` while the schema is being fetched or
+    registered (the record comes again once it is here),
+    :meth:`RouteError.reject` when the schema does not exist or the value
+    does not fit it."""
     if (schema_id is None) == (subject is None):
         raise TypeError("encode needs exactly one of schema_id= and subject=")
+    if schema is not None and subject is None:
+        raise TypeError("encode with schema= registers it under a subject: give subject=")
+    if schema_format not in ("avro", "protobuf", "json"):
+        raise TypeError(f"schema_format is '{schema_format}': use \"avro\", \"protobuf\" or \"json\"")
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if not _host.IN_ROUTER:
         if subject is not None:
@@ -78,7 +89,17 @@ def encode(value: Any, *, schema_id: int | None = None, subject: str | None = No
     from componentize_py_types import Err
     from wit_world.imports import schemas
 
-    ref = schemas.SchemaRef_Id(schema_id) if subject is None else schemas.SchemaRef_Subject(subject)
+    if schema is not None:
+        kind = {
+            "avro": schemas.SchemaFormat.AVRO,
+            "protobuf": schemas.SchemaFormat.PROTOBUF,
+            "json": schemas.SchemaFormat.JSON,
+        }[schema_format]
+        ref = schemas.SchemaRef_Register(schemas.NewSchema(subject, kind, schema))
+    elif subject is None:
+        ref = schemas.SchemaRef_Id(schema_id)
+    else:
+        ref = schemas.SchemaRef_Subject(subject)
     try:
         return schemas.encode(ref, message, text)
     except Err as e:

@@ -10,6 +10,10 @@
 //!   schema with several), in the registry's wire format. A value that does
 //!   not fit the schema is rejected, saying where; while the schema is being
 //!   fetched, the record is retried.
+//!   With `schema` (its text) and `schema_format` (`avro`, the default,
+//!   `protobuf` or `json`), values are written with that schema instead,
+//!   registered under `subject` the first time (the route needs
+//!   `register_schemas = true`).
 //!
 //! ```toml
 //! # Avro orders to JSON:
@@ -17,11 +21,15 @@
 //! plugin_config = { direction = "to-json" }
 //! # and back:
 //! plugin_config = { direction = "from-json", subject = "orders-value" }
+//! # or with a schema of its own, registered on first use:
+//! register_schemas = true
+//! plugin_config = { direction = "from-json", subject = "orders-value", schema = '''
+//!   {"type": "record", "name": "Order", "fields": [{"name": "id", "type": "long"}]}''' }
 //! ```
 use switchyard_sdk::json::Value;
 use switchyard_sdk::{
-    Config, Header, Message, Output, OutputHeaders, Plugin, RouteResult, SchemaRef, encode,
-    encode_message,
+    Config, Header, Message, Output, OutputHeaders, Plugin, RouteResult, SchemaFormat, SchemaRef,
+    encode, encode_message,
 };
 
 /// Which way records go.
@@ -30,8 +38,11 @@ pub enum JsonBridge {
     ToJson,
     /// JSON text to values of the subject's latest schema.
     FromJson {
-        /// The subject whose latest schema values are written with.
+        /// The subject whose latest schema values are written with (or
+        /// where `schema` is registered).
         subject: String,
+        /// A schema of its own to write with, registered under `subject`.
+        schema: Option<(SchemaFormat, String)>,
         /// The Protobuf message, when the schema has several.
         message: Option<String>,
     },
@@ -40,20 +51,38 @@ pub enum JsonBridge {
 #[switchyard_sdk::plugin]
 impl Plugin for JsonBridge {
     fn init(config: &Config) -> Result<Self, String> {
-        config.deny_unknown(&["direction", "subject", "message"])?;
+        const FROM_JSON: [&str; 4] = ["subject", "message", "schema", "schema_format"];
+        config.deny_unknown(&["direction", "subject", "message", "schema", "schema_format"])?;
         match config.require("direction")? {
             "to-json" => {
-                if config.get("subject").is_some() || config.get("message").is_some() {
+                if FROM_JSON.iter().any(|key| config.get(key).is_some()) {
                     return Err(
-                        "'subject' and 'message' are for direction = \"from-json\"".to_owned()
+                        "'subject', 'message', 'schema' and 'schema_format' are for direction = \"from-json\""
+                            .to_owned(),
                     );
                 }
                 Ok(Self::ToJson)
             }
-            "from-json" => Ok(Self::FromJson {
-                subject: config.require("subject")?.to_owned(),
-                message: config.get("message").map(ToOwned::to_owned),
-            }),
+            "from-json" => {
+                let format = match config.get("schema_format") {
+                    None | Some("avro") => SchemaFormat::Avro,
+                    Some("protobuf") => SchemaFormat::Protobuf,
+                    Some("json") => SchemaFormat::Json,
+                    Some(other) => {
+                        return Err(format!(
+                            "config key 'schema_format' is '{other}': use \"avro\", \"protobuf\" or \"json\""
+                        ));
+                    }
+                };
+                if config.get("schema_format").is_some() && config.get("schema").is_none() {
+                    return Err("'schema_format' goes with 'schema'".to_owned());
+                }
+                Ok(Self::FromJson {
+                    subject: config.require("subject")?.to_owned(),
+                    schema: config.get("schema").map(|text| (format, text.to_owned())),
+                    message: config.get("message").map(ToOwned::to_owned),
+                })
+            }
             other => Err(format!(
                 "config key 'direction' is '{other}': use \"to-json\" or \"from-json\""
             )),
@@ -69,9 +98,20 @@ impl Plugin for JsonBridge {
                     OutputHeaders::Append(vec![Header::new("content-type", "application/json")]);
                 return Ok(vec![out]);
             }
-            Self::FromJson { subject, message } => {
+            Self::FromJson {
+                subject,
+                schema,
+                message,
+            } => {
                 let json = msg.json_value()?;
-                let schema = SchemaRef::Subject(subject);
+                let schema = match schema {
+                    Some((format, text)) => SchemaRef::Register {
+                        subject,
+                        format: *format,
+                        text,
+                    },
+                    None => SchemaRef::Subject(subject),
+                };
                 match message {
                     Some(message) => encode_message(schema, message, &json)?,
                     None => encode(schema, &json)?,
@@ -129,6 +169,24 @@ mod tests {
     }
 
     #[test]
+    fn json_values_are_written_with_a_schema_of_its_own_under_the_subject() {
+        set_subject_id("orders-value", 9);
+        let schema = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"}]}"#;
+        let msg = Message::builder().value(r#"{"id":7}"#).build();
+        let outputs = bridge(&[
+            ("direction", "from-json"),
+            ("subject", "orders-value"),
+            ("schema", schema),
+        ])
+        .route(&msg)
+        .unwrap();
+        assert_eq!(
+            outputs[0].value,
+            Data::Bytes(b"\0\0\0\0\x09{\"id\":7}".to_vec())
+        );
+    }
+
+    #[test]
     fn json_that_is_not_json_is_rejected() {
         set_subject_id("orders-value", 4);
         let err = bridge(&[("direction", "from-json"), ("subject", "orders-value")])
@@ -145,6 +203,18 @@ mod tests {
             vec![("direction", "sideways")],
             vec![("direction", "from-json")],
             vec![("direction", "to-json"), ("subject", "x")],
+            vec![("direction", "to-json"), ("schema", "{}")],
+            vec![
+                ("direction", "from-json"),
+                ("subject", "x"),
+                ("schema_format", "avro"),
+            ],
+            vec![
+                ("direction", "from-json"),
+                ("subject", "x"),
+                ("schema", "{}"),
+                ("schema_format", "xml"),
+            ],
             vec![],
         ] {
             assert!(
