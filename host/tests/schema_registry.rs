@@ -476,3 +476,43 @@ fn registering_needs_a_registry_and_a_bounded_schema() {
     };
     assert!(reason.contains("bytes long"), "{reason}");
 }
+
+#[test]
+fn a_subject_s_latest_version_is_asked_for_again_once_its_ttl_passed() {
+    let f = fixture();
+    let store = {
+        let _entered = f.runtime.enter();
+        let registry = Registry::new(&settings(&f.registry.url())).unwrap();
+        Arc::new(
+            SchemaStore::new(None, Some(registry), Some(f.runtime.handle().clone()))
+                .with_subject_ttl(Duration::from_millis(200)),
+        )
+    };
+    let latest = |want: u32| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match store.latest("money") {
+                SubjectLookup::Ready(id) if id == want => return,
+                SubjectLookup::Failed(reason) => panic!("{reason}"),
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                other => panic!("subject 'money' never got to {want}: {other:?}"),
+            }
+        }
+    };
+    latest(1);
+    // A new version, registered by someone else.
+    let client = f.client();
+    let newer = f
+        .runtime
+        .block_on(client.register(
+            "money",
+            &switchyard::schema::SchemaText {
+                format: Format::Avro,
+                text: PING.to_owned(),
+                references: Vec::new(),
+            },
+        ))
+        .unwrap();
+    assert_eq!(newer, FIRST_REGISTERED_ID);
+    latest(newer);
+}
