@@ -169,6 +169,19 @@ assert version('fastavro') == '$FASTAVRO_VERSION'" \
         "fastavro==$FASTAVRO_VERSION"
 }
 
+# The Kubernetes manifests are validated offline against the API's
+# schemas, which kubernetes-validate bundles (its PyYAML reads them for the
+# consistency checks too).
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+KUBERNETES_PYTHON_VENV="$TOOLS_DIR/venv-kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+ensure_kubernetes_validate() {
+    ensure_venv "$KUBERNETES_PYTHON_VENV" "
+import yaml, kubernetes_validate
+from importlib.metadata import version
+assert version('kubernetes-validate') == '$KUBERNETES_VALIDATE_VERSION'" \
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+}
+
 # Starts the test broker on a free loopback port in a fresh folder and
 # exports SWITCHYARD_TEST_BROKER; it stops when this shell exits.
 start_test_broker() {

@@ -58,6 +58,19 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Check a configuration file as `run` would before consuming: the
+    /// configuration, every route's plugin compiled and `init`-ed with the
+    /// route's configuration, and with --broker the topics on the cluster.
+    /// One line per problem; exit 0 if there is none.
+    Validate {
+        /// The router's configuration file (TOML).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Also connect to Kafka (`kafka.bootstrap_servers`) and check that
+        /// the topics the routes read and write exist.
+        #[arg(long)]
+        broker: bool,
+    },
     /// Load a plugin, check it against the plugin contract and run its
     /// `init`; print what it is. Exit 0 if the router could use it.
     Check {
@@ -231,6 +244,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::demo::run(&plugins_dir, &plugin_engine()?).map(|()| ExitCode::SUCCESS)
         }
         Command::Check { plugin } => check(&plugin),
+        Command::Validate { config, broker } => {
+            let report = crate::validate::validate(&config, &plugin_engine()?, broker);
+            for line in &report.checked {
+                println!("ok: {line}");
+            }
+            for problem in &report.problems {
+                eprintln!("{problem}");
+            }
+            if report.problems.is_empty() {
+                println!("valid");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                let n = report.problems.len();
+                eprintln!("{n} problem{}", if n == 1 { "" } else { "s" });
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Command::Route { plugin, input } => route(&plugin, &input),
         Command::New { name, lang, dir } => {
             let sdks = crate::project::Sdks::locate()?;

@@ -58,3 +58,4 @@ pub mod router;
 pub mod schema;
 pub mod stats;
 pub mod status;
+pub mod validate;

@@ -206,7 +206,7 @@ impl Topics for CachedTopics {
 
 /// The schema sources `config` names: its directory, and its registry
 /// (fetched from on a runtime of the store's own).
-fn schema_store(config: &SchemasConfig) -> Result<SchemaStore, String> {
+pub(crate) fn schema_store(config: &SchemasConfig) -> Result<SchemaStore, String> {
     let dir = config
         .dir
         .as_deref()

@@ -592,6 +592,24 @@ pub fn schema_python() -> PathBuf {
     python
 }
 
+/// The Python with kubernetes-validate and PyYAML (the Kubernetes
+/// manifests' checks), installed by `scripts/setup`.
+#[must_use]
+pub fn kubernetes_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("SWITCHYARD_KUBERNETES_PYTHON") {
+        return python.into();
+    }
+    let tools = std::env::var_os("SWITCHYARD_TOOLS_DIR").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/switchyard"),
+        PathBuf::from,
+    );
+    let python = tools.join("venv-kubernetes-validate-1.37.0/bin/python");
+    if !python.is_file() {
+        panic!("{} not found: run scripts/setup", python.display());
+    }
+    python
+}
+
 /// A record written by an encoder that is not Switchyard's
 /// (`tests/schemas/independent.py`: confluent-kafka's schema-registry
 /// serializers and fastavro).

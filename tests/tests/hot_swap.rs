@@ -57,15 +57,20 @@ enum Method {
     Burst,
     HalfWritten,
     SymlinkSwap,
+    ConfigMapUpdate,
 }
 
-const METHODS: [Method; 6] = [
+const METHODS: [Method; 8] = [
     Method::Overwrite,
     Method::RenameIntoPlace,
     Method::DeleteThenCreate,
     Method::Burst,
     Method::HalfWritten,
     Method::SymlinkSwap,
+    // Twice: the first after another method links the name into `..data`
+    // again; the second is the kubelet's usual update, `..data` alone.
+    Method::ConfigMapUpdate,
+    Method::ConfigMapUpdate,
 ];
 
 fn install(dir: &Path, path: &Path, method: Method, wasm: &[u8], n: usize) {
@@ -100,6 +105,30 @@ fn install(dir: &Path, path: &Path, method: Method, wasm: &[u8], n: usize) {
             std::fs::write(&target, wasm).unwrap();
             std::os::unix::fs::symlink(&target, &tmp).unwrap();
             std::fs::rename(&tmp, path).unwrap();
+        }
+        Method::ConfigMapUpdate => {
+            // What the kubelet does to a ConfigMap volume: the files live
+            // in a timestamped folder that `..data` links to, and each name
+            // links into `..data`. An update writes a new folder, points
+            // `..data_tmp` at it, renames that over `..data`, then removes
+            // the old folder (relative links, as the kubelet makes them).
+            use std::os::unix::fs::symlink;
+            let name = path.file_name().unwrap();
+            let folder = format!("..2026_12_03_10_00_00.{n:09}");
+            std::fs::create_dir(dir.join(&folder)).unwrap();
+            std::fs::write(dir.join(&folder).join(name), wasm).unwrap();
+            let data = dir.join("..data");
+            let old = std::fs::read_link(&data).ok();
+            symlink(&folder, dir.join("..data_tmp")).unwrap();
+            std::fs::rename(dir.join("..data_tmp"), &data).unwrap();
+            let visible = Path::new("..data").join(name);
+            if std::fs::read_link(path).ok().as_deref() != Some(visible.as_path()) {
+                symlink(&visible, &tmp).unwrap();
+                std::fs::rename(&tmp, path).unwrap();
+            }
+            if let Some(old) = old {
+                std::fs::remove_dir_all(dir.join(old)).unwrap();
+            }
         }
     }
 }
