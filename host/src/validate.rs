@@ -169,17 +169,7 @@ fn cluster_topics(config: &RouterConfig) -> Result<HashMap<String, u32>, String>
     let metadata = client
         .fetch_metadata(None, METADATA_TIMEOUT)
         .map_err(|e| e.to_string())?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| {
-            (
-                t.name().to_owned(),
-                u32::try_from(t.partitions().len()).unwrap_or(0),
-            )
-        })
-        .collect())
+    Ok(kafka::partition_counts(&metadata))
 }
 
 /// Whether the topics `route` reads and writes exist on the cluster.

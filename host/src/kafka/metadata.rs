@@ -22,6 +22,23 @@ pub struct TopicCache {
     timeout: Duration,
 }
 
+/// The partition count of every topic `metadata` describes (those the
+/// cluster answered for without an error).
+#[must_use]
+pub fn partition_counts(metadata: &rdkafka::metadata::Metadata) -> HashMap<String, u32> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| {
+            (
+                t.name().to_owned(),
+                u32::try_from(t.partitions().len()).unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
 impl TopicCache {
     /// An empty cache; call [`refresh`](Self::refresh) to fill it.
     #[must_use]
@@ -43,18 +60,7 @@ impl TopicCache {
     /// Reads the cluster's metadata (blocking, up to the timeout).
     pub fn refresh<C: ClientContext>(&self, client: &Client<C>) -> rdkafka::error::KafkaResult<()> {
         let metadata = client.fetch_metadata(None, self.timeout)?;
-        let topics: HashMap<String, u32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| {
-                (
-                    t.name().to_owned(),
-                    u32::try_from(t.partitions().len()).unwrap_or(0),
-                )
-            })
-            .collect();
-        self.topics.store(Arc::new(topics));
+        self.topics.store(Arc::new(partition_counts(&metadata)));
         self.last_refresh_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         Ok(())
