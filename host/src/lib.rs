@@ -26,6 +26,8 @@
 //!   `/metrics`, `/routes`).
 //! - [`offline`]: routing JSON-lines records through a plugin without Kafka
 //!   (`switchyard route`).
+//! - [`validate`]: what `switchyard run` checks before it consumes, without
+//!   consuming (`switchyard validate`).
 //! - [`project`]: plugin projects in Rust, Python or TypeScript —
 //!   `switchyard new` writes one, `switchyard build` builds one with its
 //!   language's tools.

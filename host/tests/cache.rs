@@ -141,6 +141,23 @@ fn a_cache_folder_others_may_write_is_not_used_and_plugins_still_load() {
 }
 
 #[test]
+fn a_cache_folder_made_inside_a_volume_everyone_may_write_is_used() {
+    // A Kubernetes emptyDir is mode 777: SWITCHYARD_CACHE_DIR names a
+    // folder inside it, which the router makes its own.
+    use std::os::unix::fs::PermissionsExt;
+    let volume = tempfile::tempdir().unwrap();
+    set_mode(volume.path(), 0o777);
+    let cache = volume.path().join("compiled");
+    let engine = PluginEngine::new()
+        .unwrap()
+        .with_cache(ArtifactCache::new(&cache));
+    engine.load(&fixtures::hello()).unwrap();
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert_eq!(cached_files(&cache).len(), 1);
+}
+
+#[test]
 fn a_new_cache_folder_is_created_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

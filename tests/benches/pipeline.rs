@@ -94,12 +94,15 @@ enum RouterKind {
     TypescriptTenant,
     TypescriptEnvelope,
     Native,
+    /// The native loop keeping Switchyard's at-least-once rule: a source
+    /// offset is stored only once its output is acknowledged.
+    NativeStored,
     Python,
     Kafkajs,
 }
 
 impl RouterKind {
-    const ALL: [Self; 15] = [
+    const ALL: [Self; 16] = [
         Self::Ceiling,
         Self::Passthrough,
         Self::Identity,
@@ -113,6 +116,7 @@ impl RouterKind {
         Self::TypescriptTenant,
         Self::TypescriptEnvelope,
         Self::Native,
+        Self::NativeStored,
         Self::Python,
         Self::Kafkajs,
     ];
@@ -132,6 +136,7 @@ impl RouterKind {
             Self::TypescriptTenant => "switchyard, ts tenant-partitioner",
             Self::TypescriptEnvelope => "switchyard, ts envelope-router",
             Self::Native => "native rust loop (rdkafka)",
+            Self::NativeStored => "native rust loop, store after delivery",
             Self::Python => "python loop (confluent-kafka)",
             Self::Kafkajs => "node loop (kafkajs)",
         }
@@ -439,8 +444,8 @@ fn report(
             let cpu = |r| summary((broker, size, r)).and_then(|m| m.cpu_per_million);
             let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
             use RouterKind::{
-                AvroField, Envelope, Identity, Kafkajs, Native, Passthrough, Python, PythonTenant,
-                Tenant, TypescriptTenant,
+                AvroField, Envelope, Identity, Kafkajs, Native, NativeStored, Passthrough, Python,
+                PythonTenant, Tenant, TypescriptTenant,
             };
             let targets = [
                 (
@@ -454,6 +459,12 @@ fn report(
                     ratio(cpu(Tenant), cpu(Native)),
                     "<=",
                     1.1,
+                ),
+                (
+                    "tenant-partitioner / native loop storing after delivery, CPU per record",
+                    ratio(cpu(Tenant), cpu(NativeStored)),
+                    "<=",
+                    1.0,
                 ),
                 (
                     "identity / no plugin, records/s",
@@ -650,8 +661,11 @@ impl RouterProcess {
         let mut http = None;
         let mut command = match kind {
             RouterKind::Ceiling => return Ok(None),
-            RouterKind::Native => {
+            RouterKind::Native | RouterKind::NativeStored => {
                 let mut c = Command::new(&tools.native_router);
+                if kind == RouterKind::NativeStored {
+                    c.arg("--store-after-delivery");
+                }
                 c.args([bootstrap, &group, source, target])
                     .args(&properties);
                 c
