@@ -26,12 +26,18 @@
 //!   metrics (an interpreted plugin pays a fixed cost per call);
 //! - latency: afterwards, records written at a steady rate, each stamped
 //!   with its send time, measured when read back from the target;
-//! - peak RSS: the router process's `VmHWM` at the end.
+//! - peak RSS: the router process's `VmHWM` at the end; threads: the most
+//!   the router process had, sampled every 1,000 records;
+//! - first output: from the router's start to the first output read back
+//!   (with `--preload`: startup, joining the group, routing).
 //!
+//! `--source-partitions N` gives the source topic N partitions (6 by
+//! default; the target keeps 6): the cost of scale, the same records
+//! spread over more partitions of one instance.
 //! Run: `scripts/bench` (installs and builds what this needs), or
 //! `cargo bench -p switchyard-tests --bench pipeline -- [--records N]
 //! [--sizes 100,1024] [--brokers nisshi,mock] [--rounds N] [--only NAME]
-//! [--preload]`.
+//! [--preload] [--source-partitions N]`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +54,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_tests::{OwnBroker, create_topics_on, random_topic};
 
+/// Partitions of the target topic, and of the source by default.
 const PARTITIONS: i32 = 6;
 /// Tenants the records are spread over (the `tenant-id` header).
 const TENANTS: usize = 64;
@@ -182,6 +189,8 @@ struct Options {
     /// new group, or a router back after an outage), instead of streaming
     /// them in while it runs.
     preload: bool,
+    /// Partitions of the source topic.
+    source_partitions: i32,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -194,6 +203,7 @@ fn options() -> anyhow::Result<Options> {
         latency_records: 5_000,
         latency_rate: 2_000,
         preload: false,
+        source_partitions: PARTITIONS,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -222,6 +232,7 @@ fn options() -> anyhow::Result<Options> {
             }
             "--only" => options.only.push(value()?),
             "--preload" => options.preload = true,
+            "--source-partitions" => options.source_partitions = value()?.parse()?,
             other => bail!("unknown argument '{other}'"),
         }
     }
@@ -346,6 +357,10 @@ struct Measurement {
     /// The same, by thread role ([`ROLES`]).
     cpu_by_role: Option<[f64; ROLES.len()]>,
     peak_rss_mib: Option<f64>,
+    /// The most threads the router process had.
+    threads: Option<f64>,
+    /// Seconds from the router's start to the first output read back.
+    first_output_s: Option<f64>,
     /// Switchyard's records per plugin call, on average.
     records_per_call: Option<f64>,
     duplicates: u64,
@@ -382,12 +397,14 @@ fn report(
                 })
             }),
             peak_rss_mib: pick(&|m| m.peak_rss_mib),
+            threads: pick(&|m| m.threads),
+            first_output_s: pick(&|m| m.first_output_s),
             records_per_call: pick(&|m| m.records_per_call),
             duplicates: runs.iter().map(|m| m.duplicates).sum(),
         })
     };
     println!(
-        "\n{} records per row, {}, {PARTITIONS} partitions in and out, median of {} \
+        "\n{} records per row, {}, {} source and {PARTITIONS} target partitions, median of {} \
          round(s); latency: {} records at {}/s after the throughput run",
         options.records,
         if options.preload {
@@ -395,6 +412,7 @@ fn report(
         } else {
             "streamed in while it runs"
         },
+        options.source_partitions,
         options.rounds,
         options.latency_records,
         options.latency_rate
@@ -402,7 +420,7 @@ fn report(
     for &broker in &options.brokers {
         println!("\nbroker: {}", broker.describe());
         println!(
-            "{:<6} {:<38} {:>10} {:>7} {:>7} {:>7} {:>9} {:>8} {:>9}",
+            "{:<6} {:<38} {:>10} {:>7} {:>7} {:>7} {:>9} {:>8} {:>8} {:>9} {:>9}",
             "value",
             "router",
             "records/s",
@@ -411,6 +429,8 @@ fn report(
             "p99 ms",
             "CPU s/1M",
             "RSS MiB",
+            "threads",
+            "1st out s",
             "rec/call"
         );
         for &size in &options.sizes {
@@ -422,7 +442,7 @@ fn report(
                     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
                 };
                 println!(
-                    "{:<6} {:<38} {:>10.0} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>8} {:>9}{}",
+                    "{:<6} {:<38} {:>10.0} {:>7.1} {:>7.1} {:>7.1} {:>9} {:>8} {:>8} {:>9} {:>9}{}",
                     size_name(size),
                     router.name(),
                     m.rate,
@@ -431,6 +451,8 @@ fn report(
                     m.p99_ms,
                     opt(m.cpu_per_million, 2),
                     opt(m.peak_rss_mib, 0),
+                    opt(m.threads, 0),
+                    opt(m.first_output_s, 2),
                     opt(m.records_per_call, 1),
                     if m.duplicates > 0 {
                         format!("  ({} duplicates)", m.duplicates)
@@ -585,17 +607,17 @@ enum Broker {
 }
 
 impl Broker {
-    fn start(tools: &Tools, kind: BrokerKind, topics: &[&str]) -> anyhow::Result<Self> {
+    /// A broker with `topics`, (name, partitions) each.
+    fn start(tools: &Tools, kind: BrokerKind, topics: &[(&str, i32)]) -> anyhow::Result<Self> {
         match kind {
             BrokerKind::Nisshi => {
                 let broker = OwnBroker::start()?;
-                let topics: Vec<(&str, i32)> = topics.iter().map(|t| (*t, PARTITIONS)).collect();
-                create_topics_on(broker.addr(), &topics)?;
+                create_topics_on(broker.addr(), topics)?;
                 Ok(Self::Nisshi(broker))
             }
             BrokerKind::Mock => {
                 let mut child = Command::new(&tools.mock_broker)
-                    .args(topics.iter().map(|t| format!("{t}:{PARTITIONS}")))
+                    .args(topics.iter().map(|(t, p)| format!("{t}:{p}")))
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .spawn()
@@ -789,6 +811,17 @@ impl RouterProcess {
         Ok(roles)
     }
 
+    /// How many threads the process has now.
+    fn threads(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        Ok(status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .context("no Threads")?
+            .trim()
+            .parse()?)
+    }
+
     fn peak_rss_mib(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let kib: f64 = status
@@ -869,13 +902,14 @@ fn run(
     } else {
         random_topic("bench-dst")
     };
-    let topics: Vec<&str> = if source == target {
-        vec![&source]
+    let topics: Vec<(&str, i32)> = if source == target {
+        vec![(&source, PARTITIONS)]
     } else {
-        vec![&source, &target]
+        vec![(&source, options.source_partitions), (&target, PARTITIONS)]
     };
     let broker = Broker::start(tools, broker_kind, &topics)?;
     let dir = tempfile::tempdir()?;
+    let mut spawned_at = Instant::now();
     let spawn_router = || {
         RouterProcess::spawn(
             tools,
@@ -961,8 +995,10 @@ fn run(
     if options.preload {
         join(writer.take().context("no writer")?)?;
         producer.flush(Duration::from_secs(60))?;
+        spawned_at = Instant::now();
         router = spawn_router()?;
     }
+    let mut threads: Option<f64> = None;
     let mut seen = vec![false; n];
     let (mut unique, mut duplicates) = (0_usize, 0_u64);
     type Cpu = Option<(f64, [f64; ROLES.len()])>;
@@ -988,6 +1024,12 @@ fn run(
         if first.is_none() {
             first = Some((Instant::now(), cpu()?));
         }
+        if (unique % 1_000 == 1 || unique == n)
+            && let Some(r) = &router
+        {
+            let now = r.threads()?;
+            threads = Some(threads.map_or(now, |most: f64| most.max(now)));
+        }
         if unique == n {
             last = (Instant::now(), cpu()?);
             records_per_call = router
@@ -1004,6 +1046,9 @@ fn run(
         join(writer)?;
     }
     let (started, cpu_start) = first.context("nothing read back")?;
+    let first_output_s = router
+        .as_ref()
+        .map(|_| started.duration_since(spawned_at).as_secs_f64());
     let span = last.0.duration_since(started).as_secs_f64();
     let rate = (n - 1) as f64 / span;
     let per_million = |cpu: f64| cpu / (n - 1) as f64 * 1e6;
@@ -1032,6 +1077,8 @@ fn run(
         cpu_per_million,
         cpu_by_role,
         peak_rss_mib,
+        threads,
+        first_output_s,
         records_per_call,
         duplicates,
     })
