@@ -241,9 +241,7 @@ pub fn start(
     for route in &config.routes {
         let plugin = match &route.plugin {
             None => None,
-            Some(path) if loaded.contains_key(path.as_path()) => {
-                loaded.get(path.as_path()).cloned()
-            }
+            Some(path) if let Some(plugin) = loaded.get(path.as_path()) => Some(plugin.clone()),
             Some(path) => {
                 let plugin_error = |error| StartError::Plugin {
                     route: route.name.clone(),

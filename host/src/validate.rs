@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use crate::config::{RouteConfig, RouterConfig};
 use crate::kafka;
+use crate::offline::GivenTopics;
 use crate::plugin::{Plugin, PluginEngine};
-use crate::route::{Route, Topics};
+use crate::route::{Route, Topics as _};
 
 /// How long the cluster's metadata may take to arrive (`--broker`).
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,27 +34,6 @@ pub struct Report {
 impl Report {
     fn problem(&mut self, config: &Path, what: impl std::fmt::Display) {
         self.problems.push(format!("{}: {what}", config.display()));
-    }
-}
-
-/// The partition counts of a cluster's topics, as read once; or none at
-/// all, offline.
-struct KnownTopics {
-    counts: HashMap<String, u32>,
-    offline: bool,
-}
-
-impl Topics for KnownTopics {
-    fn partition_count(&self, topic: &str) -> Option<u32> {
-        self.counts.get(topic).copied()
-    }
-
-    fn refreshed_partition_count(&self, topic: &str) -> Option<u32> {
-        self.partition_count(topic)
-    }
-
-    fn unknown_topics_exist(&self) -> bool {
-        self.offline
     }
 }
 
@@ -84,10 +64,7 @@ pub fn validate(path: &Path, engine: &PluginEngine, broker: bool) -> Report {
                     config.kafka.bootstrap_servers,
                     counts.len()
                 ));
-                KnownTopics {
-                    counts,
-                    offline: false,
-                }
+                GivenTopics(counts)
             }
             Err(e) => {
                 report.problem(
@@ -101,10 +78,7 @@ pub fn validate(path: &Path, engine: &PluginEngine, broker: bool) -> Report {
             }
         }
     } else {
-        KnownTopics {
-            counts: HashMap::new(),
-            offline: true,
-        }
+        GivenTopics(HashMap::new())
     });
     if broker {
         for route in &config.routes {
@@ -173,7 +147,7 @@ fn cluster_topics(config: &RouterConfig) -> Result<HashMap<String, u32>, String>
 }
 
 /// Whether the topics `route` reads and writes exist on the cluster.
-fn check_topics(path: &Path, route: &RouteConfig, topics: &KnownTopics, report: &mut Report) {
+fn check_topics(path: &Path, route: &RouteConfig, topics: &GivenTopics, report: &mut Report) {
     let mut found = Vec::new();
     let mut named: Vec<(&str, &str)> = route
         .source_topics

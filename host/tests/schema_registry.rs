@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard::schema::registry::{Auth, FetchError, Registry, RegistrySettings};
-use switchyard::schema::store::{Lookup, MAX_REGISTERED_TEXT, SchemaStore, SubjectLookup};
+use switchyard::schema::store::{
+    Lookup, MAX_REGISTERED_TEXT, MAX_REGISTRATIONS, SchemaStore, SubjectLookup,
+};
 use switchyard::schema::{Format, Reference};
 use switchyard_tests::registry::{FIRST_REGISTERED_ID, Mode, TestRegistry};
 
@@ -452,6 +454,34 @@ fn registering_waits_out_a_registry_that_is_down() {
     assert!(matches!(
         registration(&store, "pings-value", PING),
         SubjectLookup::Ready(FIRST_REGISTERED_ID)
+    ));
+}
+
+#[test]
+fn a_plugin_cannot_register_schemas_without_bound() {
+    let f = fixture();
+    let store = f.store(&settings(&f.registry.url()));
+    let schema = |n: usize| {
+        format!(
+            r#"{{"type": "record", "name": "R{n}", "fields": [{{"name": "a", "type": "long"}}]}}"#
+        )
+    };
+    for n in 0..MAX_REGISTRATIONS {
+        assert!(!matches!(
+            store.register("many-value", Format::Avro, &schema(n)),
+            SubjectLookup::Failed(_)
+        ));
+    }
+    let SubjectLookup::Failed(reason) =
+        store.register("many-value", Format::Avro, &schema(MAX_REGISTRATIONS))
+    else {
+        panic!("past the bound, a new schema was taken")
+    };
+    assert!(reason.contains("already registered"), "{reason}");
+    // One already known is still answered.
+    assert!(!matches!(
+        store.register("many-value", Format::Avro, &schema(0)),
+        SubjectLookup::Failed(_)
     ));
 }
 

@@ -73,17 +73,28 @@ struct SubjectSlot {
     failed: Option<(Arc<str>, Option<Instant>)>,
 }
 
-/// A schema a plugin asked to register: its subject and text.
-type RegistrationKey = (String, Format, String);
+/// A schema a plugin asked to register under a subject, and where its
+/// registration stands.
+#[derive(Debug)]
+struct Registration {
+    format: Format,
+    text: Arc<str>,
+    state: RegistrationState,
+}
 
-#[derive(Debug, Default)]
-struct RegistrationSlot {
+#[derive(Debug)]
+enum RegistrationState {
+    /// Being compiled, then registered; why the registry could not be
+    /// asked yet, if it could not.
+    Registering { last_error: Option<Arc<str>> },
     /// The ID the registry gave it (for good: the registry keeps it).
-    id: Option<u32>,
-    /// A registration is on its way.
-    registering: bool,
-    /// Why it failed, and until when that holds (`None`: for good).
-    failed: Option<(Arc<str>, Option<Instant>)>,
+    Registered(u32),
+    /// Why it was not registered, and until when that holds (`None`: for
+    /// good).
+    Failed {
+        reason: Arc<str>,
+        until: Option<Instant>,
+    },
 }
 
 /// How long a subject's latest version is trusted before it is asked for
@@ -132,7 +143,9 @@ pub struct SchemaStore {
     _own_runtime: Option<OwnRuntime>,
     slots: Mutex<HashMap<u32, Slot>>,
     subjects: Mutex<HashMap<String, SubjectSlot>>,
-    registrations: Mutex<HashMap<RegistrationKey, RegistrationSlot>>,
+    /// By subject (a plugin's schemas are looked up per record without
+    /// copying their text).
+    registrations: Mutex<HashMap<String, Vec<Registration>>>,
     subject_ttl: Duration,
     changed: Condvar,
     /// The registry's last failure, while it lasts (for `/ready`).
@@ -328,60 +341,84 @@ impl SchemaStore {
                 .into(),
             );
         }
-        let (Some(_), Some(runtime)) = (&self.registry, &self.runtime) else {
+        let (Some(registry), Some(runtime)) = (&self.registry, &self.runtime) else {
             return SubjectLookup::Failed(
                 format!("cannot register a schema under subject '{subject}': the router has no schema registry ([schemas.registry])").into(),
             );
         };
-        let key = (subject.to_owned(), format, text.to_owned());
         let mut registrations = lock(&self.registrations);
-        if registrations.len() >= MAX_REGISTRATIONS && !registrations.contains_key(&key) {
-            return SubjectLookup::Failed(
-                format!("cannot register a schema under subject '{subject}': this router already registered {MAX_REGISTRATIONS} schemas, the most it keeps").into(),
-            );
-        }
-        let slot = registrations.entry(key.clone()).or_default();
-        if let Some(id) = slot.id {
-            return SubjectLookup::Ready(id);
-        }
-        let failed_for_now = slot
-            .failed
-            .as_ref()
-            .is_some_and(|(_, until)| until.is_none_or(|t| Instant::now() < t));
-        if failed_for_now {
-            return SubjectLookup::Failed(slot.failed.as_ref().map_or_else(
-                || Arc::from("registration failed"),
-                |(reason, _)| reason.clone(),
-            ));
-        }
-        if !slot.registering {
-            slot.registering = true;
-            let store = self.clone();
-            runtime.spawn(async move { store.register_until_answered(key).await });
-        }
-        SubjectLookup::Pending(slot.failed.as_ref().map(|(reason, _)| reason.clone()))
-    }
-
-    /// Compiles, then registers, the schema of `key` until the registry
-    /// answers.
-    async fn register_until_answered(self: Arc<Self>, key: RegistrationKey) {
-        let settle = |outcome: Result<u32, (Arc<str>, Option<Instant>)>| {
-            let mut registrations = lock(&self.registrations);
-            if let Some(slot) = registrations.get_mut(&key) {
-                slot.registering = false;
-                match outcome {
-                    Ok(id) => {
-                        slot.id = Some(id);
-                        slot.failed = None;
+        let known = registrations.get_mut(subject).and_then(|of| {
+            of.iter_mut()
+                .find(|r| r.format == format && *r.text == *text)
+        });
+        let text: Arc<str> = match known {
+            Some(registration) => {
+                match &registration.state {
+                    RegistrationState::Registered(id) => return SubjectLookup::Ready(*id),
+                    RegistrationState::Registering { last_error } => {
+                        return SubjectLookup::Pending(last_error.clone());
                     }
-                    Err(failed) => slot.failed = Some(failed),
+                    RegistrationState::Failed { reason, until }
+                        if until.is_none_or(|t| Instant::now() < t) =>
+                    {
+                        return SubjectLookup::Failed(reason.clone());
+                    }
+                    // Asked again once its failure expired.
+                    RegistrationState::Failed { .. } => {}
                 }
+                registration.state = RegistrationState::Registering { last_error: None };
+                registration.text.clone()
+            }
+            None => {
+                if registrations.values().map(Vec::len).sum::<usize>() >= MAX_REGISTRATIONS {
+                    return SubjectLookup::Failed(
+                        format!("cannot register a schema under subject '{subject}': this router already registered {MAX_REGISTRATIONS} schemas, the most it keeps").into(),
+                    );
+                }
+                let text: Arc<str> = text.into();
+                registrations
+                    .entry(subject.to_owned())
+                    .or_default()
+                    .push(Registration {
+                        format,
+                        text: text.clone(),
+                        state: RegistrationState::Registering { last_error: None },
+                    });
+                text
             }
         };
-        let (subject, format, text) = key.clone();
+        let task = (self.clone(), registry.clone(), subject.to_owned(), text);
+        runtime.spawn(async move {
+            let (store, registry, subject, text) = task;
+            store
+                .register_until_answered(registry, subject, format, text)
+                .await;
+        });
+        SubjectLookup::Pending(None)
+    }
+
+    /// Sets the state of the registration of `text` under `subject`.
+    fn settle(&self, subject: &str, format: Format, text: &str, state: RegistrationState) {
+        if let Some(registration) = lock(&self.registrations).get_mut(subject).and_then(|of| {
+            of.iter_mut()
+                .find(|r| r.format == format && *r.text == *text)
+        }) {
+            registration.state = state;
+        }
+    }
+
+    /// Compiles, then registers, `text` under `subject` until the registry
+    /// answers.
+    async fn register_until_answered(
+        self: Arc<Self>,
+        registry: Registry,
+        subject: String,
+        format: Format,
+        text: Arc<str>,
+    ) {
         let schema = SchemaText {
             format,
-            text,
+            text: text.to_string(),
             references: Vec::new(),
         };
         let compiling = Resolved {
@@ -402,42 +439,48 @@ impl SchemaStore {
                 format.name()
             );
             tracing::error!(subject, error = %reason, "schema not registered");
-            settle(Err((reason.into(), None)));
+            let failed = RegistrationState::Failed {
+                reason: reason.into(),
+                until: None,
+            };
+            self.settle(&subject, format, &text, failed);
             return;
         }
-        let Some(registry) = self.registry.clone() else {
-            return;
-        };
         let mut delay = BACKOFF_MIN;
         loop {
             let answer = registry.register(&subject, &schema).await;
             self.count(&answer);
-            match answer {
+            let state = match answer {
                 Ok(id) => {
                     tracing::info!(subject, schema_id = id, "schema registered");
                     // Its schema is wanted next: fetched now.
                     let _ = self.lookup(id);
-                    settle(Ok(id));
-                    return;
+                    RegistrationState::Registered(id)
                 }
                 Err(FetchError::Refused(reason) | FetchError::NotFound(reason)) => {
                     // The subject's compatibility rules may change: asked
                     // again after a while.
                     tracing::error!(subject, error = %reason, "schema not registered");
-                    settle(Err((reason.into(), Some(Instant::now() + NOT_FOUND_TTL))));
-                    return;
+                    RegistrationState::Failed {
+                        reason: reason.into(),
+                        until: Some(Instant::now() + NOT_FOUND_TTL),
+                    }
                 }
                 Err(FetchError::Unavailable(reason)) => {
                     tracing::warn!(subject, error = %reason, retry_ms = delay.as_millis(), "schema registry unavailable: cannot register the schema");
                     let reason: Arc<str> = reason.into();
                     *lock(&self.registry_down) = Some(reason.clone());
-                    if let Some(slot) = lock(&self.registrations).get_mut(&key) {
-                        slot.failed = Some((reason, Some(Instant::now())));
-                    }
+                    let waiting = RegistrationState::Registering {
+                        last_error: Some(reason),
+                    };
+                    self.settle(&subject, format, &text, waiting);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(BACKOFF_MAX);
+                    continue;
                 }
-            }
+            };
+            self.settle(&subject, format, &text, state);
+            return;
         }
     }
 
