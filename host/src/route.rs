@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
 use smallvec::SmallVec;
@@ -87,9 +86,6 @@ pub struct Route {
     pub stats: RouteStats,
     /// Partitions held at a failed record (`on_failure = "stop"`).
     halted: Mutex<BTreeMap<(String, i32), Halt>>,
-    /// Wakes workers waiting for a swap (held partitions, backoff) when a
-    /// plugin is swapped or a worker is told to stop.
-    wake: (Mutex<()>, Condvar),
     /// The budget of plugin log lines all the route's instances share.
     log_budget: Arc<LogBudget>,
     /// How its records are checked against their schemas, if they are.
@@ -145,7 +141,6 @@ impl Route {
             policy: config.failure_policy(),
             stats: RouteStats::default(),
             halted: Mutex::default(),
-            wake: (Mutex::new(()), Condvar::new()),
             log_budget: Arc::new(LogBudget::new(config.limits.log_lines_per_second)),
             schemas: None,
             config,
@@ -211,35 +206,6 @@ impl Route {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Waits up to `timeout` for a swap past `generation` or for `done` to
-    /// turn true (checked under the lock [`Route::wake_all`] takes, so no
-    /// wake-up is missed). Returns early on either.
-    pub(crate) fn wait(&self, generation: u64, timeout: Duration, done: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + timeout;
-        let (lock, condvar) = &self.wake;
-        let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if done() || self.generation() != generation {
-                return;
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            guard = condvar
-                .wait_timeout(guard, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// Wakes every worker in [`Route::wait`] to look at its conditions.
-    pub(crate) fn wake_all(&self) {
-        let (lock, condvar) = &self.wake;
-        let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        condvar.notify_all();
-    }
-
     /// The route's name.
     #[must_use]
     pub fn name(&self) -> &str {
@@ -289,7 +255,6 @@ impl Route {
     pub fn swap_plugin(&self, plugin: Plugin) {
         self.plugin.store(Some(Arc::new(plugin)));
         self.generation.fetch_add(1, Ordering::Release);
-        self.wake_all();
     }
 
     /// A new router for one partition worker (with its own plugin instance).

@@ -289,15 +289,14 @@ const ROLES: [&str; 5] = [
 
 /// The role of a router thread named `name` (Linux keeps 15 bytes of it):
 /// librdkafka names its threads `rdk:...`, Switchyard's consumer thread is
-/// `switchyard-consumer`, its partition workers are named after their
-/// source topic, and rdkafka's threaded producer serves delivery reports
-/// on `producer polling thread`.
+/// `switchyard-consumer`, its workers `switchyard-worker-N`, and rdkafka's
+/// threaded producer serves delivery reports on `producer polling thread`.
 fn role(name: &str) -> usize {
     if name.starts_with("rdk:") {
         0
     } else if name.starts_with("switchyard-cons") {
         1
-    } else if name.starts_with("bench-src") {
+    } else if name.starts_with("switchyard-work") {
         2
     } else if name.starts_with("producer pollin") {
         3

@@ -582,3 +582,50 @@ fn a_second_router_joining_the_group_takes_partitions_without_losing_or_repeatin
         "every record once: revoked partitions were drained and committed"
     );
 }
+
+#[test]
+fn two_workers_route_256_partitions_each_in_order_and_commit_every_one() {
+    const PARTITIONS: i32 = 256;
+    const PER_PARTITION: i32 = 20;
+    let (src, dst) = (random_topic("wide"), random_topic("wide-out"));
+    // One output partition: the outputs of each source partition must come
+    // out in that partition's order.
+    create_topics(&[(&src, PARTITIONS), (&dst, 1)]).unwrap();
+    let inputs: Vec<TestRecord> = (0..PER_PARTITION)
+        .flat_map(|i| {
+            (0..PARTITIONS).map(move |p| {
+                TestRecord::new(&format!("k{p}"), &format!("{p}:{i:04}"))
+                    .header("tenant-id", "acme")
+                    .on_partition(p)
+            })
+        })
+        .collect();
+    produce(&src, &inputs).unwrap();
+
+    let group = random_topic("group");
+    let mut config = route_in_group(&group, &src, &fixtures::tenant_partitioner(), &dst);
+    config.router.workers = Some(2);
+    let (router, failures) = start(&config);
+    let outputs = consume(&dst, inputs.len(), READ_TIMEOUT).unwrap();
+    assert_eq!(router.status().assigned(), PARTITIONS as usize);
+    switchyard_tests::wait_until(READ_TIMEOUT, || {
+        committed(&group, &src, PARTITIONS).is_ok_and(|c| {
+            c.len() == PARTITIONS as usize && c.values().all(|&o| o == i64::from(PER_PARTITION))
+        })
+    })
+    .unwrap();
+    stop(router);
+
+    assert_eq!(failures.list(), vec![]);
+    assert_eq!(outputs.len(), inputs.len(), "every record exactly once");
+    let mut next: HashMap<i32, i32> = HashMap::new();
+    for out in &outputs {
+        let value = std::str::from_utf8(out.value.as_deref().unwrap()).unwrap();
+        let (p, i) = value.split_once(':').unwrap();
+        let (p, i): (i32, i32) = (p.parse().unwrap(), i.parse().unwrap());
+        let expected = next.entry(p).or_insert(0);
+        assert_eq!(i, *expected, "partition {p} out of order");
+        *expected += 1;
+    }
+    assert_eq!(next.len(), PARTITIONS as usize);
+}

@@ -36,6 +36,12 @@ fn config(group: &str, src: &str, dst: &str, plugin: &Path, extra: &str) -> Rout
     .unwrap()
 }
 
+/// `config` with one worker for all partitions.
+fn one_worker(mut config: RouterConfig) -> RouterConfig {
+    config.router.workers = Some(1);
+    config
+}
+
 fn start(config: &RouterConfig) -> RouterHandle {
     router::start(
         config,
@@ -97,13 +103,14 @@ fn stop_holds_the_partition_at_the_failed_record_until_a_new_plugin_version_is_s
     let plugin = dir.path().join("rules.wasm");
     std::fs::copy(fixtures::hostile(), &plugin).unwrap();
     let group = random_topic("group");
-    let router = start(&config(
+    // One worker routes both partitions: the held one must not hold it.
+    let router = start(&one_worker(config(
         &group,
         &src,
         &dst,
         &plugin,
         "on_failure = \"stop\"",
-    ));
+    )));
     let route = router.routes()[0].clone();
 
     let held = ["a", "reject", "b", "c"].map(|v| on(0, v));
@@ -153,14 +160,15 @@ fn a_record_backing_off_holds_only_its_partition_and_does_not_delay_a_stop() {
     create_topics(&[(&src, 2), (&dst, 2)]).unwrap();
     let group = random_topic("group");
     // After its first `retry` the record waits a minute before its second
-    // and last attempt.
-    let router = start(&config(
+    // and last attempt. One worker routes both partitions: the wait must
+    // not hold it.
+    let router = start(&one_worker(config(
         &group,
         &src,
         &dst,
         &fixtures::hostile(),
         "on_failure = \"skip\"\n[routes.retry]\nmax_attempts = 2\ninitial_backoff_ms = 60000\nmax_backoff_ms = 60000\njitter = 0.0",
-    ));
+    )));
     let route = router.routes()[0].clone();
     produce(&src, &["a", "retry", "b"].map(|v| on(0, v))).unwrap();
     let flowing: Vec<TestRecord> = (0..200).map(|i| on(1, &format!("f{i}"))).collect();

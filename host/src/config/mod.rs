@@ -71,6 +71,9 @@ pub struct RouterConfig {
     /// How the router stops.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// How the router routes (its workers).
+    #[serde(default)]
+    pub router: RouterTable,
     /// Where schemas come from (routes with `value_format` or
     /// `key_format` = "schema-registry").
     pub schemas: Option<SchemasConfig>,
@@ -190,6 +193,30 @@ impl RegistryConfig {
             ca_file: self.ca_file.clone(),
             client_cert,
             timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
+}
+
+/// The `[router]` table.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterTable {
+    /// Threads that route records, each many partitions; by default the
+    /// cores the process may use.
+    pub workers: Option<usize>,
+}
+
+/// The most workers a router may be given: far more than cores any
+/// machine has, far fewer than partitions a topic may have.
+pub const MAX_WORKERS: usize = 256;
+
+impl RouterTable {
+    /// How many workers route: [`RouterTable::workers`], else the cores
+    /// the process may use.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
 }
@@ -354,6 +381,11 @@ impl RouterConfig {
         }
         if self.kafka.group_id.trim().is_empty() {
             return Err(self.invalid("kafka.group_id", "must not be empty"));
+        }
+        if let Some(workers) = self.router.workers
+            && !(1..=MAX_WORKERS).contains(&workers)
+        {
+            return Err(self.invalid("router.workers", format!("must be from 1 to {MAX_WORKERS}")));
         }
         for (key, why) in FIXED_CONSUMER {
             if self.kafka.consumer.contains_key(*key) {

@@ -1,16 +1,23 @@
-//! A partition's own queue of fetched records, read in batches through
-//! librdkafka's C API.
+//! Queues of fetched records, read in batches through librdkafka's C API.
+//!
+//! A partition's fetched records go to its queue, which the router
+//! forwards to the queue of the worker routing the partition: a worker
+//! reads the records of all its partitions from one queue, each
+//! partition's in order.
 //!
 //! rdkafka's `PartitionQueue::poll` hands out one message per call, each
 //! wrapped in a reference-counted event, with the clock read per message;
-//! a worker routing a partition wants what the queue holds at once.
-//! librdkafka's batch call (`rd_kafka_consume_batch_queue`, what
-//! confluent-kafka's `consume(num_messages)` uses on a high-level
-//! consumer's queue) gives exactly that, with the same care for outdated
-//! and control messages as its single-message poll. (Unlike that poll, it
-//! also moves the partition's position past a consumer error's offset;
-//! the router never pauses a partition it routes, where that position
-//! would matter, and commits only the offsets it stored.)
+//! a worker wants what the queue holds at once. librdkafka's batch call
+//! (`rd_kafka_consume_batch_queue`, what confluent-kafka's
+//! `consume(num_messages)` uses on a high-level consumer's queue) gives
+//! exactly that, with the same care for outdated and control messages as
+//! its single-message poll: what was fetched before a partition was
+//! paused, sought or assigned again is dropped, and librdkafka fetches
+//! again from the position after the last record it handed out.
+//!
+//! librdkafka bounds what it fetches ahead (`queued.max.messages.kbytes`)
+//! by the size of the queue a partition's records end in: a worker's
+//! queue is one budget for all its partitions.
 
 use std::ffi::CStr;
 use std::marker::PhantomData;
@@ -25,53 +32,86 @@ use rdkafka::error::RDKafkaErrorCode;
 
 use crate::record::{Header, SourceRecord};
 
-/// A partition's queue, split from its consumer's: the partition's records
-/// come here and nowhere else.
-pub struct PartitionQueue<C: ConsumerContext> {
+/// A queue of the consumer's fetched records: a worker's, or a
+/// partition's own (then forwarded to a worker's).
+pub struct FetchQueue<C: ConsumerContext> {
     queue: NonNull<rd::rd_kafka_queue_t>,
     /// The client the queue belongs to, kept alive as long as the queue.
     _consumer: Arc<BaseConsumer<C>>,
 }
 
 #[allow(unsafe_code, reason = "a librdkafka queue handle")]
-// SAFETY: librdkafka's queues are thread-safe: any thread may consume from
-// or destroy a queue handle.
-unsafe impl<C: ConsumerContext> Send for PartitionQueue<C> {}
+// SAFETY: librdkafka's queues are thread-safe: any thread may consume from,
+// forward, wake or destroy a queue handle.
+unsafe impl<C: ConsumerContext> Send for FetchQueue<C> {}
 #[allow(unsafe_code, reason = "a librdkafka queue handle")]
-// SAFETY: as for `Send`; `take` only calls thread-safe librdkafka functions.
-unsafe impl<C: ConsumerContext> Sync for PartitionQueue<C> {}
+// SAFETY: as for `Send`; every method only calls thread-safe librdkafka
+// functions.
+unsafe impl<C: ConsumerContext> Sync for FetchQueue<C> {}
 
-impl<C: ConsumerContext> std::fmt::Debug for PartitionQueue<C> {
+impl<C: ConsumerContext> std::fmt::Debug for FetchQueue<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartitionQueue").finish_non_exhaustive()
+        f.debug_struct("FetchQueue").finish_non_exhaustive()
     }
 }
 
-impl<C: ConsumerContext> PartitionQueue<C> {
-    /// Splits `topic`/`partition`'s queue from `consumer`'s queue; `None`
-    /// when librdkafka has no queue for it (an invalid topic name).
-    ///
-    /// Once split, librdkafka never forwards the partition's fetched
-    /// records to the consumer's queue again, even when the partition is
-    /// assigned after the split (it marks the queue as the application's).
-    pub fn split(consumer: &Arc<BaseConsumer<C>>, topic: &str, partition: i32) -> Option<Self> {
-        let topic = std::ffi::CString::new(topic).ok()?;
+impl<C: ConsumerContext> FetchQueue<C> {
+    /// A new empty queue of `consumer`'s, for partitions to be forwarded
+    /// to; `None` if librdkafka cannot make one.
+    pub fn new(consumer: &Arc<BaseConsumer<C>>) -> Option<Self> {
         let rk = consumer.client().native_ptr();
-        #[allow(unsafe_code, reason = "getting and unforwarding a partition's queue")]
-        // SAFETY: `rk` is the live client `consumer` owns; the queue handle
-        // returned is ours to destroy (in `drop`). Forwarding to null
-        // detaches it from the consumer's queue.
-        let queue = unsafe {
-            let queue = rd::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition);
-            if !queue.is_null() {
-                rd::rd_kafka_queue_forward(queue, ptr::null_mut());
-            }
-            queue
-        };
+        #[allow(unsafe_code, reason = "making a librdkafka queue")]
+        // SAFETY: `rk` is the live client `consumer` owns; the queue is
+        // ours to destroy (in `drop`).
+        let queue = unsafe { rd::rd_kafka_queue_new(rk) };
         Some(Self {
             queue: NonNull::new(queue)?,
             _consumer: consumer.clone(),
         })
+    }
+
+    /// `topic`/`partition`'s own queue; `None` when librdkafka has no queue
+    /// for it (an invalid topic name).
+    pub fn of_partition(
+        consumer: &Arc<BaseConsumer<C>>,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Self> {
+        let topic = std::ffi::CString::new(topic).ok()?;
+        let rk = consumer.client().native_ptr();
+        #[allow(unsafe_code, reason = "getting a partition's queue")]
+        // SAFETY: `rk` is the live client `consumer` owns; the handle
+        // returned is ours to destroy (in `drop`), the queue itself stays
+        // the partition's.
+        let queue = unsafe { rd::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition) };
+        Some(Self {
+            queue: NonNull::new(queue)?,
+            _consumer: consumer.clone(),
+        })
+    }
+
+    /// Sends what comes to this queue (records already in it included) to
+    /// `to`, or, with `None`, keeps it here: then nobody reads it (and
+    /// librdkafka never forwards it to the consumer's queue again, even
+    /// when the partition is assigned afterwards: it marks the queue as the
+    /// application's).
+    pub fn forward(&self, to: Option<&Self>) {
+        let to = to.map_or(ptr::null_mut(), |q| q.queue.as_ptr());
+        #[allow(unsafe_code, reason = "forwarding a librdkafka queue")]
+        // SAFETY: both handles are live queues of the same client.
+        unsafe {
+            rd::rd_kafka_queue_forward(self.queue.as_ptr(), to);
+        }
+    }
+
+    /// Ends a [`take`](Self::take) waiting on this queue now, from another
+    /// thread.
+    pub fn wake(&self) {
+        #[allow(unsafe_code, reason = "waking a librdkafka queue's reader")]
+        // SAFETY: the handle is a live queue.
+        unsafe {
+            rd::rd_kafka_queue_yield(self.queue.as_ptr());
+        }
     }
 
     /// Waits up to `wait` for a message, then takes what else is at hand
@@ -123,11 +163,11 @@ impl<C: ConsumerContext> PartitionQueue<C> {
     }
 }
 
-impl<C: ConsumerContext> Drop for PartitionQueue<C> {
+impl<C: ConsumerContext> Drop for FetchQueue<C> {
     fn drop(&mut self) {
         #[allow(unsafe_code, reason = "releasing a queue handle")]
-        // SAFETY: the handle came from `rd_kafka_queue_get_partition` and is
-        // released once, while the client (`self._consumer`) is alive.
+        // SAFETY: the handle is released once, while the client
+        // (`self._consumer`) is alive.
         unsafe {
             rd::rd_kafka_queue_destroy(self.queue.as_ptr());
         }
@@ -182,6 +222,35 @@ impl FetchedMessage<'_> {
             Some(text) if !text.is_empty() => format!("{code}: {text}"),
             _ => code.to_string(),
         })
+    }
+
+    /// The partition the record comes from.
+    #[must_use]
+    pub fn partition(&self) -> i32 {
+        self.native().partition
+    }
+
+    /// Tells the message's topic from the client's other topics, without
+    /// reading its name: the same for every message of a topic.
+    #[must_use]
+    pub fn topic_id(&self) -> usize {
+        self.native().rkt as usize
+    }
+
+    /// The name of the message's topic; `None` for an error of no topic,
+    /// or a name that is not UTF-8 (which no topic the router subscribed
+    /// to has).
+    #[must_use]
+    pub fn topic_name(&self) -> Option<&str> {
+        let rkt = self.native().rkt;
+        if rkt.is_null() {
+            return None;
+        }
+        #[allow(unsafe_code, reason = "reading a librdkafka topic's name")]
+        // SAFETY: the message holds its topic, whose name is a
+        // NUL-terminated string alive as long as the topic.
+        let name = unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(rkt)) };
+        name.to_str().ok()
     }
 
     /// The record, its bytes copied, for `topic` (the partition's).
@@ -369,7 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn a_split_queue_hands_out_whole_records_in_batches_nulls_and_a_header_name_that_is_not_utf8_too()
+    fn a_forwarded_queue_hands_out_whole_records_in_batches_nulls_and_a_header_name_that_is_not_utf8_too()
      {
         let cluster = MockCluster::new(1).unwrap();
         cluster.create_topic("in", 1, 1).unwrap();
@@ -408,8 +477,11 @@ mod tests {
                 .create()
                 .unwrap(),
         );
-        // Split before the partition is assigned, as the router does.
-        let queue = PartitionQueue::split(&consumer, "in", 0).unwrap();
+        // Forwarded before the partition is assigned, as the router does.
+        let queue = FetchQueue::new(&consumer).unwrap();
+        FetchQueue::of_partition(&consumer, "in", 0)
+            .unwrap()
+            .forward(Some(&queue));
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset("in", 0, Offset::Beginning)

@@ -13,7 +13,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::Pipeline;
-use super::worker::Worker;
+use super::partition::Partition;
 use crate::config::KafkaConfig;
 use crate::kafka;
 
@@ -133,7 +133,7 @@ impl ConsumerContext for RouterContext {
 
 /// Asks every one of `workers` to stop, then waits for them (each may be
 /// waiting for its next record: they wait at the same time).
-pub(super) fn stop_all(mut workers: Vec<&mut Worker>) {
+pub(super) fn stop_all(mut workers: Vec<&mut Partition>) {
     for worker in &workers {
         worker.signal_stop();
     }
@@ -170,6 +170,7 @@ pub(crate) fn run(consumer: &Consumer, pipeline: &Pipeline, stop: &AtomicBool) {
         pipeline.store_finished(consumer, pipeline.workers().values());
     }
     pipeline.drain(consumer, None);
+    pipeline.stop_workers();
     consumer.unsubscribe();
     pipeline.status.set_consumer_running(false);
     tracing::info!("router stopped");
@@ -240,7 +241,7 @@ impl Pipeline {
             }
             // The revoked partitions' offsets go into this transaction,
             // with the outputs of every worker.
-            let extra: Vec<&Worker> = stopped.iter().map(|(_, w)| w).collect();
+            let extra: Vec<&Partition> = stopped.iter().map(|(_, w)| w).collect();
             if let Err(e) = self.commit_transaction(consumer, &extra) {
                 self.transaction_failed(consumer, &e);
             }
@@ -272,7 +273,7 @@ impl Pipeline {
     pub(super) fn store_finished<'w>(
         &self,
         consumer: &Consumer,
-        workers: impl Iterator<Item = &'w Worker>,
+        workers: impl Iterator<Item = &'w Partition>,
     ) {
         // Exactly-once mode puts them into its transactions instead.
         if self.transactions.is_some() {

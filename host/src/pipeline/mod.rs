@@ -1,20 +1,27 @@
 //! The record path: consume → route → produce → store the offset.
 //!
-//! Each assigned partition has a worker that reads the partition's own
-//! queue, split from the consumer's before the partition is assigned, and
-//! routes its records in order; workers run concurrently. One thread polls
-//! the consumer for everything else: rebalances (which start and stop
-//! workers), errors, statistics, and storing finished offsets. Offsets are
+//! A bounded set of workers (by default one per core) routes the assigned
+//! partitions: each partition's queue is forwarded, before the partition
+//! is assigned, to the queue of the worker it is placed on, which routes
+//! its records in order; workers run concurrently. One thread polls the
+//! consumer for everything else: rebalances (which place partitions on
+//! workers and take them off), errors, statistics, and storing finished
+//! offsets. Offsets are
 //! stored only as [`offsets`] allows; librdkafka commits what was stored
 //! every `auto.commit.interval.ms`, and the pipeline commits synchronously
 //! when partitions are revoked and when it stops.
 //!
 //! - [`Pipeline`] (here): what the consumer thread, its callbacks and the
-//!   workers share, and starting a partition's worker;
+//!   workers share, and placing a partition on a worker;
 //! - `consumer`: the consumer thread, librdkafka's callbacks (rebalances,
 //!   statistics), draining partitions and storing their offsets;
-//! - `worker`: one partition's loop, `routing`: what it does with a batch
-//!   of records (plugin calls, retries, holds, handing outputs over);
+//! - `partition`: an assigned partition, as the consumer thread and its
+//!   worker see it;
+//! - `pool`: the workers as the consumer thread sees them, `worker`: a
+//!   worker's loop, `instances`: a worker's
+//!   instance of each route, `routing`: what a worker does with a
+//!   partition's records (plugin calls, retries, holds, handing outputs
+//!   over);
 //! - `delivery`: what a delivery report means for its record;
 //!   [`offsets`]: the at-least-once rule;
 //! - `refusals`: outputs the broker refused, sent again alone and settled;
@@ -25,8 +32,11 @@
 mod consumer;
 mod delivery;
 mod failures;
+mod instances;
 mod meters;
 mod offsets;
+mod partition;
+mod pool;
 mod refusals;
 mod routing;
 mod transactions;
@@ -41,12 +51,12 @@ pub(crate) use self::delivery::Producer;
 pub use self::failures::{FailureSink, LogFailures, RecordFailure};
 pub(crate) use self::transactions::TxnError;
 
-use self::offsets::PartitionOffsets;
+use self::partition::{Partition, Queue};
+use self::pool::{Shared, Workers};
 use self::refusals::{AloneProducer, RefusedRecords};
 use self::transactions::Transactions;
-use self::worker::{Worker, WorkerParts};
 use crate::config::RouterConfig;
-use crate::kafka::{self, PartitionQueue};
+use crate::kafka;
 use crate::metrics::Metrics;
 use crate::route::Route;
 use crate::status::Status;
@@ -67,9 +77,13 @@ pub(crate) struct Pipeline {
     /// Exactly-once: records the broker refused in aborted transactions.
     refused: Arc<RefusedRecords>,
     failures: Arc<dyn FailureSink>,
-    /// Workers of the assigned partitions. Only the consumer thread touches
-    /// it (rebalance callbacks run inside its `poll`).
-    workers: Mutex<HashMap<(String, i32), Worker>>,
+    /// The assigned partitions. Only the consumer thread touches it
+    /// (rebalance callbacks run inside its `poll`).
+    workers: Mutex<HashMap<(String, i32), Partition>>,
+    /// The workers, started with the first assignment.
+    pool: Mutex<Option<Workers>>,
+    /// How many workers to start.
+    worker_count: usize,
     metrics: Arc<Metrics>,
     status: Arc<Status>,
     /// How long stopping or a revocation may wait for outputs in flight
@@ -129,6 +143,8 @@ impl Pipeline {
             refused: Arc::default(),
             failures,
             workers: Mutex::default(),
+            pool: Mutex::default(),
+            worker_count: config.router.workers(),
             metrics,
             status,
             drain_timeout: config.shutdown.timeout(),
@@ -141,22 +157,22 @@ impl Pipeline {
         self.routes.keys().map(String::as_str).collect()
     }
 
-    fn workers(&self) -> MutexGuard<'_, HashMap<(String, i32), Worker>> {
+    fn workers(&self) -> MutexGuard<'_, HashMap<(String, i32), Partition>> {
         self.workers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts the worker of `topic`/`partition` on the partition's own
-    /// queue. Called before the partition is assigned: once a partition's
-    /// queue is split, librdkafka never forwards it to the consumer's queue
-    /// again, so none of its records can go past the worker.
-    fn spawn_worker(&self, topic: &str, partition: i32) -> Option<Worker> {
+    /// Places `topic`/`partition` on a worker, which routes it from its
+    /// own queue, forwarded to the worker's. Called before the partition
+    /// is assigned: once a partition's queue is forwarded, librdkafka never
+    /// forwards it to the consumer's queue again, so none of its records
+    /// can go past the workers.
+    fn spawn_worker(&self, topic: &str, partition: i32) -> Option<Partition> {
         let route = self.routes.get(topic)?.clone();
-        let Some(queue) = self
-            .consumer
-            .get()
-            .and_then(Weak::upgrade)
-            .and_then(|consumer| PartitionQueue::split(&consumer, topic, partition))
-        else {
+        let consumer = self.consumer.get().and_then(Weak::upgrade);
+        let Some((consumer, queue)) = consumer.and_then(|consumer| {
+            let queue = Queue::of_partition(&consumer, topic, partition)?;
+            Some((consumer, queue))
+        }) else {
             tracing::error!(
                 topic,
                 partition,
@@ -164,24 +180,47 @@ impl Pipeline {
             );
             return None;
         };
-        let offsets = Arc::new(PartitionOffsets::new(topic, partition));
-        let parts = WorkerParts {
-            route,
-            producer: self.producer.clone(),
-            failures: self.failures.clone(),
-            offsets,
-            metrics: self.metrics.clone(),
-            gate: self.transactions.as_ref().map(|t| t.gate.clone()),
-            alone: self.alone.clone(),
-            refused: self.refused.clone(),
-        };
-        match Worker::spawn(topic, partition, parts, queue) {
-            Ok(worker) => Some(worker),
-            Err(e) => {
-                tracing::error!(topic, partition, error = %e, "cannot start a partition worker");
-                None
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        if pool.is_none() {
+            let shared = Arc::new(Shared {
+                producer: self.producer.clone(),
+                failures: self.failures.clone(),
+                metrics: self.metrics.clone(),
+                gate: self.transactions.as_ref().map(|t| t.gate.clone()),
+                alone: self.alone.clone(),
+                refused: self.refused.clone(),
+                consumer: Arc::downgrade(&consumer),
+            });
+            match Workers::start(self.worker_count, &consumer, &shared) {
+                Ok(workers) => {
+                    tracing::info!(workers = self.worker_count, "workers started");
+                    *pool = Some(workers);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the workers");
+                    return None;
+                }
             }
         }
+        let worker = pool.as_ref()?.place()?;
+        Some(Partition::start(
+            topic,
+            partition,
+            route,
+            queue,
+            worker,
+            self.transactions.is_some(),
+        ))
+    }
+
+    /// Stops the workers (after every partition was taken off them).
+    pub(crate) fn stop_workers(&self) {
+        let workers = self
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(workers);
     }
 
     fn set_assigned(&self, count: usize) {

@@ -174,7 +174,7 @@ impl RefusedRecords {
 /// How long a suspect's outputs, produced alone, are waited for.
 pub(super) const ALONE_WAIT: Duration = Duration::from_secs(60);
 
-impl Routing {
+impl Routing<'_> {
     /// Settles the outputs of this partition the broker refused: each is
     /// sent again alone first (it may only have shared a batch with the
     /// output at fault); refused alone, its record fails with kind
@@ -187,7 +187,7 @@ impl Routing {
         if self.exactly_once() {
             return;
         }
-        for refusal in self.parts.offsets.take_refused() {
+        for refusal in self.lane.offsets.take_refused() {
             if let Some(refusal) = self.send_alone(refusal) {
                 self.settle_for_good(refusal);
             }
@@ -201,15 +201,15 @@ impl Routing {
             return Some(refusal);
         };
         if self.alone.is_none() {
-            self.alone = self.parts.alone.get().map(Sender::new);
+            *self.alone = self.shared.alone.get().map(Sender::new);
         }
-        let Some(alone) = &mut self.alone else {
+        let Some(alone) = self.alone.as_mut() else {
             // Its neighbours cannot be told from it: stop rather than
             // dead-letter a record that may be innocent.
             refusal.delivery.fail(index, &refusal.error);
             return None;
         };
-        let stopping = || self.stop.raised();
+        let stopping = || self.lane.stop.raised();
         match alone.send(&refusal.delivery, index, &stopping) {
             Ok(()) => None,
             Err(error) if refuses_the_record(&error) => Some(Refusal {
@@ -239,7 +239,7 @@ impl Routing {
         let Refusal {
             delivery, error, ..
         } = refusal;
-        let route = self.parts.route.clone();
+        let route = self.slot.route.clone();
         if delivery.is_stand_in() {
             // A dead-letter record the broker refused has nowhere to go.
             tracing::error!(
@@ -254,8 +254,10 @@ impl Routing {
             return;
         }
         let failure = RouteFailure::new(FailureKind::BrokerRefused, reason);
-        self.meters.refused(&self.instance, failure.kind);
-        self.parts.failures.failed(&RecordFailure {
+        self.started
+            .meters
+            .refused(&self.started.instance, failure.kind);
+        self.shared.failures.failed(&RecordFailure {
             route: route.name(),
             record: &record,
             failure: &failure,
@@ -269,11 +271,11 @@ impl Routing {
                     &record,
                     &failure,
                     1,
-                    &self.instance,
+                    &self.started.instance,
                     route.config.limits.max_output_bytes,
                 );
                 let stand_in = Delivery::standing_for(delivery, dead);
-                let stopping = || self.stop.raised();
+                let stopping = || self.lane.stop.raised();
                 if let Err(e) = self.sender.send(&stand_in, 0, &stopping)
                     && !stopping()
                 {

@@ -1,29 +1,34 @@
-//! What a worker does with the records it took from its partition: routes
-//! them with as few plugin calls as their answers allow, settles each
-//! record that is not routed (retried, dead-lettered, skipped or held), and
-//! hands what was decided to the producer, registering every record for
-//! in-order acknowledgement ([`super::offsets`]).
+//! What a worker does with one partition's records: routes them with as
+//! few plugin calls as their answers allow, settles each record that is
+//! not routed (retried, dead-lettered, skipped or held), and hands what
+//! was decided to the producer, registering every record for in-order
+//! acknowledgement ([`super::offsets`]).
 //!
-//! Every step that can wait (a plugin call, a backoff, a hold, a full
-//! producer queue) ends when the worker must stop, with [`Stopped`], which
-//! `?` carries out to the worker's loop: the record it was at stays
-//! unfinished, for the partition's next owner.
+//! Nothing here waits: a record that must wait (a retry's backoff, a hold,
+//! a schema being fetched, a plugin that cannot start) is left first in
+//! the partition's backlog with what it waits for ([`Resume`]), and
+//! [`Yield::Wait`] carries that out to the worker, which routes its other
+//! partitions meanwhile. When the partition must stop, [`Yield::Stopped`]
+//! does: the record it was at stays unfinished, for the partition's next
+//! owner.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::delivery::{Delivery, Refusal, Sender, refusal_reason};
 use super::failures::{RecordFailure, dead_letter};
-use super::meters::Meters;
-use super::offsets::PartitionOffsets;
+use super::instances::{SlotState, Started};
+use super::partition::{Lane, Resume, Step, Yield};
+use super::pool::{Shared, WorkerHandle};
 use super::refusals::ALONE_WAIT;
-use super::worker::{BATCH, Step, StopFlag, WorkerParts, until_started};
+use super::worker::BATCH;
 use crate::config::FailurePolicy;
 use crate::kafka::refuses_the_record;
 use crate::plugin::{FailureKind, RouteFailure};
 use crate::record::SourceRecord;
-use crate::route::{Halt, Route, RouteInstance, RoutedOutputs};
-use crate::schema::check::{Check, RecordSchemas};
+use crate::route::{RouteInstance, RoutedOutputs};
+use crate::schema::check::Check;
 use crate::schema::store::Lookup;
 
 /// How many records a worker hands its plugin in one call: all it has, up
@@ -36,7 +41,7 @@ use crate::schema::store::Lookup;
 pub(super) struct CallSize(usize);
 
 impl CallSize {
-    const FULL: Self = Self(BATCH);
+    pub(super) const FULL: Self = Self(BATCH);
 
     /// A call of `records` records took `took`.
     fn took(&mut self, records: usize, took: Duration, limit: Duration) {
@@ -51,59 +56,63 @@ impl CallSize {
     }
 }
 
-/// A held partition looks at its stop flag at least this often (it is also
-/// woken at once by a swap or a stop).
-const HALT_RECHECK: Duration = Duration::from_secs(1);
-
-/// A partition waiting for a schema looks at its stop flag this often.
+/// A partition waiting for a schema looks it up again this often.
 const SCHEMA_RECHECK: Duration = Duration::from_millis(100);
 
 /// A plugin's answer for one record: its outputs, or why not.
 type Answer = Result<RoutedOutputs, RouteFailure>;
 
-/// A worker routing its partition: what it routes with, and the state it
-/// keeps from one batch to the next.
-pub(super) struct Routing {
-    pub(super) parts: WorkerParts,
-    pub(super) stop: StopFlag,
-    /// The partition's instance of the route's plugin.
-    pub(super) instance: RouteInstance,
-    pub(super) meters: Meters,
+/// A worker routing one of its partitions.
+pub(super) struct Routing<'w> {
+    pub(super) shared: &'w Shared,
+    pub(super) handle: &'w WorkerHandle,
+    pub(super) lane: &'w mut Lane,
+    /// The worker's instance of the partition's route.
+    pub(super) started: &'w mut Started,
+    pub(super) slot: &'w mut SlotState,
     /// Hands outputs to the shared producer.
-    pub(super) sender: Sender,
-    size: CallSize,
+    pub(super) sender: &'w mut Sender,
     /// Sends refused outputs again alone (made when first needed).
-    pub(super) alone: Option<Sender>,
+    pub(super) alone: &'w mut Option<Sender>,
 }
 
-impl Routing {
-    /// A worker routing with `instance`.
-    pub(super) fn new(parts: WorkerParts, stop: StopFlag, instance: RouteInstance) -> Self {
-        Self {
-            meters: Meters::new(&parts.route, &parts.metrics, &instance),
-            sender: Sender::new(parts.producer.clone()),
-            parts,
-            stop,
-            instance,
-            size: CallSize::FULL,
-            alone: None,
-        }
-    }
-
-    /// The partition's offset tracking.
-    pub(super) fn offsets(&self) -> &Arc<PartitionOffsets> {
-        &self.parts.offsets
-    }
-
+impl Routing<'_> {
     /// Whether the route runs in exactly-once mode (its outputs go into
     /// transactions).
     pub(super) fn exactly_once(&self) -> bool {
-        self.parts.gate.is_some()
+        self.shared.gate.is_some()
     }
 
-    /// Routes `records` (one partition's, in order) with as few plugin
-    /// calls as their answers and the call size allow, and hands what was
-    /// decided to the producer record by record.
+    fn instance(&self) -> &RouteInstance {
+        &self.started.instance
+    }
+
+    /// Frees what the delivery thread handed back (`retired`, given empty,
+    /// is returned so).
+    pub(super) fn free_retired(&self, retired: &mut Vec<RoutedOutputs>) {
+        self.lane.offsets.take_retired(retired);
+        retired.clear();
+    }
+
+    /// Routes `backlog` (the partition's records, in order) until it is
+    /// empty or the partition yields; what was settled leaves it.
+    pub(super) fn route_backlog(&mut self, backlog: &mut VecDeque<Arc<SourceRecord>>) -> Step {
+        while !backlog.is_empty() {
+            if self.handle.commands_pending() {
+                // Partitions come or go: the worker sees to that first.
+                return Ok(());
+            }
+            let mut settled = 0;
+            let result = self.route_front(backlog.make_contiguous(), &mut settled);
+            backlog.drain(..settled);
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Routes the first records of `records` with one plugin call (or
+    /// settles the first alone when it must be), counting in `settled` the
+    /// records settled.
     ///
     /// A record that is not routed is settled on its own (retried,
     /// dead-lettered, skipped or held), and the records after it are routed
@@ -111,165 +120,229 @@ impl Routing {
     /// fails as a whole (a trap, say) tells nothing about which record is
     /// at fault, so its records are then routed one at a time, which names
     /// that record exactly.
-    pub(super) fn route_batch(&mut self, records: &[Arc<SourceRecord>]) -> Step {
-        let limit = self.parts.route.config.limits.limits().route_timeout;
-        let mut rest = records;
-        while !rest.is_empty() {
-            self.stop.check()?;
-            let mut call = &rest[..rest.len().min(self.size.0)];
-            // Exactly-once: a record the broker refused in an aborted
-            // transaction fails as such, without its outputs.
-            if let Some(at) = call.iter().position(|r| self.parts.refused.is_refused(r)) {
-                if at == 0 {
-                    let reason = self.parts.refused.settle(&call[0]).unwrap_or_default();
-                    let failure = RouteFailure::new(FailureKind::BrokerRefused, reason);
-                    self.handle(&call[0], Some(Err(failure)))?;
-                    rest = &rest[1..];
-                    continue;
-                }
-                call = &call[..at];
+    fn route_front(&mut self, records: &[Arc<SourceRecord>], settled: &mut usize) -> Step {
+        self.lane.stop.check()?;
+        match self.lane.resume {
+            Some(Resume::Retry { .. } | Resume::Held { .. }) => {
+                self.resume_front(&records[0])?;
+                *settled += 1;
+                return Ok(());
             }
-            // Schema-framed records go to the plugin once their schemas are
-            // here and their bytes match them.
-            match self.schema_checked(call)? {
-                (0, Some(failure)) => {
-                    self.handle(&call[0], Some(Err(failure)))?;
-                    rest = &rest[1..];
-                    continue;
-                }
-                (ready, _) => call = &call[..ready.max(1)],
+            Some(Resume::Schema { id, halted, .. }) => {
+                self.schema_arrived(&records[0], id, halted)?
             }
-            self.follow_swaps(call[0].offset)?;
-            // A route without a plugin makes no call to time.
-            let started = self.instance.plugin().is_some().then(Instant::now);
-            let answers = self.instance.route_batch(call);
-            if let Some(started) = started {
-                let took = started.elapsed();
-                self.meters.called(took, call.len());
-                if answers.is_ok() {
-                    self.size.took(call.len(), took, limit);
-                }
+            Some(Resume::Unstarted) | None => {}
+        }
+        let limit = self.slot.route.config.limits.limits().route_timeout;
+        let mut call = &records[..records.len().min(self.slot.size.0)];
+        // Exactly-once: a record the broker refused in an aborted
+        // transaction fails as such, without its outputs.
+        if let Some(at) = call.iter().position(|r| self.shared.refused.is_refused(r)) {
+            if at == 0 {
+                let reason = self.shared.refused.settle(&call[0]).unwrap_or_default();
+                let failure = RouteFailure::new(FailureKind::BrokerRefused, reason);
+                self.handle(&call[0], Some(Err(failure)), 0)?;
+                *settled += 1;
+                return Ok(());
             }
-            let answers = match answers {
-                // A call of one record that failed is that record's answer.
-                Err(failure) if call.len() == 1 => vec![Err(failure)],
-                Ok(answers) => answers,
+            call = &call[..at];
+        }
+        // Schema-framed records go to the plugin once their schemas are
+        // here and their bytes match them.
+        match self.schema_checked(call)? {
+            (0, Some(failure)) => {
+                self.handle(&call[0], Some(Err(failure)), 0)?;
+                *settled += 1;
+                return Ok(());
+            }
+            (ready, _) => call = &call[..ready.max(1)],
+        }
+        self.follow_swaps(call[0].offset)?;
+        // A route without a plugin makes no call to time.
+        let timed = self.instance().plugin().is_some();
+        let started = Instant::now();
+        let answers = self.call(|instance| instance.route_batch(call))?;
+        if timed {
+            let took = started.elapsed();
+            self.started.meters.called(took, call.len());
+            if answers.is_ok() {
+                self.slot.size.took(call.len(), took, limit);
+            }
+        }
+        let answers = match answers {
+            // A call of one record that failed is that record's answer.
+            Err(failure) if call.len() == 1 => vec![Err(failure)],
+            Ok(answers) => answers,
+            Err(failure) => {
+                tracing::debug!(
+                    route = self.slot.route.name(),
+                    records = call.len(),
+                    reason = %failure,
+                    "a plugin call failed as a whole: routing its records one at a time"
+                );
+                if failure.kind == FailureKind::Timeout {
+                    self.slot.size.timed_out(call.len());
+                }
+                for record in call {
+                    self.lane.stop.check()?;
+                    self.handle(record, None, 0)?;
+                    *settled += 1;
+                }
+                return Ok(());
+            }
+        };
+        for (record, answer) in call.iter().zip(answers) {
+            // Routed but not produced: consumed again by whoever owns the
+            // partition next.
+            self.lane.stop.check()?;
+            match answer {
+                Ok(routed) => {
+                    self.started
+                        .meters
+                        .routed(&self.started.instance, routed.len());
+                    self.produce(record, routed, true);
+                    *settled += 1;
+                }
                 Err(failure) => {
-                    tracing::debug!(
-                        route = self.parts.route.name(),
-                        records = call.len(),
-                        reason = %failure,
-                        "a plugin call failed as a whole: routing its records one at a time"
-                    );
-                    if failure.kind == FailureKind::Timeout {
-                        self.size.timed_out(call.len());
-                    }
-                    for record in call {
-                        self.stop.check()?;
-                        self.handle(record, None)?;
-                    }
-                    rest = &rest[call.len()..];
-                    continue;
-                }
-            };
-            let mut settled = 0;
-            for (record, answer) in call.iter().zip(answers) {
-                // Routed but not produced: consumed again by whoever owns
-                // the partition next.
-                self.stop.check()?;
-                settled += 1;
-                match answer {
-                    Ok(routed) => {
-                        self.meters.routed(&self.instance, routed.len());
-                        self.produce(record, routed, true);
-                    }
-                    Err(failure) => {
-                        self.handle(record, Some(Err(failure)))?;
-                        break;
-                    }
+                    self.handle(record, Some(Err(failure)), 0)?;
+                    *settled += 1;
+                    break;
                 }
             }
-            rest = &rest[settled..];
         }
         Ok(())
     }
 
+    /// Runs a plugin call (or a swapped-in version's start) on the
+    /// worker's instance, as a call that taking another partition off the
+    /// worker may end ([`Yield::Interrupted`]: nothing of it counts).
+    fn call<T>(&mut self, call: impl FnOnce(&mut RouteInstance) -> T) -> Step<T> {
+        let instance = &mut self.started.instance;
+        let (result, interrupted) = self.handle.calling(|| call(instance));
+        // A call ended because the partition must stop says nothing of
+        // its records: they are routed again by the partition's next
+        // owner.
+        self.lane.stop.check()?;
+        if interrupted {
+            return Err(Yield::Interrupted);
+        }
+        Ok(result)
+    }
+
+    /// Goes on with the first record, which waited for a retry or a swap.
+    fn resume_front(&mut self, record: &Arc<SourceRecord>) -> Step {
+        let generation = self.slot.route.generation();
+        let attempts = match self.lane.resume {
+            Some(Resume::Retry {
+                attempts,
+                generation: at,
+                ..
+            }) => {
+                // A new plugin version gets a fresh set of attempts.
+                if at == generation { attempts } else { 0 }
+            }
+            _ => {
+                self.lane.set_halted(None, None);
+                tracing::info!(
+                    route = self.slot.route.name(),
+                    topic = %record.topic,
+                    partition = record.partition,
+                    offset = record.offset,
+                    "plugin swapped: routing the held record again"
+                );
+                0
+            }
+        };
+        self.lane.resume = None;
+        self.handle(record, None, attempts)
+    }
+
     /// Settles `record` on its own, starting from the plugin's `first`
-    /// answer if there is one, and hands what was decided to the producer.
-    fn handle(&mut self, record: &Arc<SourceRecord>, first: Option<Answer>) -> Step {
-        let (routed, routed_normally) = self.decide(record, first)?;
+    /// answer if there is one (after `attempts` calls already made), and
+    /// hands what was decided to the producer.
+    fn handle(&mut self, record: &Arc<SourceRecord>, first: Option<Answer>, attempts: u32) -> Step {
+        let (routed, routed_normally) = self.decide(record, first, attempts)?;
         self.produce(record, routed, routed_normally);
         Ok(())
     }
 
     /// Brings the instance to the version routing now before a call that
-    /// starts at `offset` (see [`until_started`]).
+    /// starts at `offset`. A swapped-in version that cannot start here
+    /// holds the partition there until it does (see
+    /// [`super::instances`]).
     fn follow_swaps(&mut self, offset: i64) -> Step {
-        let Self {
-            parts,
-            stop,
-            instance,
-            ..
-        } = self;
-        until_started(&parts.route, &parts.offsets, Some(offset), stop, || {
-            instance.follow_swaps()
-        })
+        match self.call(RouteInstance::follow_swaps)? {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.slot.failed_to_start(&e, Instant::now());
+                if let Some(failed) = &self.slot.failed {
+                    self.lane
+                        .set_halted(Some(offset), Some(failed.reason.clone()));
+                }
+                self.lane.resume = Some(Resume::Unstarted);
+                Err(Yield::Wait)
+            }
+        }
     }
 
     /// What to produce for `record`: its outputs (then `true`), its
     /// dead-letter record, or nothing (filtered or skipped), starting from
-    /// the plugin's `first` answer if there is one.
+    /// the plugin's `first` answer if there is one, after `attempts` calls.
     fn decide(
         &mut self,
         record: &Arc<SourceRecord>,
-        mut first: Option<Answer>,
+        first: Option<Answer>,
+        attempts: u32,
     ) -> Step<(RoutedOutputs, bool)> {
-        let route = self.parts.route.clone();
-        loop {
-            let (result, attempts) = self.attempt(record, first.take())?;
-            let failure = match result {
-                Ok(routed) => {
-                    self.meters.routed(&self.instance, routed.len());
-                    return Ok((routed, true));
-                }
-                Err(failure) => failure,
-            };
-            self.meters.failed(&self.instance, failure.kind);
-            self.parts.failures.failed(&RecordFailure {
-                route: route.name(),
-                record,
-                failure: &failure,
-                attempts,
-                policy: route.policy(),
-            });
-            match route.policy() {
-                FailurePolicy::DeadLetter(topic) => {
-                    let dead = dead_letter(
-                        topic,
-                        record,
-                        &failure,
-                        attempts,
-                        &self.instance,
-                        route.config.limits.max_output_bytes,
-                    );
-                    return Ok((smallvec::smallvec![dead], false));
-                }
-                FailurePolicy::Skip => return Ok((RoutedOutputs::new(), false)),
-                FailurePolicy::Stop => self.hold(&route, record, &failure)?,
+        let route = self.slot.route.clone();
+        let (result, attempts) = self.attempt(record, first, attempts)?;
+        let failure = match result {
+            Ok(routed) => {
+                self.started
+                    .meters
+                    .routed(&self.started.instance, routed.len());
+                return Ok((routed, true));
             }
+            Err(failure) => failure,
+        };
+        self.started
+            .meters
+            .failed(&self.started.instance, failure.kind);
+        self.shared.failures.failed(&RecordFailure {
+            route: route.name(),
+            record,
+            failure: &failure,
+            attempts,
+            policy: route.policy(),
+        });
+        match route.policy() {
+            FailurePolicy::DeadLetter(topic) => {
+                let dead = dead_letter(
+                    topic,
+                    record,
+                    &failure,
+                    attempts,
+                    self.instance(),
+                    route.config.limits.max_output_bytes,
+                );
+                Ok((smallvec::smallvec![dead], false))
+            }
+            FailurePolicy::Skip => Ok((RoutedOutputs::new(), false)),
+            FailurePolicy::Stop => Err(self.hold(record, &failure)),
         }
     }
 
     /// How many of `call`'s first records may go to the plugin: their
     /// framed parts match their schemas (all of them on a route that reads
     /// none by schema). When the first record's schema is being fetched,
-    /// waits for it: the partition keeps its order. The first record that
-    /// fails its check comes back with why (after the ones before it).
+    /// the partition waits for it there: it keeps its order. The first
+    /// record that fails its check comes back with why (after the ones
+    /// before it).
     fn schema_checked(
         &mut self,
         call: &[Arc<SourceRecord>],
     ) -> Step<(usize, Option<RouteFailure>)> {
-        let route = self.parts.route.clone();
+        let route = self.slot.route.clone();
         let Some(schemas) = route.schemas() else {
             return Ok((call.len(), None));
         };
@@ -282,48 +355,44 @@ impl Routing {
                 }
                 Check::Pending { .. } if ready > 0 => return Ok((ready, None)),
                 Check::Pending { id, why } => {
-                    self.wait_for_schema(&route, schemas, record, id, why)?
+                    // While requests for it fail, the partition is held
+                    // there (`/ready` and `/routes` say why); nothing is
+                    // failed for an outage.
+                    let halted = why.is_some()
+                        || matches!(self.lane.resume, Some(Resume::Schema { halted: true, .. }));
+                    if let Some(why) = why {
+                        self.lane.set_halted(
+                            Some(record.offset),
+                            Some(format!("waiting for schema {id}: {why}")),
+                        );
+                    }
+                    self.lane.resume = Some(Resume::Schema {
+                        id,
+                        at: Instant::now() + SCHEMA_RECHECK,
+                        halted,
+                    });
+                    return Err(Yield::Wait);
                 }
             }
         }
         Ok((ready, None))
     }
 
-    /// Waits at `record` until schema `id` is fetched. While requests for
-    /// it fail, the partition is held there (`/ready` and `/routes` say
-    /// why); nothing is failed for an outage.
-    fn wait_for_schema(
-        &self,
-        route: &Route,
-        schemas: &RecordSchemas,
-        record: &SourceRecord,
-        id: u32,
-        mut why: Option<Arc<str>>,
-    ) -> Step {
-        let mut held = false;
-        loop {
-            self.stop.check()?;
-            if let Some(why) = &why {
-                route.set_halted(
-                    &record.topic,
-                    record.partition,
-                    Some(Halt {
-                        offset: Some(record.offset),
-                        reason: format!("waiting for schema {id}: {why}"),
-                    }),
-                );
-                held = true;
-            }
-            // Nothing is routed meanwhile: free what was in flight.
-            self.parts.offsets.free_retired();
-            schemas.wait(id, SCHEMA_RECHECK);
-            match schemas.store().lookup(id) {
-                Lookup::Pending(now) => why = now,
-                Lookup::Ready(_) | Lookup::Failed(_) => break,
-            }
+    /// The first record waited for schema `id`: goes on once it is fetched
+    /// (or failed for good), else waits on (`halted`: the partition was
+    /// marked held for it).
+    fn schema_arrived(&mut self, record: &SourceRecord, id: u32, halted: bool) -> Step {
+        let route = self.slot.route.clone();
+        let pending = route
+            .schemas()
+            .is_some_and(|schemas| matches!(schemas.store().lookup(id), Lookup::Pending(_)));
+        if pending {
+            // `schema_checked` says why, and when to look again.
+            return Ok(());
         }
-        if held {
-            route.set_halted(&record.topic, record.partition, None);
+        self.lane.resume = None;
+        if halted {
+            self.lane.set_halted(None, None);
             tracing::info!(
                 route = route.name(),
                 topic = %record.topic,
@@ -338,8 +407,8 @@ impl Routing {
     /// Holds the partition at `record`, which failed (`on_failure =
     /// "stop"`), until a new plugin version is swapped in; then it is
     /// routed again.
-    fn hold(&self, route: &Route, record: &SourceRecord, failure: &RouteFailure) -> Step {
-        let generation = route.generation();
+    fn hold(&mut self, record: &SourceRecord, failure: &RouteFailure) -> Yield {
+        let route = &self.slot.route;
         tracing::error!(
             route = route.name(),
             topic = %record.topic,
@@ -347,93 +416,72 @@ impl Routing {
             offset = record.offset,
             "partition held at a failed record (on_failure = \"stop\"): nothing past it is routed or committed until a new plugin version is swapped in"
         );
-        route.set_halted(
-            &record.topic,
-            record.partition,
-            Some(Halt {
-                offset: Some(record.offset),
-                reason: failure.to_string(),
-            }),
-        );
-        while !self.stop.raised() && route.generation() == generation {
-            // Nothing is routed meanwhile: free what was in flight.
-            self.parts.offsets.free_retired();
-            route.wait(generation, HALT_RECHECK, || self.stop.raised());
+        self.lane.resume = Some(Resume::Held {
+            generation: route.generation(),
+        });
+        self.lane
+            .set_halted(Some(record.offset), Some(failure.to_string()));
+        Yield::Wait
+    }
+
+    /// Routes `record`, after `attempts` calls already made; `first` is
+    /// the answer of a call already made. After a `retry` answer the
+    /// record waits as the route's backoff says ([`Yield::Wait`]). Gives
+    /// the result and the number of calls made for the plugin version
+    /// routing now.
+    fn attempt(
+        &mut self,
+        record: &Arc<SourceRecord>,
+        first: Option<Answer>,
+        attempts: u32,
+    ) -> Step<(Answer, u32)> {
+        let attempts = attempts + 1;
+        let result = match first {
+            Some(result) => result,
+            None => {
+                self.follow_swaps(record.offset)?;
+                if let (0, Some(failure)) = self.schema_checked(std::slice::from_ref(record))? {
+                    Err(failure)
+                } else {
+                    // A route without a plugin makes no call to time.
+                    let timed = self.instance().plugin().is_some();
+                    let started = Instant::now();
+                    let result = self.call(|instance| instance.route(record))?;
+                    if timed {
+                        self.started.meters.called(started.elapsed(), 1);
+                    }
+                    result
+                }
+            }
+        };
+        self.lane.stop.check()?;
+        let failure = match result {
+            Ok(routed) => return Ok((Ok(routed), attempts)),
+            Err(failure) => failure,
+        };
+        let route = self.slot.route.clone();
+        let retry = &route.config.retry;
+        if failure.kind != FailureKind::Retry || attempts >= retry.max_attempts {
+            return Ok((Err(failure), attempts));
         }
-        self.stop.check()?;
-        route.set_halted(&record.topic, record.partition, None);
-        tracing::info!(
+        self.started.meters.retried(&self.started.instance);
+        let wait = retry.backoff().delay(attempts);
+        tracing::debug!(
             route = route.name(),
             topic = %record.topic,
             partition = record.partition,
             offset = record.offset,
-            "plugin swapped: routing the held record again"
+            attempt = attempts,
+            wait_ms = wait.as_millis(),
+            reason = %failure.message,
+            "plugin asked to retry"
         );
-        Ok(())
-    }
-
-    /// Routes `record`, calling the plugin again after `retry` answers as
-    /// the route's backoff says; `first` is the answer of a call already
-    /// made. Gives the result and the number of calls made for the plugin
-    /// version routing now.
-    fn attempt(
-        &mut self,
-        record: &Arc<SourceRecord>,
-        mut first: Option<Answer>,
-    ) -> Step<(Answer, u32)> {
-        let route = self.parts.route.clone();
-        let retry = &route.config.retry;
-        let backoff = retry.backoff();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let result = match first.take() {
-                Some(result) => result,
-                None => {
-                    self.follow_swaps(record.offset)?;
-                    if let (0, Some(failure)) = self.schema_checked(std::slice::from_ref(record))? {
-                        Err(failure)
-                    } else {
-                        // A route without a plugin makes no call to time.
-                        let started = self.instance.plugin().is_some().then(Instant::now);
-                        let result = self.instance.route(record);
-                        if let Some(started) = started {
-                            self.meters.called(started.elapsed(), 1);
-                        }
-                        result
-                    }
-                }
-            };
-            // A call ended because the worker must stop says nothing of the
-            // record: it is routed again by the partition's next owner.
-            self.stop.check()?;
-            let failure = match result {
-                Ok(routed) => return Ok((Ok(routed), attempts)),
-                Err(failure) => failure,
-            };
-            if failure.kind != FailureKind::Retry || attempts >= retry.max_attempts {
-                return Ok((Err(failure), attempts));
-            }
-            self.meters.retried(&self.instance);
-            let wait = backoff.delay(attempts);
-            tracing::debug!(
-                route = route.name(),
-                topic = %record.topic,
-                partition = record.partition,
-                offset = record.offset,
-                attempt = attempts,
-                wait_ms = wait.as_millis(),
-                reason = %failure.message,
-                "plugin asked to retry"
-            );
-            let generation = route.generation();
-            route.wait(generation, wait, || self.stop.raised());
-            self.stop.check()?;
-            if route.generation() != generation {
-                // A new plugin version gets a fresh set of attempts.
-                attempts = 0;
-            }
-        }
+        self.lane.resume = Some(Resume::Retry {
+            attempts,
+            generation: route.generation(),
+            at: Instant::now() + wait,
+        });
+        Err(Yield::Wait)
     }
 
     /// Hands `routed`, what was decided for `record`, to the producer, and
@@ -442,14 +490,13 @@ impl Routing {
     /// stays unfinished).
     fn produce(&mut self, record: &SourceRecord, routed: RoutedOutputs, routed_normally: bool) {
         let Self {
-            parts,
-            stop,
-            instance,
-            meters,
+            shared: parts,
+            lane,
+            started,
             sender,
             ..
         } = self;
-        let offsets = &parts.offsets;
+        let (offsets, stop) = (&lane.offsets, &lane.stop);
         let _held = parts.gate.as_ref().map(|gate| {
             gate.read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -466,7 +513,7 @@ impl Routing {
             let _ = parts.producer.flush(ALONE_WAIT);
         }
         // Acknowledged outputs count as produced (dead-letter records not).
-        let produced = routed_normally.then(|| meters.stats(instance).clone());
+        let produced = routed_normally.then(|| started.meters.stats(&started.instance).clone());
         let delivery = Delivery::new(offsets, record.offset, routed, produced);
         let stopping = || stop.raised();
         for index in 0..delivery.outputs().len() {

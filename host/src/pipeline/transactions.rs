@@ -29,7 +29,7 @@ use rdkafka::producer::Producer as _;
 use super::Pipeline;
 use super::consumer::{Consumer, stop_all};
 use super::delivery::Producer;
-use super::worker::Worker;
+use super::partition::Partition;
 
 /// How long one transactional call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -205,7 +205,7 @@ impl Pipeline {
     pub(super) fn commit_transaction(
         &self,
         consumer: &Consumer,
-        extra: &[&Worker],
+        extra: &[&Partition],
     ) -> Result<(), TxnError> {
         let Some(txn) = &self.transactions else {
             return Ok(());
@@ -213,7 +213,7 @@ impl Pipeline {
         let _held = txn.gate.write().unwrap_or_else(PoisonError::into_inner);
         // Wait for every output — but not for ones that will never be
         // acknowledged: once one failed, the transaction must abort.
-        let failed = |workers: &HashMap<(String, i32), Worker>| {
+        let failed = |workers: &HashMap<(String, i32), Partition>| {
             workers
                 .values()
                 .chain(extra.iter().copied())
@@ -284,7 +284,7 @@ impl Pipeline {
                 // transaction), then abort what they produced.
                 let mut workers = self.workers();
                 let keys: Vec<(String, i32)> = workers.keys().cloned().collect();
-                let mut stopped: Vec<Worker> = workers.drain().map(|(_, w)| w).collect();
+                let mut stopped: Vec<Partition> = workers.drain().map(|(_, w)| w).collect();
                 drop(workers);
                 stop_all(stopped.iter_mut().collect());
                 if let Err(e) = txn.abort(&self.producer) {

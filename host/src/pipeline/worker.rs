@@ -1,314 +1,420 @@
-//! One worker per assigned source partition: a thread that reads its
-//! partition's records straight from librdkafka (its own queue, split from
-//! the consumer's) and routes them in order (`super::routing`). This file
-//! is the worker's life: started, stopped from the consumer thread, and
-//! its plugin started (and held while it cannot start).
+//! The workers: a bounded set of threads (by default one per core), each
+//! routing many partitions. Each assigned partition's queue is forwarded to
+//! one worker's queue, so a worker reads all its partitions' records in one
+//! batch call, each partition's in order; partitions are routed one after
+//! the other, each its own records in order, with the worker's one
+//! instance of their route ([`super::instances`]).
+//!
+//! Nothing a partition waits for blocks its worker: a retry's backoff, a
+//! partition held at a failed record, a schema being fetched, a plugin
+//! that cannot start are a state of the partition ([`Resume`]), looked at
+//! again when due, while the worker routes its other partitions. The
+//! records that come meanwhile wait in the partition's backlog; past
+//! [`WAITING_BACKLOG`] records the partition's fetching is paused, and it
+//! is resumed once the backlog is routed (librdkafka then fetches again
+//! from the record after the last one it handed out).
+//!
+//! The consumer thread places partitions ([`Workers::place`]) and takes
+//! them off; a plugin call in progress on a worker ends at once when one
+//! of its partitions is taken off, and the call's records are routed again
+//! with new instances. What one partition's plugin call costs its
+//! worker's other partitions is bounded by the route's time limit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::consumer::RouterContext;
-use super::delivery::Producer;
-use super::failures::FailureSink;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::Consumer as _;
+
+use super::delivery::Sender;
+use super::instances::Slot;
 use super::offsets::PartitionOffsets;
-use super::refusals::{AloneProducer, RefusedRecords};
+use super::partition::{Lane, Resume, Yield};
+use super::pool::{Command, Shared, WorkerHandle, lock};
 use super::routing::Routing;
-use crate::kafka::{FetchedMessage, PartitionQueue};
-use crate::metrics::Metrics;
-use crate::plugin::{Interrupt, PluginError};
-use crate::record::SourceRecord;
-use crate::route::{Halt, Route, RouteInstance};
+use crate::kafka::FetchedMessage;
+use crate::route::RoutedOutputs;
 
 /// Records a worker takes from its queue at once, at most: what librdkafka
 /// has at hand, without waiting once the first is there.
 pub(super) const BATCH: usize = 128;
 
 /// How long a worker with nothing to route waits for a record before it
-/// looks at its stop flag again.
+/// looks at its partitions' waits again.
 const POLL_WAIT: Duration = Duration::from_millis(50);
 
-/// A partition's own queue of fetched records.
-pub(super) type Queue = PartitionQueue<RouterContext>;
+/// How often a worker frees what was delivered and settles refusals of
+/// the partitions it did not route meanwhile.
+const SWEEP: Duration = Duration::from_millis(100);
 
-/// A partition whose plugin cannot start (a swapped-in version whose
-/// `init` fails here) tries again after this, doubling up to
-/// [`START_RETRY_MAX`], and at once after a swap.
-const START_RETRY_MIN: Duration = Duration::from_millis(500);
-const START_RETRY_MAX: Duration = Duration::from_secs(30);
+/// A partition whose first record waits has its fetching paused once this
+/// many records wait behind it.
+const WAITING_BACKLOG: usize = 4 * BATCH;
 
-/// The consumer's side of a worker.
+/// A worker's thread.
 pub(super) struct Worker {
-    route: Arc<Route>,
-    stop: Arc<AtomicBool>,
-    /// Ends a plugin call in progress when the worker must stop.
-    interrupt: Interrupt,
-    thread: Option<JoinHandle<()>>,
-    pub(super) offsets: Arc<PartitionOffsets>,
-}
-
-/// What a worker routes with, shared with the rest of the pipeline.
-pub(super) struct WorkerParts {
-    pub route: Arc<Route>,
-    pub producer: Arc<Producer>,
-    pub failures: Arc<dyn FailureSink>,
-    pub offsets: Arc<PartitionOffsets>,
-    pub metrics: Arc<Metrics>,
-    /// Exactly-once mode: held (read) while a record's outputs are handed
-    /// over, so that a commit never splits a record.
-    pub gate: Option<Arc<std::sync::RwLock<()>>>,
-    /// The producer that sends a refused output again alone.
-    pub alone: Arc<AloneProducer>,
-    /// Records whose outputs the broker refused in an aborted transaction:
-    /// settled by the route's policy when they come again.
-    pub refused: Arc<RefusedRecords>,
-}
-
-/// The worker must stop: what it was doing is left unfinished. The
-/// record's offset is not stored, so the partition's next owner routes it
-/// again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stopped;
-
-/// A step of a worker, which ends early when the worker must stop.
-pub(super) type Step<T = ()> = Result<T, Stopped>;
-
-/// Whether a worker must stop: it was told to (a revocation, shutdown), or
-/// its partition stopped at a record whose output cannot be delivered.
-#[derive(Debug, Clone)]
-pub(super) struct StopFlag {
-    told: Arc<AtomicBool>,
-    offsets: Arc<PartitionOffsets>,
-}
-
-impl StopFlag {
-    /// Whether the worker must stop now.
-    pub(super) fn raised(&self) -> bool {
-        self.told.load(Ordering::Acquire) || self.offsets.is_stopped()
-    }
-
-    /// `Err(Stopped)` if the worker must stop now.
-    pub(super) fn check(&self) -> Step {
-        if self.raised() { Err(Stopped) } else { Ok(()) }
-    }
+    handle: Arc<WorkerHandle>,
+    shared: Arc<Shared>,
+    /// Its partitions.
+    lanes: Vec<Lane>,
+    /// Index in `lanes` by the message's topic (see
+    /// [`FetchedMessage::topic_id`]) and partition, learnt as records come.
+    by_topic: HashMap<(usize, i32), usize>,
+    /// Its routes, with its instance of each.
+    slots: Vec<Slot>,
+    /// Hands outputs to the shared producer.
+    sender: Sender,
+    /// Sends refused outputs again alone (made when first needed).
+    alone: Option<Sender>,
+    /// What the delivery thread handed back, to free.
+    retired: Vec<RoutedOutputs>,
 }
 
 impl Worker {
-    /// Starts the worker of `topic`/`partition`, reading `queue`.
-    pub(super) fn spawn(
-        topic: &str,
-        partition: i32,
-        parts: WorkerParts,
-        queue: Queue,
-    ) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let interrupt = Interrupt::new();
-        let offsets = parts.offsets.clone();
-        let route = parts.route.clone();
-        let topic: Arc<str> = topic.into();
-        let flag = StopFlag {
-            told: stop.clone(),
-            offsets: offsets.clone(),
+    pub(super) fn new(handle: Arc<WorkerHandle>, shared: Arc<Shared>) -> Self {
+        Self {
+            sender: Sender::new(shared.producer.clone()),
+            handle,
+            shared,
+            lanes: Vec::new(),
+            by_topic: HashMap::new(),
+            slots: Vec::new(),
+            alone: None,
+            retired: Vec::new(),
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let handle = self.handle.clone();
+        let mut fetched: Vec<FetchedMessage<'_>> = Vec::with_capacity(BATCH);
+        let mut swept = Instant::now();
+        while !handle.stop.load(Ordering::Acquire) {
+            self.take_commands();
+            let now = Instant::now();
+            let wait = self.route_ready(now);
+            handle.queue.take(wait, BATCH, &mut fetched);
+            self.distribute(&mut fetched);
+            if swept.elapsed() >= SWEEP {
+                self.sweep();
+                swept = Instant::now();
+            }
+        }
+        // Whatever it still held is unfinished: routed again by the
+        // partitions' next owners.
+        self.lanes.clear();
+        self.slots.clear();
+        handle.running.store(false, Ordering::Release);
+        let _released = lock(&handle.released);
+        handle.released_changed.notify_all();
+    }
+
+    /// Takes the partitions the consumer thread placed or took off.
+    fn take_commands(&mut self) {
+        let commands = {
+            let mut inbox = lock(&self.handle.inbox);
+            self.handle.commands.store(false, Ordering::Release);
+            std::mem::take(&mut *inbox)
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("{topic}-{partition}"))
-            .spawn({
-                let interrupt = interrupt.clone();
-                move || run(parts, &queue, &topic, flag, interrupt)
-            })?;
-        Ok(Self {
-            route,
-            stop,
-            interrupt,
-            thread: Some(thread),
-            offsets,
-        })
+        for command in commands {
+            match command {
+                Command::Add(lane) => self.add(lane),
+                Command::Remove(offsets) => self.remove(&offsets),
+            }
+        }
     }
 
-    /// Tells the worker to stop at its next record boundary, without
-    /// waiting for it ([`stop`](Self::stop) waits).
-    pub(super) fn signal_stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        // A plugin call in progress ends now, not at its time limit: its
-        // record is not finished, so the partition's next owner routes it.
-        self.interrupt.raise();
-        // A worker backing off or held at a record waits on its route.
-        self.route.wake_all();
-    }
-
-    /// The partition is no longer this router's: whatever held it here is
-    /// its next owner's to find.
-    pub(super) fn forget_hold(&self) {
-        self.route
-            .set_halted(self.offsets.topic(), self.offsets.partition(), None);
-    }
-
-    /// Stops the worker at its next record boundary and waits for it.
-    /// Fetched, and routed but unproduced records are dropped: their
-    /// offsets were never stored, so they are consumed again by whoever
-    /// owns the partition next.
-    pub(super) fn stop(&mut self) {
-        self.signal_stop();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
+    fn add(&mut self, mut lane: Lane) {
+        let slot = match self
+            .slots
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.state.route, &lane.route))
         {
-            tracing::error!("a partition worker panicked");
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot::new(lane.route.clone()));
+                self.slots.len() - 1
+            }
+        };
+        lane.slot = slot;
+        self.slots[slot].lanes += 1;
+        self.lanes.push(lane);
+        // Started now, so that a plugin that cannot start says so before
+        // the partition's first record, and the first record finds it warm.
+        let index = self.lanes.len() - 1;
+        self.ensure_started(index, Instant::now());
+    }
+
+    fn remove(&mut self, offsets: &Arc<PartitionOffsets>) {
+        if let Some(index) = self
+            .lanes
+            .iter()
+            .position(|l| Arc::ptr_eq(&l.offsets, offsets))
+        {
+            let lane = self.lanes.swap_remove(index);
+            self.by_topic.clear();
+            let slot = &mut self.slots[lane.slot];
+            slot.lanes -= 1;
+            if slot.lanes == 0 {
+                slot.started = None;
+                slot.state.failed = None;
+            }
+            self.handle.load.fetch_sub(1, Ordering::AcqRel);
         }
+        lock(&self.handle.released).push(Arc::as_ptr(offsets) as usize);
+        self.handle.released_changed.notify_all();
     }
-}
 
-/// The worker's thread: starts the route's plugin on the partition, routes
-/// what comes until it must stop, then says whether the partition stopped
-/// at a record.
-fn run(parts: WorkerParts, queue: &Queue, topic: &Arc<str>, stop: StopFlag, interrupt: Interrupt) {
-    let (route, offsets) = (parts.route.clone(), parts.offsets.clone());
-    let Ok(instance) = start_instance(&route, &offsets, interrupt, &stop) else {
-        route.set_halted(offsets.topic(), offsets.partition(), None);
-        return;
-    };
-    let mut routing = Routing::new(parts, stop, instance);
-    let Err(Stopped) = consume(&mut routing, queue, topic);
-    match offsets.failure() {
-        // Stopped for good at a record: say so while the partition is ours
-        // (a revocation clears it).
-        Some(failure) => route.set_halted(
-            offsets.topic(),
-            offsets.partition(),
-            Some(Halt {
-                offset: None,
-                reason: format!("an output could not be delivered ({failure}): nothing past it is committed until the partition is consumed again"),
-            }),
-        ),
-        None => route.set_halted(offsets.topic(), offsets.partition(), None),
-    }
-    // Reports may still come (a revocation waits for them); what they hand
-    // back then is freed with the partition's tracking. Refusals not
-    // settled leave their records unfinished (consumed again by the next
-    // owner); dropped here, they hold nothing.
-    offsets.free_retired();
-    if !routing.exactly_once() {
-        drop(offsets.take_refused());
-    }
-}
-
-/// Routes the records of `queue` as they come, until the worker must stop.
-fn consume(
-    routing: &mut Routing,
-    queue: &Queue,
-    topic: &Arc<str>,
-) -> Result<std::convert::Infallible, Stopped> {
-    let offsets = routing.offsets().clone();
-    let mut fetched: Vec<FetchedMessage<'_>> = Vec::with_capacity(BATCH);
-    let mut records: Vec<Arc<SourceRecord>> = Vec::with_capacity(BATCH);
-    let mut retired = Vec::new();
-    loop {
-        routing.stop.check()?;
-        // Free what the delivery thread handed back; settle what the
-        // broker refused.
-        offsets.take_retired(&mut retired);
-        retired.clear();
-        routing.settle_refusals();
-        // Wait for a record, then take what else is at hand.
-        queue.take(POLL_WAIT, BATCH, &mut fetched);
-        records.clear();
+    /// Puts each fetched record at the end of its partition's backlog.
+    fn distribute(&mut self, fetched: &mut Vec<FetchedMessage<'_>>) {
         for message in fetched.drain(..) {
+            let Some(index) = self.lane_of(&message) else {
+                // A partition no longer routed here: its next owner routes
+                // the record.
+                continue;
+            };
+            let lane = &mut self.lanes[index];
+            if lane.dead {
+                continue;
+            }
             match message.error() {
-                None => records.push(Arc::new(message.record(topic.clone()))),
+                None => lane
+                    .backlog
+                    .push_back(Arc::new(message.record(lane.topic.clone()))),
                 Some(e) => {
-                    tracing::warn!(topic = offsets.topic(), partition = offsets.partition(), error = %e, "consumer error");
+                    tracing::warn!(topic = %lane.topic, partition = lane.partition, error = %e, "consumer error");
                 }
             }
         }
-        routing.route_batch(&records)?;
     }
-}
 
-/// The partition's instance of the route, once its plugin starts: see
-/// [`until_started`].
-fn start_instance(
-    route: &Arc<Route>,
-    offsets: &PartitionOffsets,
-    interrupt: Interrupt,
-    stop: &StopFlag,
-) -> Step<RouteInstance> {
-    let instance = until_started(route, offsets, None, stop, || {
-        route.interruptible_instance(Some(interrupt.clone()))
-    })?;
-    // Whatever held this partition before (a worker that stopped at an
-    // undeliverable output) is over: it is consumed again from here.
-    route.set_halted(offsets.topic(), offsets.partition(), None);
-    Ok(instance)
-}
-
-/// Runs `start` (starting the route's plugin on this partition) until it
-/// succeeds. While it fails (an `init` that fails here though it passed
-/// when the version was checked, say), the partition is held at `offset`
-/// (`None`: before its first record) — `/ready` and `/routes` say why —
-/// and it is tried again after [`START_RETRY_MIN`], doubling up to
-/// [`START_RETRY_MAX`], and at once after a swap.
-pub(super) fn until_started<T>(
-    route: &Route,
-    offsets: &PartitionOffsets,
-    offset: Option<i64>,
-    stop: &StopFlag,
-    mut start: impl FnMut() -> Result<T, PluginError>,
-) -> Step<T> {
-    let mut wait = START_RETRY_MIN;
-    let mut held = false;
-    loop {
-        let generation = route.generation();
-        match start() {
-            Ok(started) => {
-                if held {
-                    route.set_halted(offsets.topic(), offsets.partition(), None);
-                    tracing::info!(
-                        route = route.name(),
-                        topic = offsets.topic(),
-                        partition = offsets.partition(),
-                        "the plugin started: routing again"
-                    );
-                }
-                return Ok(started);
+    /// The index of `message`'s partition in `lanes`, if it is routed here.
+    fn lane_of(&mut self, message: &FetchedMessage<'_>) -> Option<usize> {
+        let key = (message.topic_id(), message.partition());
+        if let Some(&index) = self.by_topic.get(&key) {
+            return Some(index);
+        }
+        let topic = message.topic_name()?;
+        let find = |lanes: &[Lane]| {
+            lanes
+                .iter()
+                .position(|l| l.partition == key.1 && *l.topic == *topic)
+        };
+        // A partition placed here just now: its first records can come
+        // before the worker took the command.
+        let index = match find(&self.lanes) {
+            None if self.handle.commands_pending() => {
+                self.take_commands();
+                find(&self.lanes)?
             }
+            found => found?,
+        };
+        self.by_topic.insert(key, index);
+        Some(index)
+    }
+
+    /// Routes every partition with records whose wait is over; gives how
+    /// long the worker may wait for records before the next wait ends.
+    fn route_ready(&mut self, now: Instant) -> Duration {
+        let mut wake = now + POLL_WAIT;
+        for index in 0..self.lanes.len() {
+            if self.handle.commands_pending() {
+                // Partitions come or go: seen to first.
+                return Duration::ZERO;
+            }
+            let lane = &self.lanes[index];
+            let unstarted = self.slots[lane.slot].state.unstarted(now);
+            let due = !lane.waiting(now, unstarted);
+            if due && (!lane.backlog.is_empty() || lane.resume == Some(Resume::Unstarted)) {
+                self.route_lane(index, now);
+                let lane = &self.lanes[index];
+                if !lane.backlog.is_empty() && lane.resume.is_none() && !lane.dead {
+                    // Left for partitions that came or went, or after an
+                    // interrupted call: routed on without waiting.
+                    wake = now;
+                }
+            }
+            let lane = &self.lanes[index];
+            let slot = &self.slots[lane.slot].state;
+            let at = match lane.resume {
+                Some(Resume::Unstarted) => slot.retries_at(),
+                _ => lane.wakes_at(),
+            };
+            if let Some(at) = at {
+                wake = wake.min(at);
+            }
+            self.pause_or_resume(index);
+        }
+        wake.saturating_duration_since(Instant::now())
+    }
+
+    /// Starts the instance of the route of lane `index` if it has none;
+    /// whether it has one now. While it cannot start, the lane is held.
+    fn ensure_started(&mut self, index: usize, now: Instant) -> bool {
+        let lane = &mut self.lanes[index];
+        let slot = &mut self.slots[lane.slot];
+        if slot.started.is_none() && !slot.state.unstarted(now) {
+            let interrupt = self.handle.interrupt();
+            let (started, interrupted) = self
+                .handle
+                .calling(|| slot.start(interrupt, &self.shared.metrics));
+            if interrupted {
+                // Ended from outside: says nothing of the plugin.
+                self.renew_instances();
+                return false;
+            }
+            if let Err(e) = started {
+                slot.state.failed_to_start(&e, now);
+            }
+        }
+        let lane = &mut self.lanes[index];
+        let slot = &self.slots[lane.slot];
+        match (&slot.started, &slot.state.failed) {
+            (Some(_), _) => {
+                if lane.resume == Some(Resume::Unstarted) {
+                    lane.resume = None;
+                    lane.set_halted(None, None);
+                }
+                true
+            }
+            (None, failed) => {
+                if lane.resume.is_none() {
+                    lane.resume = Some(Resume::Unstarted);
+                }
+                if let Some(failed) = failed {
+                    let offset = lane.backlog.front().map(|r| r.offset);
+                    lane.set_halted(offset, Some(failed.reason.clone()));
+                }
+                false
+            }
+        }
+    }
+
+    /// Routes lane `index`'s backlog as far as it goes.
+    fn route_lane(&mut self, index: usize, now: Instant) {
+        if !self.ensure_started(index, now) {
+            return;
+        }
+        let result = self.routing(index, |routing, retired| {
+            routing.free_retired(retired);
+            routing.settle_refusals();
+            let mut backlog = std::mem::take(&mut routing.lane.backlog);
+            let result = routing.route_backlog(&mut backlog);
+            routing.lane.backlog = backlog;
+            result
+        });
+        match result {
+            None | Some(Ok(()) | Err(Yield::Wait)) => {}
+            Some(Err(Yield::Stopped)) => self.stopped(index),
+            Some(Err(Yield::Interrupted)) => self.renew_instances(),
+        }
+    }
+
+    /// Runs `step` on lane `index` routed with the worker's instance of
+    /// its route (`None` if it has none), and what was handed back to
+    /// free.
+    fn routing<T>(
+        &mut self,
+        index: usize,
+        step: impl FnOnce(&mut Routing<'_>, &mut Vec<RoutedOutputs>) -> T,
+    ) -> Option<T> {
+        let Self {
+            handle,
+            shared,
+            lanes,
+            slots,
+            sender,
+            alone,
+            retired,
+            ..
+        } = self;
+        let lane = &mut lanes[index];
+        let slot = &mut slots[lane.slot];
+        let started = slot.started.as_mut()?;
+        let mut routing = Routing {
+            shared,
+            handle,
+            lane,
+            started,
+            slot: &mut slot.state,
+            sender,
+            alone,
+        };
+        Some(step(&mut routing, retired))
+    }
+
+    /// A call was interrupted: every instance of the worker is made again
+    /// (with a new interrupt) before its next call.
+    fn renew_instances(&mut self) {
+        self.handle.renew_interrupt();
+        for slot in &mut self.slots {
+            slot.started = None;
+        }
+    }
+
+    /// Lane `index` stopped: told to (it is let go of at the next command),
+    /// or at an output that cannot be delivered.
+    fn stopped(&mut self, index: usize) {
+        let lane = &mut self.lanes[index];
+        if lane.stop.told() || lane.dead {
+            return;
+        }
+        if let Some(failure) = lane.offsets.failure() {
+            lane.dead = true;
+            lane.backlog.clear();
+            lane.resume = None;
+            lane.set_halted(
+                None,
+                Some(format!(
+                    "an output could not be delivered ({failure}): nothing past it is committed until the partition is consumed again"
+                )),
+            );
+        }
+    }
+
+    /// Pauses the fetching of lane `index` while its records wait (or it
+    /// is dead), and resumes it once they are routed.
+    fn pause_or_resume(&mut self, index: usize) {
+        let lane = &mut self.lanes[index];
+        let waiting = lane.resume.is_some() || lane.dead;
+        let pause = if lane.paused {
+            !(lane.backlog.is_empty() && !waiting)
+        } else {
+            lane.dead || (waiting && lane.backlog.len() >= WAITING_BACKLOG)
+        };
+        if pause == lane.paused || lane.stop.told() {
+            return;
+        }
+        let Some(consumer) = self.shared.consumer.upgrade() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&lane.topic, lane.partition);
+        let result = if pause {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) => lane.paused = pause,
             Err(e) => {
-                stop.check()?;
-                held = true;
-                hold_unstarted(route, offsets, offset, &e, wait);
-                route.wait(generation, wait, || stop.raised());
-                stop.check()?;
-                wait = (wait * 2).min(START_RETRY_MAX);
+                tracing::warn!(topic = %lane.topic, partition = lane.partition, pause, error = %e, "cannot pause or resume the partition's fetching");
             }
         }
     }
-}
 
-/// Marks the partition held because its plugin cannot start, and says so.
-fn hold_unstarted(
-    route: &Route,
-    offsets: &PartitionOffsets,
-    offset: Option<i64>,
-    error: &PluginError,
-    retry_in: Duration,
-) {
-    let version = route
-        .plugin()
-        .map_or_else(|| "none".to_owned(), |p| p.version().to_owned());
-    tracing::error!(
-        route = route.name(),
-        topic = offsets.topic(),
-        partition = offsets.partition(),
-        version,
-        error = %error,
-        retry_ms = retry_in.as_millis(),
-        "the plugin cannot start on this partition: nothing of it is routed until it does"
-    );
-    route.set_halted(
-        offsets.topic(),
-        offsets.partition(),
-        Some(Halt {
-            offset,
-            reason: format!("plugin version {version} cannot start: {error}"),
-        }),
-    );
+    /// Frees what was delivered and settles refusals of every partition,
+    /// and finds the ones stopped at an undeliverable output.
+    fn sweep(&mut self) {
+        for index in 0..self.lanes.len() {
+            if self.lanes[index].offsets.is_stopped() {
+                self.stopped(index);
+            }
+            let lane = &self.lanes[index];
+            lane.offsets.take_retired(&mut self.retired);
+            self.retired.clear();
+            self.routing(index, |routing, _| routing.settle_refusals());
+        }
+    }
 }

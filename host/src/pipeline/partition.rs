@@ -1,0 +1,285 @@
+//! A source partition assigned to the router: the consumer thread's handle
+//! on it ([`Partition`]: placed on a worker when assigned, taken off when
+//! revoked) and what its worker keeps of it ([`Lane`]: the records taken
+//! from the queue and not routed yet, and where the first of them waits).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::consumer::RouterContext;
+use super::offsets::PartitionOffsets;
+use super::pool::WorkerHandle;
+use crate::kafka::FetchQueue;
+use crate::record::SourceRecord;
+use crate::route::{Halt, Route};
+
+/// A queue of fetched records: a worker's, or a partition's own.
+pub(super) type Queue = FetchQueue<RouterContext>;
+
+/// Why a partition's routing gave way before its records were done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Yield {
+    /// The partition must stop: what it was doing is left unfinished. The
+    /// record's offset is not stored, so the partition's next owner routes
+    /// it again.
+    Stopped,
+    /// Its first record waits ([`Lane::resume`] says for what); the
+    /// records after it wait behind it.
+    Wait,
+    /// The worker's plugin call was ended from outside (another of its
+    /// partitions was revoked): the call's records are routed again, with
+    /// new instances.
+    Interrupted,
+}
+
+/// A step of a partition's routing, which ends early as [`Yield`] says.
+pub(super) type Step<T = ()> = Result<T, Yield>;
+
+/// Whether a partition must stop: it was told to (a revocation, shutdown),
+/// or it stopped at a record whose output cannot be delivered.
+#[derive(Debug, Clone)]
+pub(super) struct StopFlag {
+    told: Arc<AtomicBool>,
+    offsets: Arc<PartitionOffsets>,
+}
+
+impl StopFlag {
+    /// Whether the partition must stop now.
+    pub(super) fn raised(&self) -> bool {
+        self.told() || self.offsets.is_stopped()
+    }
+
+    /// Whether the consumer thread told it to stop.
+    pub(super) fn told(&self) -> bool {
+        self.told.load(Ordering::Acquire)
+    }
+
+    /// `Err(Yield::Stopped)` if the partition must stop now.
+    pub(super) fn check(&self) -> Step {
+        if self.raised() {
+            Err(Yield::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What the first record of a partition waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resume {
+    /// The plugin asked to retry it after `attempts` calls: it is called
+    /// again at `at`, or at once (with fresh attempts) after a swap.
+    Retry {
+        attempts: u32,
+        generation: u64,
+        at: Instant,
+    },
+    /// It failed on a route with `on_failure = "stop"`: held until a new
+    /// plugin version is swapped in.
+    Held { generation: u64 },
+    /// Its schema `id` is being fetched: looked up again at `at`; `halted`
+    /// if requests for it failed (`/ready` says so).
+    Schema { id: u32, at: Instant, halted: bool },
+    /// The route's plugin cannot start on this worker: routed when it does
+    /// (the worker's slot of the route says when it is tried again).
+    Unstarted,
+}
+
+/// A partition as its worker keeps it.
+pub(super) struct Lane {
+    pub(super) topic: Arc<str>,
+    /// The worker's slot of the route (set by the worker).
+    pub(super) slot: usize,
+    pub(super) partition: i32,
+    pub(super) route: Arc<Route>,
+    pub(super) offsets: Arc<PartitionOffsets>,
+    pub(super) stop: StopFlag,
+    /// What the first record of `backlog` waits for, if anything.
+    pub(super) resume: Option<Resume>,
+    /// Records taken from the worker's queue and not settled yet, in
+    /// order.
+    pub(super) backlog: VecDeque<Arc<SourceRecord>>,
+    /// Whether the worker paused the partition's fetching (its backlog
+    /// grew while it waited).
+    pub(super) paused: bool,
+    /// Stopped at an output that cannot be delivered: nothing more of it
+    /// is routed while it is this router's.
+    pub(super) dead: bool,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("resume", &self.resume)
+            .field("backlog", &self.backlog.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lane {
+    /// Whether its first record waits for something that has not come by
+    /// `now` (`unstarted`: whether the route's plugin is still not to be
+    /// tried again on this worker).
+    pub(super) fn waiting(&self, now: Instant, unstarted: bool) -> bool {
+        match self.resume {
+            None => false,
+            Some(Resume::Retry { generation, at, .. }) => {
+                now < at && self.route.generation() == generation
+            }
+            Some(Resume::Held { generation }) => self.route.generation() == generation,
+            Some(Resume::Schema { at, .. }) => now < at,
+            Some(Resume::Unstarted) => unstarted,
+        }
+    }
+
+    /// When its wait ends by the clock, if it does.
+    pub(super) fn wakes_at(&self) -> Option<Instant> {
+        match self.resume {
+            Some(Resume::Retry { at, .. } | Resume::Schema { at, .. }) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Marks the partition held at `offset` (`None`: before its first
+    /// record) for `reason`, or no longer held: `/ready` and `/routes`
+    /// say why.
+    pub(super) fn set_halted(&self, offset: Option<i64>, reason: Option<String>) {
+        self.route.set_halted(
+            &self.topic,
+            self.partition,
+            reason.map(|reason| Halt { offset, reason }),
+        );
+    }
+}
+
+/// An assigned partition as the consumer thread sees it: routed by one of
+/// the workers, from its own queue forwarded to the worker's.
+pub(super) struct Partition {
+    route: Arc<Route>,
+    pub(super) offsets: Arc<PartitionOffsets>,
+    told: Arc<AtomicBool>,
+    /// The partition's own queue, forwarded to its worker's while it is
+    /// routed there.
+    queue: Queue,
+    worker: Arc<WorkerHandle>,
+    /// Exactly-once mode: refused outputs are the pipeline's to take when
+    /// it aborts (else they are dropped with the partition).
+    exactly_once: bool,
+    /// Whether the worker let go of it.
+    released: bool,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("offsets", &self.offsets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Partition {
+    /// Places `topic`/`partition` of `route`, whose records come to
+    /// `queue`, on `worker`. Called before the partition is assigned, so
+    /// that its first record already goes to the worker.
+    pub(super) fn start(
+        topic: &str,
+        partition: i32,
+        route: Arc<Route>,
+        queue: Queue,
+        worker: Arc<WorkerHandle>,
+        exactly_once: bool,
+    ) -> Self {
+        let offsets = Arc::new(PartitionOffsets::new(topic, partition));
+        let told = Arc::new(AtomicBool::new(false));
+        let lane = Lane {
+            topic: topic.into(),
+            slot: 0,
+            partition,
+            route: route.clone(),
+            offsets: offsets.clone(),
+            stop: StopFlag {
+                told: told.clone(),
+                offsets: offsets.clone(),
+            },
+            resume: None,
+            backlog: VecDeque::new(),
+            paused: false,
+            dead: false,
+        };
+        worker.add(lane);
+        queue.forward(Some(worker.queue()));
+        Self {
+            route,
+            offsets,
+            told,
+            queue,
+            worker,
+            exactly_once,
+            released: false,
+        }
+    }
+
+    /// Tells the partition's worker to let go of it at its next record
+    /// boundary (a plugin call in progress on the worker ends now), without
+    /// waiting ([`stop`](Self::stop) waits).
+    pub(super) fn signal_stop(&self) {
+        if !self.told.swap(true, Ordering::AcqRel) {
+            self.worker.remove(&self.offsets);
+        }
+    }
+
+    /// The partition is no longer this router's: whatever held it here is
+    /// its next owner's to find.
+    pub(super) fn forget_hold(&self) {
+        self.route
+            .set_halted(self.offsets.topic(), self.offsets.partition(), None);
+    }
+
+    /// Takes the partition off its worker and waits for it to let go.
+    /// Fetched, and routed but unproduced records are dropped: their
+    /// offsets were never stored, so they are consumed again by whoever
+    /// owns the partition next.
+    pub(super) fn stop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.signal_stop();
+        self.worker.wait_removed(&self.offsets);
+        self.queue.forward(None);
+        self.released = true;
+        let (topic, partition) = (self.offsets.topic(), self.offsets.partition());
+        match self.offsets.failure() {
+            // Stopped for good at a record: say so while the partition is
+            // ours (a revocation clears it).
+            Some(failure) => self.route.set_halted(
+                topic,
+                partition,
+                Some(Halt {
+                    offset: None,
+                    reason: format!(
+                        "an output could not be delivered ({failure}): nothing past it is committed until the partition is consumed again"
+                    ),
+                }),
+            ),
+            None => self.route.set_halted(topic, partition, None),
+        }
+        // Reports may still come (a revocation waits for them); what they
+        // hand back then is freed with the partition's tracking. Refusals
+        // not settled leave their records unfinished (consumed again by the
+        // next owner); dropped here, they hold nothing.
+        self.offsets.free_retired();
+        if !self.exactly_once {
+            drop(self.offsets.take_refused());
+        }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
