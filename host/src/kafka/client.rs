@@ -7,8 +7,14 @@ use crate::config::{Delivery, KafkaConfig};
 /// How often librdkafka reports statistics by default, in milliseconds.
 pub const STATISTICS_INTERVAL_MS: u64 = 1000;
 
-/// Fetched records queued per source partition, at most, in KiB.
+/// Fetched records queued per worker, at most, in KiB.
 const QUEUED_KBYTES: u64 = 8192;
+
+/// How long librdkafka waits before it fetches again for a partition whose
+/// worker's queue was full, in milliseconds. A worker's partitions share
+/// its queue, so they find it full together: librdkafka's 1 s would stall
+/// them all at once.
+const QUEUE_BACKOFF_MS: u64 = 20;
 
 /// Consumer settings. Offsets are stored by the pipeline only once a record
 /// is fully acknowledged (`enable.auto.offset.store=false`) and committed
@@ -24,10 +30,10 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         // A router that starts on a topic should not skip what is there.
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        // Each partition's worker reads its own queue of fetched records:
-        // this bounds each queue (librdkafka's 64 MiB would apply per
-        // partition too).
+        // Each worker reads its partitions' records from one queue: this
+        // bounds what is fetched ahead into it.
         .set("queued.max.messages.kbytes", QUEUED_KBYTES.to_string())
+        .set("fetch.queue.backoff.ms", QUEUE_BACKOFF_MS.to_string())
         // Broker state and lag for readiness and metrics.
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
     if kafka.delivery == Delivery::ExactlyOnce {
