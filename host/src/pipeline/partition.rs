@@ -4,9 +4,9 @@
 //! from the queue and not routed yet, and where the first of them waits).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::consumer::RouterContext;
 use super::offsets::PartitionOffsets;
@@ -37,11 +37,82 @@ pub(super) enum Yield {
 /// A step of a partition's routing, which ends early as [`Yield`] says.
 pub(super) type Step<T = ()> = Result<T, Yield>;
 
+/// How the consumer thread takes a partition off its worker without
+/// waiting on anything but the partition itself: the worker takes a turn
+/// on the partition ([`Control::enter`]) for whatever touches it (routing,
+/// settling its refusals), and a partition told to stop is let go of as
+/// soon as no turn is in progress ([`Control::release`]).
+#[derive(Debug, Default)]
+pub(super) struct Control {
+    told: AtomicBool,
+    turn: Mutex<Turn>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Turn {
+    /// The worker is routing the partition.
+    active: bool,
+    /// The consumer thread let go of it: no turn may start.
+    released: bool,
+}
+
+/// How often a release in progress looks again whether the worker is gone.
+const RELEASE_RECHECK: Duration = Duration::from_millis(50);
+
+impl Control {
+    fn turn(&self) -> MutexGuard<'_, Turn> {
+        self.turn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the worker's turn on the partition, unless it was told to
+    /// stop; the turn ends when the guard is dropped (a panic included).
+    pub(super) fn enter(&self) -> Option<TurnGuard<'_>> {
+        let mut turn = self.turn();
+        if turn.released || self.told.load(Ordering::Acquire) {
+            return None;
+        }
+        turn.active = true;
+        Some(TurnGuard(self))
+    }
+
+    /// Tells the partition to stop, and waits until no turn on it is in
+    /// progress: from then on no turn starts. `during_turn` is called (once)
+    /// if one is in progress, to cut it short; `gone` says whether the
+    /// worker's thread ended (then nothing more happens on it).
+    pub(super) fn release(&self, during_turn: impl FnOnce(), gone: impl Fn() -> bool) {
+        self.told.store(true, Ordering::Release);
+        let mut turn = self.turn();
+        let mut during_turn = Some(during_turn);
+        while turn.active && !gone() {
+            if let Some(cut_short) = during_turn.take() {
+                cut_short();
+            }
+            turn = self
+                .changed
+                .wait_timeout(turn, RELEASE_RECHECK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        turn.released = true;
+    }
+}
+
+/// The worker's turn on a partition, ended when dropped.
+pub(super) struct TurnGuard<'c>(&'c Control);
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.turn().active = false;
+        self.0.changed.notify_all();
+    }
+}
+
 /// Whether a partition must stop: it was told to (a revocation, shutdown),
 /// or it stopped at a record whose output cannot be delivered.
 #[derive(Debug, Clone)]
 pub(super) struct StopFlag {
-    told: Arc<AtomicBool>,
+    control: Arc<Control>,
     offsets: Arc<PartitionOffsets>,
 }
 
@@ -53,7 +124,7 @@ impl StopFlag {
 
     /// Whether the consumer thread told it to stop.
     pub(super) fn told(&self) -> bool {
-        self.told.load(Ordering::Acquire)
+        self.control.told.load(Ordering::Acquire)
     }
 
     /// `Err(Yield::Stopped)` if the partition must stop now.
@@ -96,6 +167,8 @@ pub(super) struct Lane {
     pub(super) route: Arc<Route>,
     pub(super) offsets: Arc<PartitionOffsets>,
     pub(super) stop: StopFlag,
+    /// The worker's turns on it.
+    pub(super) control: Arc<Control>,
     /// What the first record of `backlog` waits for, if anything.
     pub(super) resume: Option<Resume>,
     /// Records taken from the worker's queue and not settled yet, in
@@ -107,6 +180,11 @@ pub(super) struct Lane {
     /// Stopped at an output that cannot be delivered: nothing more of it
     /// is routed while it is this router's.
     pub(super) dead: bool,
+    /// Marked held because its route's plugin could not start here.
+    pub(super) held_unstarted: bool,
+    /// The offset after the last record taken from the queue: where its
+    /// fetching goes on after a pause.
+    pub(super) next_offset: Option<i64>,
 }
 
 impl std::fmt::Debug for Lane {
@@ -122,17 +200,16 @@ impl std::fmt::Debug for Lane {
 
 impl Lane {
     /// Whether its first record waits for something that has not come by
-    /// `now` (`unstarted`: whether the route's plugin is still not to be
-    /// tried again on this worker).
-    pub(super) fn waiting(&self, now: Instant, unstarted: bool) -> bool {
+    /// `now` (a plugin that cannot start is the worker's to tell: see
+    /// `SlotState::unstarted`).
+    pub(super) fn waiting(&self, now: Instant) -> bool {
         match self.resume {
-            None => false,
+            None | Some(Resume::Unstarted) => false,
             Some(Resume::Retry { generation, at, .. }) => {
                 now < at && self.route.generation() == generation
             }
             Some(Resume::Held { generation }) => self.route.generation() == generation,
             Some(Resume::Schema { at, .. }) => now < at,
-            Some(Resume::Unstarted) => unstarted,
         }
     }
 
@@ -161,7 +238,7 @@ impl Lane {
 pub(super) struct Partition {
     route: Arc<Route>,
     pub(super) offsets: Arc<PartitionOffsets>,
-    told: Arc<AtomicBool>,
+    control: Arc<Control>,
     /// The partition's own queue, forwarded to its worker's while it is
     /// routed there.
     queue: Queue,
@@ -194,7 +271,7 @@ impl Partition {
         exactly_once: bool,
     ) -> Self {
         let offsets = Arc::new(PartitionOffsets::new(topic, partition));
-        let told = Arc::new(AtomicBool::new(false));
+        let control = Arc::new(Control::default());
         let lane = Lane {
             topic: topic.into(),
             slot: 0,
@@ -202,20 +279,23 @@ impl Partition {
             route: route.clone(),
             offsets: offsets.clone(),
             stop: StopFlag {
-                told: told.clone(),
+                control: control.clone(),
                 offsets: offsets.clone(),
             },
+            control: control.clone(),
             resume: None,
             backlog: VecDeque::new(),
             paused: false,
             dead: false,
+            held_unstarted: false,
+            next_offset: None,
         };
         worker.add(lane);
         queue.forward(Some(worker.queue()));
         Self {
             route,
             offsets,
-            told,
+            control,
             queue,
             worker,
             exactly_once,
@@ -223,13 +303,10 @@ impl Partition {
         }
     }
 
-    /// Tells the partition's worker to let go of it at its next record
-    /// boundary (a plugin call in progress on the worker ends now), without
+    /// Tells the partition to stop at its next record boundary, without
     /// waiting ([`stop`](Self::stop) waits).
     pub(super) fn signal_stop(&self) {
-        if !self.told.swap(true, Ordering::AcqRel) {
-            self.worker.remove(&self.offsets);
-        }
+        self.control.told.store(true, Ordering::Release);
     }
 
     /// The partition is no longer this router's: whatever held it here is
@@ -247,8 +324,14 @@ impl Partition {
         if self.released {
             return;
         }
-        self.signal_stop();
-        self.worker.wait_removed(&self.offsets);
+        // A plugin call in progress on the partition ends now, not at its
+        // time limit: its records are not finished, so the partition's
+        // next owner routes them.
+        self.control.release(
+            || self.worker.interrupt_call(),
+            || !self.worker.is_running(),
+        );
+        self.worker.remove(&self.control);
         self.queue.forward(None);
         self.released = true;
         let (topic, partition) = (self.offsets.topic(), self.offsets.partition());

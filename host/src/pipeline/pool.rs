@@ -4,23 +4,17 @@
 //! worker's loop is `super::worker`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::consumer::Consumer;
 use super::delivery::Producer;
 use super::failures::FailureSink;
-use super::offsets::PartitionOffsets;
-use super::partition::{Lane, Queue};
+use super::partition::{Control, Lane, Queue};
 use super::refusals::{AloneProducer, RefusedRecords};
 use super::worker::Worker;
 use crate::metrics::Metrics;
 use crate::plugin::Interrupt;
-
-/// How often [`WorkerHandle::wait_removed`] looks whether the worker still
-/// runs.
-const RELEASE_RECHECK: Duration = Duration::from_millis(50);
 
 /// What the workers route with, shared with the rest of the pipeline.
 pub(super) struct Shared {
@@ -43,8 +37,8 @@ pub(super) struct Shared {
 pub(super) enum Command {
     /// Route this partition.
     Add(Lane),
-    /// Let go of the partition with these offsets.
-    Remove(Arc<PartitionOffsets>),
+    /// Forget the partition (released already).
+    Remove(Arc<Control>),
 }
 
 /// Whether a worker is in a plugin call, and what ends it.
@@ -61,10 +55,6 @@ pub(super) struct WorkerHandle {
     /// Whether `inbox` has something: the worker then takes it before it
     /// routes on.
     pub(super) commands: AtomicBool,
-    /// Partitions let go of (by their offsets' address), until their
-    /// `Partition::stop` sees it.
-    pub(super) released: Mutex<Vec<usize>>,
-    pub(super) released_changed: Condvar,
     call: Mutex<CallState>,
     /// Partitions placed on it.
     pub(super) load: AtomicUsize,
@@ -91,11 +81,9 @@ impl WorkerHandle {
         self.queue.wake();
     }
 
-    /// Tells the worker to let go of the partition with `offsets` (told
-    /// to stop already), and ends a plugin call in progress.
-    pub(super) fn remove(&self, offsets: &Arc<PartitionOffsets>) {
-        self.command(Command::Remove(offsets.clone()));
-        self.interrupt_call();
+    /// Tells the worker to forget a partition it no longer routes.
+    pub(super) fn remove(&self, control: &Arc<Control>) {
+        self.command(Command::Remove(control.clone()));
         self.queue.wake();
     }
 
@@ -111,41 +99,33 @@ impl WorkerHandle {
         self.commands.load(Ordering::Acquire)
     }
 
-    /// Ends the plugin call in progress, if there is one.
-    fn interrupt_call(&self) {
+    /// Ends the plugin call in progress, if there is one (the instances
+    /// it was made with are made again for the next call).
+    pub(super) fn interrupt_call(&self) {
         let call = lock(&self.call);
         if call.in_call {
             call.interrupt.raise();
         }
     }
 
-    /// Waits until the worker let go of the partition with `offsets` (or
-    /// its thread ended).
-    pub(super) fn wait_removed(&self, offsets: &Arc<PartitionOffsets>) {
-        let key = Arc::as_ptr(offsets) as usize;
-        let mut released = lock(&self.released);
-        loop {
-            if let Some(at) = released.iter().position(|k| *k == key) {
-                released.swap_remove(at);
-                return;
-            }
-            if !self.running.load(Ordering::Acquire) {
-                return;
-            }
-            released = self
-                .released_changed
-                .wait_timeout(released, RELEASE_RECHECK)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+    /// Whether the worker's thread runs.
+    pub(super) fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
     }
 
-    /// Runs `call` (a plugin call, or an instance's start) as a call that
-    /// [`remove`](Self::remove) may end; gives its result and whether it
-    /// was ended so.
-    pub(super) fn calling<T>(&self, call: impl FnOnce() -> T) -> (T, bool) {
+    /// Runs `call` (a plugin call, or an instance's start, for a
+    /// partition whose turn it is) as a call that
+    /// [`interrupt_call`](Self::interrupt_call) may end, unless `stopped`
+    /// says the partition must stop (checked once the call may be ended:
+    /// a release cannot slip in between); gives its result (`None`: not
+    /// made) and whether it was ended so.
+    pub(super) fn calling<T>(
+        &self,
+        stopped: impl FnOnce() -> bool,
+        call: impl FnOnce() -> T,
+    ) -> (Option<T>, bool) {
         lock(&self.call).in_call = true;
-        let result = call();
+        let result = (!stopped()).then(call);
         let mut state = lock(&self.call);
         state.in_call = false;
         (result, state.interrupt.is_raised())
@@ -195,8 +175,6 @@ impl Workers {
                 queue,
                 inbox: Mutex::default(),
                 commands: AtomicBool::new(false),
-                released: Mutex::default(),
-                released_changed: Condvar::new(),
                 call: Mutex::new(CallState {
                     in_call: false,
                     interrupt: Interrupt::new(),
@@ -226,10 +204,12 @@ impl Workers {
         Ok(workers)
     }
 
-    /// The worker a new partition goes to: the one with the fewest.
+    /// The worker a new partition goes to: the one with the fewest (of
+    /// those still running).
     pub(super) fn place(&self) -> Option<Arc<WorkerHandle>> {
         self.handles
             .iter()
+            .filter(|h| h.is_running())
             .min_by_key(|h| h.load.load(Ordering::Acquire))
             .cloned()
     }

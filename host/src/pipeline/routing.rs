@@ -94,20 +94,18 @@ impl Routing<'_> {
         retired.clear();
     }
 
-    /// Routes `backlog` (the partition's records, in order) until it is
-    /// empty or the partition yields; what was settled leaves it.
+    /// Routes the first records of `backlog` (the partition's records,
+    /// in order) with one plugin call, or settles the first alone when it
+    /// must be: one turn of the partition, so that a worker's partitions
+    /// take turns. What was settled leaves the backlog.
     pub(super) fn route_backlog(&mut self, backlog: &mut VecDeque<Arc<SourceRecord>>) -> Step {
-        while !backlog.is_empty() {
-            if self.handle.commands_pending() {
-                // Partitions come or go: the worker sees to that first.
-                return Ok(());
-            }
-            let mut settled = 0;
-            let result = self.route_front(backlog.make_contiguous(), &mut settled);
-            backlog.drain(..settled);
-            result?;
+        if backlog.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let mut settled = 0;
+        let result = self.route_front(backlog.make_contiguous(), &mut settled);
+        backlog.drain(..settled);
+        result
     }
 
     /// Routes the first records of `records` with one plugin call (or
@@ -218,15 +216,17 @@ impl Routing<'_> {
     /// worker may end ([`Yield::Interrupted`]: nothing of it counts).
     fn call<T>(&mut self, call: impl FnOnce(&mut RouteInstance) -> T) -> Step<T> {
         let instance = &mut self.started.instance;
-        let (result, interrupted) = self.handle.calling(|| call(instance));
+        let stop = &self.lane.stop;
+        let (result, interrupted) = self.handle.calling(|| stop.raised(), || call(instance));
+        if interrupted {
+            // The worker's instances are made again before its next call.
+            return Err(Yield::Interrupted);
+        }
         // A call ended because the partition must stop says nothing of
         // its records: they are routed again by the partition's next
         // owner.
         self.lane.stop.check()?;
-        if interrupted {
-            return Err(Yield::Interrupted);
-        }
-        Ok(result)
+        result.ok_or(Yield::Stopped)
     }
 
     /// Goes on with the first record, which waited for a retry or a swap.
@@ -253,8 +253,11 @@ impl Routing<'_> {
                 0
             }
         };
+        // The wait stays until the record settles: routed again after an
+        // interrupted call, it goes on from the same attempt.
+        self.handle(record, None, attempts)?;
         self.lane.resume = None;
-        self.handle(record, None, attempts)
+        Ok(())
     }
 
     /// Settles `record` on its own, starting from the plugin's `first`
@@ -271,15 +274,33 @@ impl Routing<'_> {
     /// holds the partition there until it does (see
     /// [`super::instances`]).
     fn follow_swaps(&mut self, offset: i64) -> Step {
-        match self.call(RouteInstance::follow_swaps)? {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.slot.failed_to_start(&e, Instant::now());
+        let result = if self.slot.unstarted(Instant::now()) {
+            // It failed for another partition of the worker: not tried
+            // again before its time.
+            None
+        } else {
+            Some(self.call(RouteInstance::follow_swaps)?)
+        };
+        match result {
+            Some(Ok(())) => {
+                self.slot.failed = None;
+                if std::mem::take(&mut self.lane.held_unstarted) {
+                    self.lane.set_halted(None, None);
+                }
+                Ok(())
+            }
+            failed => {
+                if let Some(Err(e)) = failed {
+                    self.slot.failed_to_start(&e, Instant::now());
+                }
                 if let Some(failed) = &self.slot.failed {
                     self.lane
                         .set_halted(Some(offset), Some(failed.reason.clone()));
+                    self.lane.held_unstarted = true;
                 }
-                self.lane.resume = Some(Resume::Unstarted);
+                if self.lane.resume.is_none() {
+                    self.lane.resume = Some(Resume::Unstarted);
+                }
                 Err(Yield::Wait)
             }
         }

@@ -30,8 +30,7 @@ use rdkafka::consumer::Consumer as _;
 
 use super::delivery::Sender;
 use super::instances::Slot;
-use super::offsets::PartitionOffsets;
-use super::partition::{Lane, Resume, Yield};
+use super::partition::{Control, Lane, Resume, Yield};
 use super::pool::{Command, Shared, WorkerHandle, lock};
 use super::routing::Routing;
 use crate::kafka::FetchedMessage;
@@ -72,6 +71,20 @@ pub(super) struct Worker {
     retired: Vec<RoutedOutputs>,
 }
 
+/// Marks its worker gone when dropped.
+struct Running<'h>(&'h WorkerHandle);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(
+                "a worker panicked: its partitions are not routed until they are assigned again"
+            );
+        }
+        self.0.running.store(false, Ordering::Release);
+    }
+}
+
 impl Worker {
     pub(super) fn new(handle: Arc<WorkerHandle>, shared: Arc<Shared>) -> Self {
         Self {
@@ -88,14 +101,21 @@ impl Worker {
 
     pub(super) fn run(mut self) {
         let handle = self.handle.clone();
+        // However the loop ends (a panic included), the worker is known
+        // to be gone: nothing waits on it, nothing is placed on it.
+        let _running = Running(&handle);
         let mut fetched: Vec<FetchedMessage<'_>> = Vec::with_capacity(BATCH);
         let mut swept = Instant::now();
         while !handle.stop.load(Ordering::Acquire) {
             self.take_commands();
             let now = Instant::now();
-            let wait = self.route_ready(now);
-            handle.queue.take(wait, BATCH, &mut fetched);
-            self.distribute(&mut fetched);
+            let (wait, ready) = self.route_ready(now);
+            // Records routed more slowly than they come wait in librdkafka's
+            // bounded queue, not in the backlogs.
+            if ready < BATCH {
+                handle.queue.take(wait, BATCH, &mut fetched);
+                self.distribute(&mut fetched);
+            }
             if swept.elapsed() >= SWEEP {
                 self.sweep();
                 swept = Instant::now();
@@ -105,9 +125,6 @@ impl Worker {
         // partitions' next owners.
         self.lanes.clear();
         self.slots.clear();
-        handle.running.store(false, Ordering::Release);
-        let _released = lock(&handle.released);
-        handle.released_changed.notify_all();
     }
 
     /// Takes the partitions the consumer thread placed or took off.
@@ -120,7 +137,7 @@ impl Worker {
         for command in commands {
             match command {
                 Command::Add(lane) => self.add(lane),
-                Command::Remove(offsets) => self.remove(&offsets),
+                Command::Remove(control) => self.remove(&control),
             }
         }
     }
@@ -139,18 +156,21 @@ impl Worker {
         };
         lane.slot = slot;
         self.slots[slot].lanes += 1;
+        let control = lane.control.clone();
         self.lanes.push(lane);
         // Started now, so that a plugin that cannot start says so before
         // the partition's first record, and the first record finds it warm.
         let index = self.lanes.len() - 1;
-        self.ensure_started(index, Instant::now());
+        if let Some(_turn) = control.enter() {
+            self.ensure_started(index, Instant::now());
+        }
     }
 
-    fn remove(&mut self, offsets: &Arc<PartitionOffsets>) {
+    fn remove(&mut self, control: &Arc<Control>) {
         if let Some(index) = self
             .lanes
             .iter()
-            .position(|l| Arc::ptr_eq(&l.offsets, offsets))
+            .position(|l| Arc::ptr_eq(&l.control, control))
         {
             let lane = self.lanes.swap_remove(index);
             self.by_topic.clear();
@@ -162,8 +182,6 @@ impl Worker {
             }
             self.handle.load.fetch_sub(1, Ordering::AcqRel);
         }
-        lock(&self.handle.released).push(Arc::as_ptr(offsets) as usize);
-        self.handle.released_changed.notify_all();
     }
 
     /// Puts each fetched record at the end of its partition's backlog.
@@ -179,9 +197,11 @@ impl Worker {
                 continue;
             }
             match message.error() {
-                None => lane
-                    .backlog
-                    .push_back(Arc::new(message.record(lane.topic.clone()))),
+                None => {
+                    let record = Arc::new(message.record(lane.topic.clone()));
+                    lane.next_offset = Some(record.offset + 1);
+                    lane.backlog.push_back(record);
+                }
                 Some(e) => {
                     tracing::warn!(topic = %lane.topic, partition = lane.partition, error = %e, "consumer error");
                 }
@@ -214,58 +234,75 @@ impl Worker {
         Some(index)
     }
 
-    /// Routes every partition with records whose wait is over; gives how
-    /// long the worker may wait for records before the next wait ends.
-    fn route_ready(&mut self, now: Instant) -> Duration {
+    /// Routes every partition with records whose wait is over, one call's
+    /// worth each; gives how long the worker may wait for records before
+    /// the next wait ends, and how many records are left ready to route.
+    fn route_ready(&mut self, now: Instant) -> (Duration, usize) {
         let mut wake = now + POLL_WAIT;
+        let mut ready = 0;
         for index in 0..self.lanes.len() {
             if self.handle.commands_pending() {
                 // Partitions come or go: seen to first.
-                return Duration::ZERO;
+                return (Duration::ZERO, ready);
             }
-            let lane = &self.lanes[index];
-            let unstarted = self.slots[lane.slot].state.unstarted(now);
-            let due = !lane.waiting(now, unstarted);
+            let lane = &mut self.lanes[index];
+            let slot = &self.slots[lane.slot].state;
+            // The route's plugin cannot start here yet: none of its
+            // partitions is routed until it is tried again.
+            let blocked = slot.unstarted(now);
+            if blocked && lane.resume.is_none() && !lane.backlog.is_empty() {
+                lane.resume = Some(Resume::Unstarted);
+                if let Some(failed) = &slot.failed {
+                    let offset = lane.backlog.front().map(|r| r.offset);
+                    lane.set_halted(offset, Some(failed.reason.clone()));
+                    lane.held_unstarted = true;
+                }
+            }
+            let due = !blocked && !lane.waiting(now);
             if due && (!lane.backlog.is_empty() || lane.resume == Some(Resume::Unstarted)) {
                 self.route_lane(index, now);
-                let lane = &self.lanes[index];
-                if !lane.backlog.is_empty() && lane.resume.is_none() && !lane.dead {
-                    // Left for partitions that came or went, or after an
-                    // interrupted call: routed on without waiting.
-                    wake = now;
-                }
             }
             let lane = &self.lanes[index];
             let slot = &self.slots[lane.slot].state;
-            let at = match lane.resume {
-                Some(Resume::Unstarted) => slot.retries_at(),
-                _ => lane.wakes_at(),
+            let at = if slot.unstarted(now) {
+                slot.retries_at()
+            } else if lane.waiting(now) {
+                lane.wakes_at()
+            } else if lane.backlog.is_empty() || lane.dead {
+                None
+            } else {
+                // Records left for its next turn.
+                ready += lane.backlog.len();
+                Some(now)
             };
             if let Some(at) = at {
                 wake = wake.min(at);
             }
             self.pause_or_resume(index);
         }
-        wake.saturating_duration_since(Instant::now())
+        (wake.saturating_duration_since(Instant::now()), ready)
     }
 
-    /// Starts the instance of the route of lane `index` if it has none;
-    /// whether it has one now. While it cannot start, the lane is held.
+    /// Starts the instance of the route of lane `index` if it has none
+    /// (during the lane's turn); whether it has one now. While it cannot
+    /// start, the lane is held.
     fn ensure_started(&mut self, index: usize, now: Instant) -> bool {
         let lane = &mut self.lanes[index];
         let slot = &mut self.slots[lane.slot];
         if slot.started.is_none() && !slot.state.unstarted(now) {
             let interrupt = self.handle.interrupt();
-            let (started, interrupted) = self
-                .handle
-                .calling(|| slot.start(interrupt, &self.shared.metrics));
+            let stop = lane.stop.clone();
+            let (started, interrupted) = self.handle.calling(
+                || stop.raised(),
+                || slot.start(interrupt, &self.shared.metrics),
+            );
             if interrupted {
                 // Ended from outside: says nothing of the plugin.
                 self.renew_instances();
                 return false;
             }
-            if let Err(e) = started {
-                slot.state.failed_to_start(&e, now);
+            if let Some(Err(e)) = started {
+                slot.state.failed_to_start(&e, Instant::now());
             }
         }
         let lane = &mut self.lanes[index];
@@ -274,6 +311,8 @@ impl Worker {
             (Some(_), _) => {
                 if lane.resume == Some(Resume::Unstarted) {
                     lane.resume = None;
+                }
+                if std::mem::take(&mut lane.held_unstarted) {
                     lane.set_halted(None, None);
                 }
                 true
@@ -285,6 +324,7 @@ impl Worker {
                 if let Some(failed) = failed {
                     let offset = lane.backlog.front().map(|r| r.offset);
                     lane.set_halted(offset, Some(failed.reason.clone()));
+                    lane.held_unstarted = true;
                 }
                 false
             }
@@ -293,6 +333,11 @@ impl Worker {
 
     /// Routes lane `index`'s backlog as far as it goes.
     fn route_lane(&mut self, index: usize, now: Instant) {
+        let control = self.lanes[index].control.clone();
+        let Some(_turn) = control.enter() else {
+            // Told to stop: let go of at the next command.
+            return;
+        };
         if !self.ensure_started(index, now) {
             return;
         }
@@ -400,7 +445,22 @@ impl Worker {
             Ok(()) => lane.paused = pause,
             Err(e) => {
                 tracing::warn!(topic = %lane.topic, partition = lane.partition, pause, error = %e, "cannot pause or resume the partition's fetching");
+                return;
             }
+        }
+        // librdkafka fetches again from the position after the last message
+        // it handed out, which a consumer error moves too: the fetch goes
+        // on exactly after the last record taken (asynchronously).
+        if !pause
+            && let Some(next) = lane.next_offset
+            && let Err(e) = consumer.seek(
+                &lane.topic,
+                lane.partition,
+                rdkafka::Offset::Offset(next),
+                Duration::ZERO,
+            )
+        {
+            tracing::warn!(topic = %lane.topic, partition = lane.partition, offset = next, error = %e, "cannot seek the resumed partition to its next record");
         }
     }
 
@@ -408,6 +468,10 @@ impl Worker {
     /// and finds the ones stopped at an undeliverable output.
     fn sweep(&mut self) {
         for index in 0..self.lanes.len() {
+            let control = self.lanes[index].control.clone();
+            let Some(_turn) = control.enter() else {
+                continue;
+            };
             if self.lanes[index].offsets.is_stopped() {
                 self.stopped(index);
             }
