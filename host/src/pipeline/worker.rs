@@ -61,6 +61,9 @@ pub(super) struct Worker {
     /// Index in `lanes` by the message's topic (see
     /// [`FetchedMessage::topic_id`]) and partition, learnt as records come.
     by_topic: HashMap<(usize, i32), usize>,
+    /// The last lookup's key and index: records come in runs of a
+    /// partition.
+    last_lane: Option<((usize, i32), usize)>,
     /// Its routes, with its instance of each.
     slots: Vec<Slot>,
     /// Hands outputs to the shared producer.
@@ -93,6 +96,7 @@ impl Worker {
             shared,
             lanes: Vec::new(),
             by_topic: HashMap::new(),
+            last_lane: None,
             slots: Vec::new(),
             alone: None,
             retired: Vec::new(),
@@ -174,6 +178,7 @@ impl Worker {
         {
             let lane = self.lanes.swap_remove(index);
             self.by_topic.clear();
+            self.last_lane = None;
             let slot = &mut self.slots[lane.slot];
             slot.lanes -= 1;
             if slot.lanes == 0 {
@@ -212,7 +217,13 @@ impl Worker {
     /// The index of `message`'s partition in `lanes`, if it is routed here.
     fn lane_of(&mut self, message: &FetchedMessage<'_>) -> Option<usize> {
         let key = (message.topic_id(), message.partition());
+        if let Some((last, index)) = self.last_lane
+            && last == key
+        {
+            return Some(index);
+        }
         if let Some(&index) = self.by_topic.get(&key) {
+            self.last_lane = Some((key, index));
             return Some(index);
         }
         let topic = message.topic_name()?;
@@ -231,6 +242,7 @@ impl Worker {
             found => found?,
         };
         self.by_topic.insert(key, index);
+        self.last_lane = Some((key, index));
         Some(index)
     }
 
