@@ -38,6 +38,22 @@ enum LogFormat {
     Json,
 }
 
+/// What `switchyard ctl` asks a router to do.
+#[derive(Debug, Subcommand)]
+enum CtlAction {
+    /// Stop routing a route: its partitions stay assigned, nothing of them
+    /// is routed or committed, `/ready` says why.
+    Pause {
+        /// The route's name.
+        route: String,
+    },
+    /// Route a paused route again, from where it stopped.
+    Resume {
+        /// The route's name.
+        route: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// See it work with nothing to set up: an embedded Kafka, a sample
@@ -87,6 +103,19 @@ enum Command {
         /// Ask `/ready` instead of `/health`.
         #[arg(long)]
         ready: bool,
+    },
+    /// Tell a running router what to do, through its control endpoints
+    /// (on when its `http.control_token_env` names a token). Prints the
+    /// router's answer; exit 0 if it did it.
+    Ctl {
+        /// The router's `http.listen` address.
+        #[arg(long, default_value = "127.0.0.1:9180", value_name = "HOST:PORT")]
+        addr: String,
+        /// The environment variable holding the router's control token.
+        #[arg(long, default_value = "SWITCHYARD_CONTROL_TOKEN", value_name = "VAR")]
+        token_env: String,
+        #[command(subcommand)]
+        action: CtlAction,
     },
     /// Route records from JSON lines through a plugin, with no Kafka: one
     /// JSON line out per record, with its outputs or its error.
@@ -282,9 +311,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", component.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ctl {
+            addr,
+            token_env,
+            action,
+        } => {
+            let token = std::env::var(&token_env).with_context(|| {
+                format!(
+                    "the environment variable '{token_env}' (the router's control token) is not set"
+                )
+            })?;
+            let path = match &action {
+                CtlAction::Pause { route } => format!("/routes/{route}/pause"),
+                CtlAction::Resume { route } => format!("/routes/{route}/resume"),
+            };
+            let (ok, body) = request(&addr, "POST", &path, Some(&token))?;
+            println!("{body}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Health { addr, ready } => {
             let path = if ready { "/ready" } else { "/health" };
-            let (ok, body) = probe(&addr, path)?;
+            let (ok, body) = request(&addr, "GET", path, None)?;
             println!("{body}");
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -295,9 +346,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `GET path` on `addr` over plain HTTP/1.1: whether it answered 200, and
-/// the body. A dozen lines of std beat an HTTP client dependency here.
-fn probe(addr: &str, path: &str) -> anyhow::Result<(bool, String)> {
+/// `method path` on `addr` over plain HTTP/1.1 (with `token` as a bearer
+/// token): whether it answered 200, and the body. A dozen lines of std beat
+/// an HTTP client dependency here.
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(bool, String)> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
     let timeout = std::time::Duration::from_secs(5);
@@ -309,9 +366,11 @@ fn probe(addr: &str, path: &str) -> anyhow::Result<(bool, String)> {
     let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout)
         .with_context(|| format!("cannot reach the router at {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream

@@ -9,7 +9,11 @@
 //! - `GET /routes`: every route with its sources, targets and the plugin
 //!   version routing now (content hash, file, size, when it was loaded),
 //!   what happens to failed records, what the route did so far, partitions
-//!   held at a failed record, plus hot-swap counts.
+//!   held at a failed record, whether it is paused, plus hot-swap counts.
+//! - `POST /routes/{name}/pause` and `/resume`: the control endpoints,
+//!   which change what the router does. Off unless `http.control_token_env`
+//!   names a token (403), and then only with `Authorization: Bearer
+//!   <token>` (401).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +21,10 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -48,6 +52,8 @@ pub struct Shown {
     pub status: Arc<Status>,
     /// The producer (its queue depth is a metric).
     pub producer: Option<Arc<dyn InFlight>>,
+    /// The token the control endpoints require; `None`: they are off.
+    pub control_token: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Shown {
@@ -100,6 +106,8 @@ pub fn serve(config: &HttpConfig, shown: Shown) -> std::io::Result<HttpServer> {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/routes", get(list_routes))
+        .route("/routes/{name}/pause", post(pause))
+        .route("/routes/{name}/resume", post(resume))
         .with_state(shown);
     let limits = ConnectionLimits {
         max: config.max_connections,
@@ -266,6 +274,7 @@ async fn list_routes(State(shown): State<Shown>) -> Json<Value> {
                 "on_failure": on_failure,
                 "stats": route.stats.snapshot(),
                 "halted": halted,
+                "paused": route.is_paused(),
             })
         })
         .collect();
@@ -277,4 +286,65 @@ async fn list_routes(State(shown): State<Shown>) -> Json<Value> {
         })
     });
     Json(json!({ "routes": routes, "reload": reload }))
+}
+
+async fn pause(
+    State(shown): State<Shown>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    control(&shown, &name, &headers, true)
+}
+
+async fn resume(
+    State(shown): State<Shown>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    control(&shown, &name, &headers, false)
+}
+
+/// Pauses or resumes route `name` for a caller that gave the control
+/// token.
+fn control(
+    shown: &Shown,
+    name: &str,
+    headers: &HeaderMap,
+    paused: bool,
+) -> (StatusCode, Json<Value>) {
+    let refuse = |code, error: &str| (code, Json(json!({ "error": error })));
+    let Some(token) = &shown.control_token else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "the control endpoints are off: set http.control_token_env",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes())) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "give the control token: Authorization: Bearer <token>",
+        );
+    }
+    let Some(route) = shown.routes.iter().find(|r| r.name() == name) else {
+        return refuse(StatusCode::NOT_FOUND, &format!("no route named '{name}'"));
+    };
+    let changed = route.set_paused(paused);
+    (
+        StatusCode::OK,
+        Json(json!({ "route": name, "paused": paused, "changed": changed })),
+    )
+}
+
+/// Compares two secrets in a time that depends only on their lengths.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0_u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }

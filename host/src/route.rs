@@ -2,7 +2,7 @@
 //! passes before it is produced.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
@@ -86,6 +86,8 @@ pub struct Route {
     pub stats: RouteStats,
     /// Partitions held at a failed record (`on_failure = "stop"`).
     halted: Mutex<BTreeMap<(String, i32), Halt>>,
+    /// Paused by an operator: nothing of it is routed until resumed.
+    paused: AtomicBool,
     /// The budget of plugin log lines all the route's instances share.
     log_budget: Arc<LogBudget>,
     /// How its records are checked against their schemas, if they are.
@@ -141,6 +143,7 @@ impl Route {
             policy: config.failure_policy(),
             stats: RouteStats::default(),
             halted: Mutex::default(),
+            paused: AtomicBool::new(false),
             log_budget: Arc::new(LogBudget::new(config.limits.log_lines_per_second)),
             schemas: None,
             config,
@@ -198,6 +201,28 @@ impl Route {
             Some(halt) => halted.insert(key, halt),
             None => halted.remove(&key),
         };
+    }
+
+    /// Pauses (`true`) or resumes the route: while paused, its partitions
+    /// stay assigned, nothing of them is routed or committed, and their
+    /// fetching is paused. Whether that changed anything.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        let was = self.paused.swap(paused, Ordering::AcqRel);
+        if was != paused {
+            tracing::info!(
+                route = self.name(),
+                paused,
+                "route {} by an operator",
+                if paused { "paused" } else { "resumed" }
+            );
+        }
+        was != paused
+    }
+
+    /// Whether an operator paused the route.
+    #[must_use]
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
     }
 
     /// The generation of the plugin routing now (bumped by each swap).

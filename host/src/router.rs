@@ -339,6 +339,7 @@ pub fn start(
             metrics: metrics.clone(),
             status: status.clone(),
             producer: Some(producer.clone()),
+            control_token: config.http.control_token().ok().flatten().map(Arc::from),
         };
         Some(
             crate::http::serve(&config.http, shown).map_err(|e| StartError::Http {

@@ -146,6 +146,13 @@ impl Status {
             problems.push("no partitions assigned (yet)".to_owned());
         }
         for route in routes {
+            if route.is_paused() {
+                problems.push(format!(
+                    "route '{}': paused by an operator (resume it: switchyard ctl resume {})",
+                    route.name(),
+                    route.name()
+                ));
+            }
             if route.config.plugin.is_some() && route.plugin().is_none() {
                 problems.push(format!("route '{}': no plugin loaded", route.name()));
             }

@@ -751,3 +751,87 @@ fn a_plugin_built_for_an_older_contract_is_refused_with_both_versions() {
         run.stderr
     );
 }
+
+#[test]
+fn ctl_sends_the_action_with_the_token_and_says_what_the_router_answered() {
+    use std::io::{BufRead as _, BufReader};
+    // A stand-in for the router's endpoint: answers one request, and hands
+    // back what it was asked.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push(line.trim_end().to_owned());
+        }
+        let mut stream = reader.into_inner();
+        let body = r#"{"route":"orders","paused":true,"changed":true}"#;
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        head
+    });
+    let run = switchyard_with_env(
+        &["ctl", "--addr", &addr, "pause", "orders"],
+        &[("SWITCHYARD_CONTROL_TOKEN", "a-token-of-sixteen-bytes")],
+    );
+    let head = server.join().unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(head[0], "POST /routes/orders/pause HTTP/1.1");
+    assert!(
+        head.contains(&"Authorization: Bearer a-token-of-sixteen-bytes".to_owned()),
+        "{head:?}"
+    );
+    assert_eq!(
+        run.stdout.trim(),
+        r#"{"route":"orders","paused":true,"changed":true}"#
+    );
+}
+
+#[test]
+fn ctl_says_which_token_is_missing_and_which_router_it_cannot_reach() {
+    let run = switchyard_with_env(
+        &[
+            "ctl",
+            "--token-env",
+            "SWITCHYARD_TEST_NO_SUCH_TOKEN",
+            "resume",
+            "orders",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains("the environment variable 'SWITCHYARD_TEST_NO_SUCH_TOKEN' (the router's control token) is not set"),
+        "{}",
+        run.stderr
+    );
+    // A port nothing listens on.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let run = switchyard_with_env(
+        &["ctl", "--addr", &addr, "resume", "orders"],
+        &[("SWITCHYARD_CONTROL_TOKEN", "a-token-of-sixteen-bytes")],
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains(&format!("cannot reach the router at {addr}")),
+        "{}",
+        run.stderr
+    );
+}

@@ -18,8 +18,8 @@ use switchyard::plugin::PluginEngine;
 use switchyard::router::{self, RouterHandle};
 use switchyard_plugin_fixtures as fixtures;
 use switchyard_tests::{
-    Exposition, OwnBroker, TestRecord, consume, create_topics, create_topics_on, http_get,
-    parse_metrics, produce, random_topic, wait_until,
+    Exposition, OwnBroker, TestRecord, committed, consume, create_topics, create_topics_on,
+    http_get, http_post, parse_metrics, produce, random_topic, wait_until,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,6 +41,26 @@ fn scrape(addr: SocketAddr) -> Exposition {
     let (code, text) = http_get(addr, "/metrics").unwrap();
     assert_eq!(code, 200, "{text}");
     parse_metrics(&text).unwrap()
+}
+
+/// Scrapes `/metrics` until the lag of `topic`'s partitions 0, 1, ... is
+/// `lags`; gives that scrape.
+fn wait_for_lag(addr: SocketAddr, topic: &str, lags: &[f64]) -> Exposition {
+    let lag = |m: &Exposition, p: usize| {
+        m.value(
+            "switchyard_consumer_lag_records",
+            &[("topic", topic), ("partition", &p.to_string())],
+        )
+    };
+    let mut last = Exposition::default();
+    wait_until(TIMEOUT, || {
+        last = scrape(addr);
+        lags.iter()
+            .enumerate()
+            .all(|(p, &want)| lag(&last, p) == Some(want))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:#?}", last.samples));
+    last
 }
 
 /// `/ready`: the status code and the problems listed.
@@ -270,18 +290,7 @@ fn a_held_partition_shows_as_lag_and_makes_the_router_not_ready_until_fixed() {
 
     // Partition 0 waits at offset 1 with 10 records to go; partition 1 is
     // drained; the router says what is wrong.
-    let lag = |m: &Exposition, p: &str| {
-        m.value(
-            "switchyard_consumer_lag_records",
-            &[("topic", &src), ("partition", p)],
-        )
-    };
-    let mut last = Exposition::default();
-    wait_until(TIMEOUT, || {
-        last = scrape(addr);
-        lag(&last, "0") == Some(10.0) && lag(&last, "1") == Some(0.0)
-    })
-    .unwrap_or_else(|e| panic!("{e}: {:#?}", last.samples));
+    let last = wait_for_lag(addr, &src, &[10.0, 0.0]);
     assert_eq!(
         last.value("switchyard_partitions_held", &[("route", "audit")]),
         Some(1.0)
@@ -314,11 +323,7 @@ fn a_held_partition_shows_as_lag_and_makes_the_router_not_ready_until_fixed() {
     // A fixed plugin: the partition drains, the router is ready again.
     std::fs::copy(fixtures::hello(), dir.path().join("next")).unwrap();
     std::fs::rename(dir.path().join("next"), &plugin).unwrap();
-    wait_until(TIMEOUT, || {
-        last = scrape(addr);
-        lag(&last, "0") == Some(0.0)
-    })
-    .unwrap_or_else(|e| panic!("{e}: {:#?}", last.samples));
+    wait_for_lag(addr, &src, &[0.0]);
     wait_until(TIMEOUT, || ready(addr).0 == 200).unwrap();
     let m = scrape(addr);
     assert_eq!(
@@ -386,6 +391,116 @@ listen = "127.0.0.1:0"
         scrape(addr).value("switchyard_broker_up", &[]) == Some(1.0)
     })
     .unwrap();
+    router.shutdown();
+    router.join();
+}
+
+#[test]
+fn a_paused_route_keeps_its_offsets_and_goes_on_in_order_when_resumed() {
+    const TOKEN: &str = "test-control-token-0123456789";
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("control-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (src, dst) = (random_topic("pause-in"), random_topic("pause-out"));
+    create_topics(&[(&src, 2), (&dst, 1)]).unwrap();
+    let group = random_topic("group");
+    let config = switchyard_tests::router_config(
+        &group,
+        &format!(
+            "[[routes]]\nname = \"orders\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\non_failure = \"skip\"\n[http]\nlisten = \"127.0.0.1:0\"\ncontrol_token_file = \"{}\"\n",
+            fixtures::tenant_partitioner().display(),
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let (router, addr) = start(&config);
+    let on = |p: i32, v: String| TestRecord::new("k", &v).on_partition(p);
+    let first: Vec<TestRecord> = (0..100)
+        .map(|i| on(i % 2, format!("{}:{i:03}", i % 2)))
+        .collect();
+    produce(&src, &first).unwrap();
+    assert_eq!(consume(&dst, 100, TIMEOUT).unwrap().len(), 100);
+    wait_until(TIMEOUT, || {
+        committed(&group, &src, 2)
+            .is_ok_and(|c| c == std::collections::HashMap::from([(0, 50), (1, 50)]))
+    })
+    .unwrap();
+
+    // Without the token, nothing changes.
+    let path = "/routes/orders/pause";
+    assert_eq!(http_post(addr, path, None).unwrap().0, 401);
+    assert_eq!(
+        http_post(addr, path, Some("wrong-token-0123456789"))
+            .unwrap()
+            .0,
+        401
+    );
+    assert_eq!(
+        http_post(addr, "/routes/nope/pause", Some(TOKEN))
+            .unwrap()
+            .0,
+        404
+    );
+    assert!(!router.routes()[0].is_paused());
+
+    let (code, body) = http_post(addr, path, Some(TOKEN)).unwrap();
+    assert_eq!(
+        (code, body.contains("\"paused\":true")),
+        (200, true),
+        "{body}"
+    );
+    let (code, problems) = ready(addr);
+    assert_eq!(code, 503);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("route 'orders': paused by an operator")),
+        "{problems:?}"
+    );
+    let (_, routes) = http_get(addr, "/routes").unwrap();
+    assert!(routes.contains("\"paused\":true"), "{routes}");
+
+    // Records produced while paused are not routed: the lag shows them
+    // fetched-for and waiting, and nothing more is committed.
+    let second: Vec<TestRecord> = (100..200)
+        .map(|i| on(i % 2, format!("{}:{i:03}", i % 2)))
+        .collect();
+    produce(&src, &second).unwrap();
+    wait_for_lag(addr, &src, &[50.0, 50.0]);
+    let routed = router.routes()[0].stats.snapshot().consumed;
+    assert_eq!(routed, 100, "nothing routed while paused");
+    assert_eq!(
+        committed(&group, &src, 2).unwrap(),
+        std::collections::HashMap::from([(0, 50), (1, 50)])
+    );
+
+    // Resumed: the rest comes, each partition in order, once.
+    let (code, _) = http_post(addr, "/routes/orders/resume", Some(TOKEN)).unwrap();
+    assert_eq!(code, 200);
+    let all = consume(&dst, 200, TIMEOUT).unwrap();
+    assert_eq!(all.len(), 200);
+    for p in 0..2 {
+        let values: Vec<String> = all
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+            .filter(|v| v.starts_with(&format!("{p}:")))
+            .collect();
+        let mut sorted = values.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(values, sorted, "partition {p}: in order, once");
+        assert_eq!(values.len(), 100);
+    }
+    wait_until(TIMEOUT, || {
+        committed(&group, &src, 2)
+            .is_ok_and(|c| c == std::collections::HashMap::from([(0, 100), (1, 100)]))
+    })
+    .unwrap();
+    wait_until(TIMEOUT, || ready(addr).0 == 200).unwrap();
     router.shutdown();
     router.join();
 }

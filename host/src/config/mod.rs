@@ -270,6 +270,69 @@ pub struct HttpConfig {
     /// long an idle kept-alive connection stays open), in milliseconds.
     #[serde(default = "default_header_timeout_ms")]
     pub header_timeout_ms: u64,
+    /// The environment variable holding the token that the endpoints which
+    /// change the router's state (pause, resume) require; those endpoints
+    /// are off without it (or `control_token_file`).
+    pub control_token_env: Option<String>,
+    /// A file holding that token (a mounted secret, say), readable by the
+    /// router's user only.
+    pub control_token_file: Option<PathBuf>,
+}
+
+/// The shortest control token taken: guessing one must not be practical.
+pub const MIN_CONTROL_TOKEN_BYTES: usize = 16;
+
+impl HttpConfig {
+    /// The control token (`None`: the control endpoints are off), or the
+    /// field at fault and why.
+    pub fn control_token(&self) -> Result<Option<String>, (String, String)> {
+        let (field, place, token) = match (&self.control_token_env, &self.control_token_file) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err((
+                    "http.control_token_file".to_owned(),
+                    "give either control_token_env or control_token_file, not both".to_owned(),
+                ));
+            }
+            (Some(var), None) => (
+                "http.control_token_env",
+                format!("'{var}'"),
+                std::env::var(var)
+                    .map_err(|_| format!("the environment variable '{var}' is not set")),
+            ),
+            (None, Some(file)) => (
+                "http.control_token_file",
+                format!("'{}'", file.display()),
+                read_secret_file(file),
+            ),
+        };
+        let token = token.map_err(|why| (field.to_owned(), why))?;
+        let token = token.trim().to_owned();
+        if token.len() < MIN_CONTROL_TOKEN_BYTES {
+            return Err((
+                field.to_owned(),
+                format!(
+                    "the token in {place} is {} bytes: use at least {MIN_CONTROL_TOKEN_BYTES} random ones",
+                    token.len()
+                ),
+            ));
+        }
+        Ok(Some(token))
+    }
+}
+
+/// The contents of a file holding a secret, which only its owner may read.
+fn read_secret_file(file: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let shown = file.display();
+    let meta = std::fs::metadata(file).map_err(|e| format!("'{shown}': {e}"))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "'{shown}' may be read by others (mode {:o}): make it readable by its owner only (chmod 600)",
+            meta.mode() & 0o777
+        ));
+    }
+    std::fs::read_to_string(file).map_err(|e| format!("'{shown}': {e}"))
 }
 
 /// Enough for probes, a few scrapers and curl, far below the usual
@@ -299,6 +362,8 @@ impl Default for HttpConfig {
             enabled: true,
             max_connections: default_max_connections(),
             header_timeout_ms: default_header_timeout_ms(),
+            control_token_env: None,
+            control_token_file: None,
         }
     }
 }
@@ -350,6 +415,11 @@ impl RouterConfig {
                 *plugin = base.join(&*plugin);
             }
         }
+        if let Some(file) = &mut config.http.control_token_file
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
+        }
         if let Some(schemas) = &mut config.schemas {
             let registry = schemas.registry.as_mut();
             let files = registry
@@ -381,6 +451,9 @@ impl RouterConfig {
         }
         if self.kafka.group_id.trim().is_empty() {
             return Err(self.invalid("kafka.group_id", "must not be empty"));
+        }
+        if let Err((field, why)) = self.http.control_token() {
+            return Err(self.invalid(field, why));
         }
         if let Some(workers) = self.router.workers
             && !(1..=MAX_WORKERS).contains(&workers)

@@ -270,13 +270,18 @@ impl Worker {
                     lane.held_unstarted = true;
                 }
             }
-            let due = !blocked && !lane.waiting(now);
+            // An operator paused the route: its partitions wait for the
+            // resume (checked every `POLL_WAIT`).
+            let paused = lane.route.is_paused();
+            let due = !blocked && !paused && !lane.waiting(now);
             if due && (!lane.backlog.is_empty() || lane.resume == Some(Resume::Unstarted)) {
                 self.route_lane(index, now);
             }
             let lane = &self.lanes[index];
             let slot = &self.slots[lane.slot].state;
-            let at = if slot.unstarted(now) {
+            let at = if paused {
+                None
+            } else if slot.unstarted(now) {
                 slot.retries_at()
             } else if lane.waiting(now) {
                 lane.wakes_at()
@@ -431,10 +436,12 @@ impl Worker {
     }
 
     /// Pauses the fetching of lane `index` while its records wait (or it
-    /// is dead), and resumes it once they are routed.
+    /// is dead, or its route paused), and resumes it once they are routed.
     fn pause_or_resume(&mut self, index: usize) {
         let lane = &mut self.lanes[index];
-        let waiting = lane.resume.is_some() || lane.dead;
+        // A paused route's partitions wait like any other: fetched up to
+        // the bound (their lag stays known that far), then paused.
+        let waiting = lane.resume.is_some() || lane.dead || lane.route.is_paused();
         let pause = if lane.paused {
             !(lane.backlog.is_empty() && !waiting)
         } else {
