@@ -52,6 +52,17 @@ enum CtlAction {
         /// The route's name.
         route: String,
     },
+    /// Return a route to an earlier plugin version the router ran (kept in
+    /// memory, no file needed): the one before the version routing now, or
+    /// --to. The plugin file's version is not swapped in again until the
+    /// file changes.
+    Rollback {
+        /// The route's name.
+        route: String,
+        /// The version to return to (as `/routes` lists it).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,6 +335,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = match &action {
                 CtlAction::Pause { route } => format!("/routes/{route}/pause"),
                 CtlAction::Resume { route } => format!("/routes/{route}/resume"),
+                CtlAction::Rollback { route, to: None } => format!("/routes/{route}/rollback"),
+                CtlAction::Rollback {
+                    route,
+                    to: Some(version),
+                } => format!("/routes/{route}/rollback/{version}"),
             };
             let (ok, body) = request(&addr, "POST", &path, Some(&token))?;
             println!("{body}");

@@ -10,8 +10,9 @@
 //!   version routing now (content hash, file, size, when it was loaded),
 //!   what happens to failed records, what the route did so far, partitions
 //!   held at a failed record, whether it is paused, plus hot-swap counts.
-//! - `POST /routes/{name}/pause` and `/resume`: the control endpoints,
-//!   which change what the router does. Off unless `http.control_token_env`
+//! - `POST /routes/{name}/pause`, `/resume`, `/rollback` and
+//!   `/rollback/{version}`: the control endpoints, which change what the
+//!   router does. Off unless `http.control_token_env`
 //!   names a token (403), and then only with `Authorization: Bearer
 //!   <token>` (401).
 
@@ -108,6 +109,8 @@ pub fn serve(config: &HttpConfig, shown: Shown) -> std::io::Result<HttpServer> {
         .route("/routes", get(list_routes))
         .route("/routes/{name}/pause", post(pause))
         .route("/routes/{name}/resume", post(resume))
+        .route("/routes/{name}/rollback", post(rollback))
+        .route("/routes/{name}/rollback/{version}", post(rollback_to))
         .with_state(shown);
     let limits = ConnectionLimits {
         max: config.max_connections,
@@ -275,6 +278,8 @@ async fn list_routes(State(shown): State<Shown>) -> Json<Value> {
                 "stats": route.stats.snapshot(),
                 "halted": halted,
                 "paused": route.is_paused(),
+                "earlier_versions": route.earlier_versions(),
+                "rolled_back_from": route.rolled_back_from(),
             })
         })
         .collect();
@@ -293,7 +298,7 @@ async fn pause(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> (StatusCode, Json<Value>) {
-    control(&shown, &name, &headers, true)
+    control(&shown, &name, &headers, &Action::Pause(true))
 }
 
 async fn resume(
@@ -301,16 +306,40 @@ async fn resume(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> (StatusCode, Json<Value>) {
-    control(&shown, &name, &headers, false)
+    control(&shown, &name, &headers, &Action::Pause(false))
 }
 
-/// Pauses or resumes route `name` for a caller that gave the control
+async fn rollback(
+    State(shown): State<Shown>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    control(&shown, &name, &headers, &Action::Rollback(None))
+}
+
+async fn rollback_to(
+    State(shown): State<Shown>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    control(&shown, &name, &headers, &Action::Rollback(Some(version)))
+}
+
+/// What a control endpoint does to a route.
+enum Action {
+    /// Pause (`true`) or resume it.
+    Pause(bool),
+    /// Return to an earlier plugin version (the previous one if `None`).
+    Rollback(Option<String>),
+}
+
+/// Does `action` to route `name` for a caller that gave the control
 /// token.
 fn control(
     shown: &Shown,
     name: &str,
     headers: &HeaderMap,
-    paused: bool,
+    action: &Action,
 ) -> (StatusCode, Json<Value>) {
     let refuse = |code, error: &str| (code, Json(json!({ "error": error })));
     let Some(token) = &shown.control_token else {
@@ -332,11 +361,22 @@ fn control(
     let Some(route) = shown.routes.iter().find(|r| r.name() == name) else {
         return refuse(StatusCode::NOT_FOUND, &format!("no route named '{name}'"));
     };
-    let changed = route.set_paused(paused);
-    (
-        StatusCode::OK,
-        Json(json!({ "route": name, "paused": paused, "changed": changed })),
-    )
+    match action {
+        Action::Pause(paused) => {
+            let changed = route.set_paused(*paused);
+            (
+                StatusCode::OK,
+                Json(json!({ "route": name, "paused": paused, "changed": changed })),
+            )
+        }
+        Action::Rollback(version) => match route.roll_back(version.as_deref()) {
+            Ok((from, to)) => (
+                StatusCode::OK,
+                Json(json!({ "route": name, "from": from, "to": to })),
+            ),
+            Err(why) => refuse(StatusCode::CONFLICT, &why),
+        },
+    }
 }
 
 /// Compares two secrets in a time that depends only on their lengths.

@@ -230,7 +230,10 @@ impl Watched {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        if sha256 == current.sha256() || self.state().refused.as_ref() == Some(&sha256) {
+        if sha256 == current.sha256()
+            || self.state().refused.as_ref() == Some(&sha256)
+            || route.rolled_back_from().as_ref() == Some(&sha256)
+        {
             return;
         }
         let checked = self

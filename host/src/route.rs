@@ -1,7 +1,7 @@
 //! A configured route at run time: its plugin, and the checks every output
 //! passes before it is produced.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -22,6 +22,10 @@ use crate::stats::RouteStats;
 /// of a consumed record with more (its consumers, Switchyard's own among
 /// them, would see none).
 pub const MAX_OUTPUT_HEADERS: usize = 100_000;
+
+/// Earlier plugin versions a route keeps for a rollback (each holds its
+/// compiled code: tens of MiB for an interpreted plugin).
+pub const KEPT_VERSIONS: usize = 3;
 
 /// Whether `output` can be produced at all: at most [`MAX_OUTPUT_HEADERS`]
 /// headers, and at most `max_bytes` (the route's
@@ -88,6 +92,13 @@ pub struct Route {
     halted: Mutex<BTreeMap<(String, i32), Halt>>,
     /// Paused by an operator: nothing of it is routed until resumed.
     paused: AtomicBool,
+    /// The versions that routed before the one routing now, the latest
+    /// last: what a rollback returns to without reading any file.
+    earlier: Mutex<VecDeque<Arc<Plugin>>>,
+    /// The SHA-256 of the version an operator rolled back from: the plugin
+    /// file still holds it, and it is not swapped in again until the file
+    /// changes.
+    rolled_back_from: Mutex<Option<String>>,
     /// The budget of plugin log lines all the route's instances share.
     log_budget: Arc<LogBudget>,
     /// How its records are checked against their schemas, if they are.
@@ -144,6 +155,8 @@ impl Route {
             stats: RouteStats::default(),
             halted: Mutex::default(),
             paused: AtomicBool::new(false),
+            earlier: Mutex::default(),
+            rolled_back_from: Mutex::default(),
             log_budget: Arc::new(LogBudget::new(config.limits.log_lines_per_second)),
             schemas: None,
             config,
@@ -278,8 +291,93 @@ impl Route {
     /// finish on the previous one; each worker switches before its next
     /// call (a batch of records).
     pub fn swap_plugin(&self, plugin: Plugin) {
-        self.plugin.store(Some(Arc::new(plugin)));
+        self.swap_to(Arc::new(plugin));
+        *self
+            .rolled_back_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Routes with `plugin` from the next record on, keeping the version
+    /// it replaces among the earlier ones.
+    fn swap_to(&self, plugin: Arc<Plugin>) {
+        let sha256 = plugin.sha256().to_owned();
+        let old = self.plugin.swap(Some(plugin));
         self.generation.fetch_add(1, Ordering::Release);
+        let mut earlier = self.earlier.lock().unwrap_or_else(PoisonError::into_inner);
+        earlier.retain(|p| p.sha256() != sha256);
+        if let Some(old) = old
+            && old.sha256() != sha256
+        {
+            earlier.retain(|p| p.sha256() != old.sha256());
+            earlier.push_back(old);
+            while earlier.len() > KEPT_VERSIONS {
+                earlier.pop_front();
+            }
+        }
+    }
+
+    /// Returns to an earlier version: `version` (its version or SHA-256),
+    /// else the one before the version routing now. The version rolled
+    /// back from is not swapped in again from the plugin file until the
+    /// file changes. Gives (from, to) versions, or why not.
+    pub fn roll_back(&self, version: Option<&str>) -> Result<(String, String), String> {
+        let current = self
+            .plugin()
+            .ok_or_else(|| "the route has no plugin".to_owned())?;
+        let target = {
+            let mut earlier = self.earlier.lock().unwrap_or_else(PoisonError::into_inner);
+            let at = match version {
+                None => earlier.len().checked_sub(1),
+                Some(v) => earlier
+                    .iter()
+                    .rposition(|p| p.version() == v || p.sha256() == v),
+            };
+            let Some(at) = at else {
+                let kept: Vec<&str> = earlier.iter().map(|p| p.version()).collect();
+                return Err(match version {
+                    Some(v) => format!("no earlier version '{v}' kept (kept: {kept:?})"),
+                    None => "no earlier version kept: the route has run only one".to_owned(),
+                });
+            };
+            earlier
+                .remove(at)
+                .ok_or_else(|| "no such version".to_owned())?
+        };
+        let to = target.version().to_owned();
+        self.swap_to(target);
+        *self
+            .rolled_back_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(current.sha256().to_owned());
+        tracing::warn!(
+            route = self.name(),
+            from = current.version(),
+            to,
+            "rolled back by an operator: the plugin file's version is not swapped in again until the file changes"
+        );
+        Ok((current.version().to_owned(), to))
+    }
+
+    /// The versions a rollback can return to, the latest last.
+    #[must_use]
+    pub fn earlier_versions(&self) -> Vec<String> {
+        self.earlier
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|p| p.version().to_owned())
+            .collect()
+    }
+
+    /// The SHA-256 of the version an operator rolled back from, while the
+    /// plugin file still holds it.
+    #[must_use]
+    pub fn rolled_back_from(&self) -> Option<String> {
+        self.rolled_back_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A new router for one partition worker (with its own plugin instance).

@@ -410,3 +410,91 @@ fn a_plugin_file_that_hangs_or_is_not_a_file_delays_no_other_routes_swap() {
     .expect("the sleeping init was not refused");
     assert_eq!(sha_of("a"), first, "the sleeping version swapped in");
 }
+
+#[test]
+fn an_operator_rolls_back_to_an_earlier_version_without_touching_the_file() {
+    const TOKEN: &str = "rollback-test-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("control-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let plugin = plugins.join("rules.wasm");
+    let (v1, v2, v3) = (
+        version("v00000001"),
+        version("v00000002"),
+        version("v00000003"),
+    );
+    std::fs::write(&plugin, &v1).unwrap();
+    let (src, dst) = (random_topic("rollback-in"), random_topic("rollback-out"));
+    create_topics(&[(&src, 1), (&dst, 1)]).unwrap();
+    let config = switchyard_tests::router_config(
+        &random_topic("group"),
+        &format!(
+            "[[routes]]\nname = \"r\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\non_failure = \"skip\"\n[http]\nlisten = \"127.0.0.1:0\"\ncontrol_token_file = \"{}\"\n",
+            plugin.display(),
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let engine = PluginEngine::new().unwrap();
+    let router = router::start(&config, &engine, Arc::new(LogFailures::default())).unwrap();
+    let addr = router.http_addr().unwrap();
+    let post = |path: &str| switchyard_tests::http_post(addr, path, Some(TOKEN)).unwrap();
+    let short = |bytes: &[u8]| sha256(bytes)[..12].to_owned();
+
+    // Nothing to return to yet.
+    assert_eq!(post("/routes/r/rollback").0, 409);
+
+    let next = plugins.join(".next");
+    std::fs::write(&next, &v2).unwrap();
+    std::fs::rename(&next, &plugin).unwrap();
+    wait_until(Duration::from_secs(60), || {
+        current_sha(&router) == sha256(&v2)
+    })
+    .unwrap();
+
+    // Back to v1, from memory: the file still holds v2.
+    let (code, body) = post("/routes/r/rollback");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains(&format!("\"to\":\"{}\"", short(&v1))),
+        "{body}"
+    );
+    assert_eq!(current_sha(&router), sha256(&v1));
+    assert_eq!(router.routes()[0].rolled_back_from(), Some(sha256(&v2)));
+    produce(&src, &[TestRecord::new("k", "after the rollback")]).unwrap();
+    let out = consume(&dst, 1, Duration::from_secs(60)).unwrap();
+    assert_eq!(out[0].header_str("plugin-tag"), Some("v00000001"));
+
+    // A version it never ran is refused, naming what it kept.
+    let (code, body) = post("/routes/r/rollback/0123456789ab");
+    assert_eq!(code, 409);
+    assert!(
+        body.contains("no earlier version '0123456789ab' kept"),
+        "{body}"
+    );
+    // By name: v2 routed before v1 came back.
+    let (code, body) = post(&format!("/routes/r/rollback/{}", short(&v2)));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(current_sha(&router), sha256(&v2));
+
+    // A new file is swapped in as always.
+    std::fs::write(&next, &v3).unwrap();
+    std::fs::rename(&next, &plugin).unwrap();
+    wait_until(Duration::from_secs(60), || {
+        current_sha(&router) == sha256(&v3)
+    })
+    .unwrap();
+    assert_eq!(router.routes()[0].rolled_back_from(), None);
+    assert_eq!(
+        router.routes()[0].earlier_versions(),
+        [short(&v1), short(&v2)]
+    );
+    router.shutdown();
+    router.join();
+}
