@@ -392,14 +392,23 @@ pub fn start(
         status,
         pipeline: pipeline.clone(),
     };
-    // On error the handle's drop stops the refresher again.
-    handle.thread = Some(
-        std::thread::Builder::new()
-            .name("switchyard-consumer".to_owned())
-            .spawn({
-                let stop = handle.stop.clone();
-                move || pipeline::run(&consumer, &pipeline, &stop)
-            })?,
-    );
+    // The consumer loop counts as running from here, not from its thread's
+    // first instruction: `/health` asked right after the start must not
+    // find it missing. On error the handle's drop stops the refresher
+    // again.
+    handle.status.set_consumer_running(true);
+    let thread = std::thread::Builder::new()
+        .name("switchyard-consumer".to_owned())
+        .spawn({
+            let stop = handle.stop.clone();
+            move || pipeline::run(&consumer, &pipeline, &stop)
+        });
+    match thread {
+        Ok(thread) => handle.thread = Some(thread),
+        Err(e) => {
+            handle.status.set_consumer_running(false);
+            return Err(e.into());
+        }
+    }
     Ok(handle)
 }
