@@ -55,6 +55,8 @@ struct Turn {
     active: bool,
     /// The consumer thread let go of it: no turn may start.
     released: bool,
+    /// A release waits for the turn in progress to end.
+    awaited: bool,
 }
 
 /// How often a release in progress looks again whether the worker is gone.
@@ -85,6 +87,7 @@ impl Control {
         let mut turn = self.turn();
         let mut during_turn = Some(during_turn);
         while turn.active && !gone() {
+            turn.awaited = true;
             if let Some(cut_short) = during_turn.take() {
                 cut_short();
             }
@@ -103,8 +106,12 @@ pub(super) struct TurnGuard<'c>(&'c Control);
 
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
-        self.0.turn().active = false;
-        self.0.changed.notify_all();
+        let mut turn = self.0.turn();
+        turn.active = false;
+        // A wake-up costs a system call: only for a release that waits.
+        if std::mem::take(&mut turn.awaited) {
+            self.0.changed.notify_all();
+        }
     }
 }
 
@@ -218,6 +225,29 @@ impl Lane {
         match self.resume {
             Some(Resume::Retry { at, .. } | Resume::Schema { at, .. }) => Some(at),
             _ => None,
+        }
+    }
+
+    /// The route's plugin cannot start here (for `reason`, when known): the
+    /// partition waits for it, held at `offset` (`None`: before its first
+    /// record).
+    pub(super) fn hold_unstarted(&mut self, offset: Option<i64>, reason: Option<&str>) {
+        if self.resume.is_none() {
+            self.resume = Some(Resume::Unstarted);
+        }
+        if let Some(reason) = reason {
+            self.set_halted(offset, Some(reason.to_owned()));
+            self.held_unstarted = true;
+        }
+    }
+
+    /// The route's plugin started: a hold for it is over.
+    pub(super) fn started(&mut self) {
+        if self.resume == Some(Resume::Unstarted) {
+            self.resume = None;
+        }
+        if std::mem::take(&mut self.held_unstarted) {
+            self.set_halted(None, None);
         }
     }
 

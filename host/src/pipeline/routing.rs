@@ -284,8 +284,8 @@ impl Routing<'_> {
         match result {
             Some(Ok(())) => {
                 self.slot.failed = None;
-                if std::mem::take(&mut self.lane.held_unstarted) {
-                    self.lane.set_halted(None, None);
+                if self.lane.held_unstarted {
+                    self.lane.started();
                 }
                 Ok(())
             }
@@ -293,14 +293,8 @@ impl Routing<'_> {
                 if let Some(Err(e)) = failed {
                     self.slot.failed_to_start(&e, Instant::now());
                 }
-                if let Some(failed) = &self.slot.failed {
-                    self.lane
-                        .set_halted(Some(offset), Some(failed.reason.clone()));
-                    self.lane.held_unstarted = true;
-                }
-                if self.lane.resume.is_none() {
-                    self.lane.resume = Some(Resume::Unstarted);
-                }
+                let reason = self.slot.failed.as_ref().map(|f| f.reason.as_str());
+                self.lane.hold_unstarted(Some(offset), reason);
                 Err(Yield::Wait)
             }
         }

@@ -263,12 +263,8 @@ impl Worker {
             // partitions is routed until it is tried again.
             let blocked = slot.unstarted(now);
             if blocked && lane.resume.is_none() && !lane.backlog.is_empty() {
-                lane.resume = Some(Resume::Unstarted);
-                if let Some(failed) = &slot.failed {
-                    let offset = lane.backlog.front().map(|r| r.offset);
-                    lane.set_halted(offset, Some(failed.reason.clone()));
-                    lane.held_unstarted = true;
-                }
+                let offset = lane.backlog.front().map(|r| r.offset);
+                lane.hold_unstarted(offset, slot.failed.as_ref().map(|f| f.reason.as_str()));
             }
             // An operator paused the route: its partitions wait for the
             // resume (checked every `POLL_WAIT`).
@@ -326,23 +322,12 @@ impl Worker {
         let slot = &self.slots[lane.slot];
         match (&slot.started, &slot.state.failed) {
             (Some(_), _) => {
-                if lane.resume == Some(Resume::Unstarted) {
-                    lane.resume = None;
-                }
-                if std::mem::take(&mut lane.held_unstarted) {
-                    lane.set_halted(None, None);
-                }
+                lane.started();
                 true
             }
             (None, failed) => {
-                if lane.resume.is_none() {
-                    lane.resume = Some(Resume::Unstarted);
-                }
-                if let Some(failed) = failed {
-                    let offset = lane.backlog.front().map(|r| r.offset);
-                    lane.set_halted(offset, Some(failed.reason.clone()));
-                    lane.held_unstarted = true;
-                }
+                let offset = lane.backlog.front().map(|r| r.offset);
+                lane.hold_unstarted(offset, failed.as_ref().map(|f| f.reason.as_str()));
                 false
             }
         }
