@@ -55,13 +55,37 @@ enum CtlAction {
     /// Return a route to an earlier plugin version the router ran (kept in
     /// memory, no file needed): the one before the version routing now, or
     /// --to. The plugin file's version is not swapped in again until the
-    /// file changes.
+    /// file changes. While a rollout candidate is tried (and without --to),
+    /// roll the candidate back instead: the live version routes
+    /// everything, and the candidate is not tried again until its file
+    /// changes.
     Rollback {
         /// The route's name.
         route: String,
         /// The version to return to (as `/routes` lists it).
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
+    },
+    /// Make the rollout candidate tried now the route's version, for every
+    /// partition.
+    Promote {
+        /// The route's name.
+        route: String,
+    },
+    /// Set how many partitions of each source topic (the lowest numbered)
+    /// a canary candidate routes.
+    Canary {
+        /// The route's name.
+        route: String,
+        /// The number of partitions.
+        #[arg(long)]
+        partitions: u32,
+    },
+    /// Show the records a shadow candidate decided differently from the
+    /// live version (the latest 20), with the counts.
+    Shadow {
+        /// The route's name.
+        route: String,
     },
 }
 
@@ -340,8 +364,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     route,
                     to: Some(version),
                 } => format!("/routes/{route}/rollback/{version}"),
+                CtlAction::Promote { route } => format!("/routes/{route}/promote"),
+                CtlAction::Canary { route, partitions } => {
+                    format!("/routes/{route}/canary/{partitions}")
+                }
+                CtlAction::Shadow { route } => format!("/routes/{route}/shadow"),
             };
-            let (ok, body) = request(&addr, "POST", &path, Some(&token))?;
+            let method = match action {
+                CtlAction::Shadow { .. } => "GET",
+                _ => "POST",
+            };
+            let (ok, body) = request(&addr, method, &path, Some(&token))?;
             println!("{body}");
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -444,6 +477,7 @@ impl PluginArgs {
             key_format: self.key_format.into(),
             // Offline: a directory, no registry to register in.
             register_schemas: false,
+            rollout: None,
         };
         if config.uses_schemas() && self.schemas.is_none() {
             bail!("--value-format or --key-format schema-registry needs --schemas DIR");

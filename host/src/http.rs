@@ -10,11 +10,13 @@
 //!   version routing now (content hash, file, size, when it was loaded),
 //!   what happens to failed records, what the route did so far, partitions
 //!   held at a failed record, whether it is paused, plus hot-swap counts.
-//! - `POST /routes/{name}/pause`, `/resume`, `/rollback` and
-//!   `/rollback/{version}`: the control endpoints, which change what the
-//!   router does. Off unless `http.control_token_env`
-//!   names a token (403), and then only with `Authorization: Bearer
-//!   <token>` (401).
+//! - `POST /routes/{name}/pause`, `/resume`, `/rollback`,
+//!   `/rollback/{version}`, `/promote` and `/canary/{partitions}`: the
+//!   control endpoints, which change what the router does; and `GET
+//!   /routes/{name}/shadow`, the records a shadow candidate decided
+//!   differently (record data: as guarded). Off unless
+//!   `http.control_token_env` (or `_file`) names a token (403), and then
+//!   only with `Authorization: Bearer <token>` (401).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,6 +113,9 @@ pub fn serve(config: &HttpConfig, shown: Shown) -> std::io::Result<HttpServer> {
         .route("/routes/{name}/resume", post(resume))
         .route("/routes/{name}/rollback", post(rollback))
         .route("/routes/{name}/rollback/{version}", post(rollback_to))
+        .route("/routes/{name}/promote", post(promote))
+        .route("/routes/{name}/canary/{partitions}", post(canary))
+        .route("/routes/{name}/shadow", get(shadow_samples))
         .with_state(shown);
     let limits = ConnectionLimits {
         max: config.max_connections,
@@ -280,6 +285,7 @@ async fn list_routes(State(shown): State<Shown>) -> Json<Value> {
                 "paused": route.is_paused(),
                 "earlier_versions": route.earlier_versions(),
                 "rolled_back_from": route.rolled_back_from(),
+                "rollout": rollout_of(route),
             })
         })
         .collect();
@@ -291,6 +297,60 @@ async fn list_routes(State(shown): State<Shown>) -> Json<Value> {
         })
     });
     Json(json!({ "routes": routes, "reload": reload }))
+}
+
+/// A route's rollout: the candidate tried now, with its figures, and the
+/// decisions kept.
+fn rollout_of(route: &Route) -> Value {
+    if route.config.rollout.is_none() {
+        return Value::Null;
+    }
+    let candidate = route.rollout().map(|rollout| {
+        let figures = rollout.figures(route);
+        json!({
+            "version": rollout.candidate.version(),
+            "sha256": rollout.candidate.sha256(),
+            "file": rollout.candidate.path().display().to_string(),
+            "mode": match rollout.canary_partitions() {
+                Some(_) => "canary",
+                None => "shadow",
+            },
+            "canary_partitions": rollout.canary_partitions(),
+            "started_at_ms": rollout.started_ms(),
+            "figures": figures,
+            "candidate_failure_rate": figures.candidate_failure_rate(),
+            "live_failure_rate": figures.live_failure_rate(),
+            "shadow": rollout.shadow.as_ref().map(|s| s.counts.snapshot()),
+        })
+    });
+    json!({
+        "candidate": candidate,
+        "decisions": route.rollouts.decisions(),
+    })
+}
+
+async fn promote(
+    State(shown): State<Shown>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    control(&shown, &name, &headers, &Action::Promote)
+}
+
+async fn canary(
+    State(shown): State<Shown>,
+    Path((name, partitions)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    control(&shown, &name, &headers, &Action::Canary(partitions))
+}
+
+async fn shadow_samples(
+    State(shown): State<Shown>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    control(&shown, &name, &headers, &Action::ShadowSamples)
 }
 
 async fn pause(
@@ -329,8 +389,15 @@ async fn rollback_to(
 enum Action {
     /// Pause (`true`) or resume it.
     Pause(bool),
-    /// Return to an earlier plugin version (the previous one if `None`).
+    /// Return to an earlier plugin version (the previous one if `None`),
+    /// or end the rollout running.
     Rollback(Option<String>),
+    /// Promote the candidate tried now.
+    Promote,
+    /// Set how many partitions of each source topic the canary routes.
+    Canary(String),
+    /// Show what a shadow candidate decided differently.
+    ShadowSamples,
 }
 
 /// Does `action` to route `name` for a caller that gave the control
@@ -376,6 +443,47 @@ fn control(
             ),
             Err(why) => refuse(StatusCode::CONFLICT, &why),
         },
+        Action::Promote => match route.promote() {
+            Ok((from, to)) => (
+                StatusCode::OK,
+                Json(json!({ "route": name, "from": from, "to": to })),
+            ),
+            Err(why) => refuse(StatusCode::CONFLICT, &why),
+        },
+        Action::Canary(partitions) => {
+            let Ok(partitions) = partitions.parse::<u32>() else {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!("'{partitions}' is not a number of partitions"),
+                );
+            };
+            match route.set_canary(partitions) {
+                Ok((from, to)) => (
+                    StatusCode::OK,
+                    Json(json!({ "route": name, "from": from, "to": to })),
+                ),
+                Err(why) => refuse(StatusCode::CONFLICT, &why),
+            }
+        }
+        Action::ShadowSamples => {
+            let Some(shadow) = route.rollout().and_then(|r| {
+                r.shadow
+                    .as_ref()
+                    .map(|s| (r.candidate.version().to_owned(), s.counts.clone()))
+            }) else {
+                return refuse(StatusCode::CONFLICT, "no shadow candidate is being tried");
+            };
+            let (version, counts) = shadow;
+            (
+                StatusCode::OK,
+                Json(json!({
+                    "route": name,
+                    "candidate": version,
+                    "counts": counts.snapshot(),
+                    "samples": counts.samples(),
+                })),
+            )
+        }
     }
 }
 

@@ -20,6 +20,8 @@
 //!   partition queues, topic metadata.
 //! - [`config`]: the TOML configuration, validated.
 //! - [`reload`]: hot swap — plugin files watched, checked, swapped in.
+//! - [`rollout`]: a candidate version tried beside the live one (canary
+//!   or shadow), promoted or rolled back by a policy or an operator.
 //! - [`stats`]: what each route did, counted once; [`metrics`]: the
 //!   Prometheus exposition; [`status`]: liveness and readiness;
 //!   [`http`]: the endpoint that shows them (`/health`, `/ready`,
@@ -55,6 +57,7 @@ pub mod plugin;
 pub mod project;
 pub mod record;
 pub mod reload;
+pub mod rollout;
 pub mod route;
 pub mod router;
 pub mod schema;

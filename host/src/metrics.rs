@@ -50,6 +50,26 @@ struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    route: String,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CandidateLabels {
+    route: String,
+    candidate_version: String,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    route: String,
+    candidate_version: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
 }
@@ -296,6 +316,7 @@ impl Metrics {
         }
         let mut counts = Registry::with_prefix("switchyard");
         counts.register_collector(Box::new(RouteCounts(routes.to_vec())));
+        counts.register_collector(Box::new(RolloutCounts(routes.to_vec())));
         if let Some(store) = routes
             .iter()
             .find_map(|r| r.schemas())
@@ -368,6 +389,95 @@ fn catch_up(counter: &Counter, now: u64) {
     let seen = counter.get();
     if now > seen {
         counter.inc_by(now - seen);
+    }
+}
+
+/// The routes' rollouts: decisions, the candidate tried, what a shadow
+/// candidate found.
+#[derive(Debug)]
+struct RolloutCounts(Vec<Arc<Route>>);
+
+impl Collector for RolloutCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let routes: Vec<&Arc<Route>> = self
+            .0
+            .iter()
+            .filter(|r| r.config.rollout.is_some())
+            .collect();
+        if routes.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "rollout_decisions",
+            "Rollout decisions: a candidate started, widened (canary), promoted, rolled back or withdrawn (its file removed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for route in &routes {
+            let log = &route.rollouts;
+            for (action, count) in [
+                ("started", &log.started),
+                ("widened", &log.widened),
+                ("promoted", &log.promoted),
+                ("rolled-back", &log.rolled_back),
+                ("withdrawn", &log.withdrawn),
+            ] {
+                let labels = ActionLabels {
+                    route: route.name().to_owned(),
+                    action,
+                };
+                ConstCounter::new(count.load(Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "rollout_canary_partitions",
+            "Partitions of each source topic the candidate routes (0 for a shadow candidate), while one is tried",
+            None,
+            MetricType::Gauge,
+        )?;
+        let rollouts: Vec<_> = routes
+            .iter()
+            .filter_map(|route| route.rollout().map(|r| (route, r)))
+            .collect();
+        for (route, rollout) in &rollouts {
+            let labels = CandidateLabels {
+                route: route.name().to_owned(),
+                candidate_version: rollout.candidate.version().to_owned(),
+                mode: if rollout.shadow.is_some() {
+                    "shadow"
+                } else {
+                    "canary"
+                },
+            };
+            ConstGauge::new(i64::from(rollout.canary_partitions().unwrap_or(0)))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "shadow_records",
+            "Records a shadow candidate was handed: decided alike (agreed) or differently (differed) from the live version, or not seen (skipped: its queue was full)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, rollout) in &rollouts {
+            let Some(shadow) = &rollout.shadow else {
+                continue;
+            };
+            let counts = shadow.counts.snapshot();
+            for (result, count) in [
+                ("agreed", counts.agreed),
+                ("differed", counts.differed),
+                ("skipped", counts.skipped),
+            ] {
+                let labels = ShadowLabels {
+                    route: route.name().to_owned(),
+                    candidate_version: rollout.candidate.version().to_owned(),
+                    result,
+                };
+                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

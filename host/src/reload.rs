@@ -72,22 +72,31 @@ impl Drop for PluginWatcher {
 pub fn watch(routes: &[Arc<Route>], engine: &PluginEngine) -> Result<PluginWatcher, notify::Error> {
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(ReloadStats::default());
-    let watched: Vec<Arc<Watched>> = routes
-        .iter()
-        .filter(|r| r.config.plugin.is_some())
-        .map(|route| {
-            Arc::new(Watched {
-                route: route.clone(),
-                engine: engine.clone(),
-                stats: stats.clone(),
-                stop: stop.clone(),
-                state: Mutex::default(),
-            })
+    let watched = |route: &Arc<Route>, candidate: bool| {
+        Arc::new(Watched {
+            route: route.clone(),
+            candidate,
+            engine: engine.clone(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+            state: Mutex::default(),
         })
-        .collect();
+    };
+    let mut files: Vec<Arc<Watched>> = Vec::new();
+    for route in routes.iter().filter(|r| r.config.plugin.is_some()) {
+        files.push(watched(route, false));
+        if route.config.rollout.is_some() {
+            let candidate = watched(route, true);
+            // The candidate in place when the router starts is tried from
+            // its first record.
+            candidate.check();
+            files.push(candidate);
+        }
+    }
+    let watched = files;
     let folders: BTreeSet<PathBuf> = watched
         .iter()
-        .filter_map(|w| w.route.config.plugin.as_deref().map(folder_of))
+        .filter_map(|w| w.path().map(folder_of))
         .collect();
     let (tx, rx) = channel();
     let mut watcher = notify::recommended_watcher(move |event| {
@@ -134,6 +143,78 @@ pub fn watch(routes: &[Arc<Route>], engine: &PluginEngine) -> Result<PluginWatch
     })
 }
 
+impl Watched {
+    /// Reads the rollout's candidate file: a new version (checked as a
+    /// swap is) starts a rollout; a missing file ends the one running.
+    fn check_candidate(&self) {
+        let route = &self.route;
+        let Some(path) = self.path() else {
+            return;
+        };
+        let bytes = match self.engine.read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if !std::mem::replace(&mut self.state().missing, true) {
+                    tracing::info!(
+                        route = route.name(),
+                        file = %path.display(),
+                        error = %e,
+                        "no rollout candidate: the live version routes everything"
+                    );
+                }
+                route.withdraw_candidate(&format!(
+                    "its file '{}' is gone or unreadable: {e}",
+                    path.display()
+                ));
+                return;
+            }
+        };
+        self.state().missing = false;
+        let sha256 = sha256_hex(&bytes);
+        let unchanged = route
+            .rollout()
+            .is_some_and(|r| r.candidate.sha256() == sha256)
+            || route.plugin().is_some_and(|p| p.sha256() == sha256);
+        if unchanged
+            || self.state().refused.as_ref() == Some(&sha256)
+            || route.rollouts.is_rejected(&sha256)
+        {
+            return;
+        }
+        let Some(checked) = self.load_checked(path, &bytes) else {
+            return;
+        };
+        match checked {
+            Ok(candidate) => {
+                route.start_rollout(candidate);
+                self.state().refused = None;
+            }
+            Err(e) => {
+                tracing::error!(
+                    route = route.name(),
+                    file = %path.display(),
+                    error = %e,
+                    "rollout candidate refused: the live version routes everything"
+                );
+                self.state().refused = Some(sha256);
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                route.withdraw_candidate(&format!(
+                    "its file '{}' was replaced by one refused",
+                    path.display()
+                ));
+            }
+        }
+    }
+}
+
+/// The SHA-256 of `bytes`, in hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn folder_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
@@ -141,9 +222,12 @@ fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-/// One route's plugin file, and the checks of it.
+/// One route's plugin file (or its rollout's candidate), and the checks of
+/// it.
 struct Watched {
     route: Arc<Route>,
+    /// The file is the route's `rollout.candidate`.
+    candidate: bool,
     engine: PluginEngine,
     stats: Arc<ReloadStats>,
     stop: Arc<AtomicBool>,
@@ -200,7 +284,38 @@ impl Watched {
         }
     }
 
+    /// `bytes`, read from `path`, compiled and started with the route's
+    /// configuration (`init` run); `None` if the watcher stopped meanwhile.
+    fn load_checked(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Option<Result<crate::plugin::Plugin, crate::plugin::PluginError>> {
+        let checked = self
+            .engine
+            .load_bytes(path, bytes)
+            .and_then(|plugin| self.route.instantiate(&plugin).map(|_| plugin));
+        (!self.stop.load(Ordering::Acquire)).then_some(checked)
+    }
+
+    /// The file watched.
+    fn path(&self) -> Option<&Path> {
+        if self.candidate {
+            self.route
+                .config
+                .rollout
+                .as_ref()
+                .map(|r| r.candidate.as_path())
+        } else {
+            self.route.config.plugin.as_deref()
+        }
+    }
+
     fn check(&self) {
+        if self.candidate {
+            self.check_candidate();
+            return;
+        }
         let route = &self.route;
         let Some(path) = route.config.plugin.as_deref() else {
             return;
@@ -226,23 +341,16 @@ impl Watched {
             }
         };
         self.state().missing = false;
-        let sha256: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256 = sha256_hex(&bytes);
         if sha256 == current.sha256()
             || self.state().refused.as_ref() == Some(&sha256)
-            || route.rolled_back_from().as_ref() == Some(&sha256)
+            || route.skips_file_version(&sha256)
         {
             return;
         }
-        let checked = self
-            .engine
-            .load_bytes(path, &bytes)
-            .and_then(|plugin| route.instantiate(&plugin).map(|_| plugin));
-        if self.stop.load(Ordering::Acquire) {
+        let Some(checked) = self.load_checked(path, &bytes) else {
             return;
-        }
+        };
         match checked {
             Ok(plugin) => {
                 let load_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -14,6 +14,7 @@ use crate::plugin::{
     RouteContext, RouteFailure,
 };
 use crate::record::{Output, SourceRecord};
+use crate::rollout::{Rollout, RolloutLog};
 use crate::schema::check::RecordSchemas;
 use crate::schema::store::SchemaStore;
 use crate::stats::RouteStats;
@@ -99,6 +100,18 @@ pub struct Route {
     /// file still holds it, and it is not swapped in again until the file
     /// changes.
     rolled_back_from: Mutex<Option<String>>,
+    /// The SHA-256 of the version a promoted candidate replaced: the
+    /// plugin file still holds it, and it is not swapped in again until
+    /// the file changes.
+    promoted_over: Mutex<Option<String>>,
+    /// A candidate version being tried beside the live one.
+    rollout: ArcSwapOption<Rollout>,
+    /// One rollout change at a time (start, promotion, rollback...).
+    rollout_change: Mutex<()>,
+    /// The decisions about its rollouts.
+    pub rollouts: RolloutLog,
+    /// Where a shadow candidate's differences are written, and with what.
+    shadow_topic: Option<(String, Arc<rdkafka::producer::BaseProducer>)>,
     /// The budget of plugin log lines all the route's instances share.
     log_budget: Arc<LogBudget>,
     /// How its records are checked against their schemas, if they are.
@@ -157,6 +170,11 @@ impl Route {
             paused: AtomicBool::new(false),
             earlier: Mutex::default(),
             rolled_back_from: Mutex::default(),
+            promoted_over: Mutex::default(),
+            rollout: ArcSwapOption::empty(),
+            rollout_change: Mutex::default(),
+            rollouts: RolloutLog::default(),
+            shadow_topic: None,
             log_budget: Arc::new(LogBudget::new(config.limits.log_lines_per_second)),
             schemas: None,
             config,
@@ -178,6 +196,26 @@ impl Route {
             .registering(self.config.register_schemas),
         );
         self
+    }
+
+    /// The route with `producer` writing its shadow candidate's
+    /// differences to its `rollout.shadow_topic` (if it has one).
+    #[must_use]
+    pub fn with_shadow_producer(mut self, producer: Arc<rdkafka::producer::BaseProducer>) -> Self {
+        self.shadow_topic = self
+            .config
+            .rollout
+            .as_ref()
+            .and_then(|r| r.shadow_topic.clone())
+            .map(|topic| (topic, producer));
+        self
+    }
+
+    /// Where a shadow candidate's differences are written, if anywhere.
+    pub(crate) fn shadow_topic(&self) -> Option<(&str, &rdkafka::producer::BaseProducer)> {
+        self.shadow_topic
+            .as_ref()
+            .map(|(topic, producer)| (topic.as_str(), &**producer))
     }
 
     /// Its schemas, if `[schemas]` is configured.
@@ -292,10 +330,25 @@ impl Route {
     /// call (a batch of records).
     pub fn swap_plugin(&self, plugin: Plugin) {
         self.swap_to(Arc::new(plugin));
-        *self
-            .rolled_back_from
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        for skipped in [&self.rolled_back_from, &self.promoted_over] {
+            *skipped.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+
+    /// Whether the plugin file's version with `sha256` is not to be swapped
+    /// in: an operator rolled back from it, or a promoted candidate
+    /// replaced it.
+    #[must_use]
+    pub fn skips_file_version(&self, sha256: &str) -> bool {
+        [&self.rolled_back_from, &self.promoted_over]
+            .iter()
+            .any(|skipped| {
+                skipped
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_deref()
+                    == Some(sha256)
+            })
     }
 
     /// Routes with `plugin` from the next record on, keeping the version
@@ -322,6 +375,20 @@ impl Route {
     /// back from is not swapped in again from the plugin file until the
     /// file changes. Gives (from, to) versions, or why not.
     pub fn roll_back(&self, version: Option<&str>) -> Result<(String, String), String> {
+        if version.is_none()
+            && let Some(rollout) = self.rollout()
+        {
+            let live = self
+                .plugin()
+                .map_or_else(|| "none".to_owned(), |p| p.version().to_owned());
+            self.end_rollout(
+                &rollout,
+                "rolled-back",
+                "operator",
+                "rolled back by an operator".to_owned(),
+            )?;
+            return Ok((rollout.candidate.version().to_owned(), live));
+        }
         let current = self
             .plugin()
             .ok_or_else(|| "the route has no plugin".to_owned())?;
@@ -380,9 +447,202 @@ impl Route {
             .clone()
     }
 
+    /// The candidate version being tried, if any.
+    #[must_use]
+    pub fn rollout(&self) -> Option<Arc<Rollout>> {
+        self.rollout.load_full()
+    }
+
+    /// Whether the candidate (a canary) routes `partition` of the route's
+    /// source topics now.
+    #[must_use]
+    pub fn candidate_routes(&self, partition: i32) -> bool {
+        self.rollout
+            .load()
+            .as_ref()
+            .is_some_and(|rollout| rollout.routes(partition))
+    }
+
+    /// The most partitions any of its source topics has (as known now).
+    #[must_use]
+    pub fn source_partitions(&self) -> u32 {
+        self.config
+            .source_topics
+            .iter()
+            .filter_map(|t| self.topics.known_partition_count(t))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn changing_rollout(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.rollout_change
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts trying `candidate` (checked already) as the route's
+    /// `[routes.rollout]` says, in place of any candidate tried now.
+    /// Nothing happens for the version routing now, or for one rolled
+    /// back before (until its file changes). Whether it started.
+    pub fn start_rollout(self: &Arc<Self>, candidate: Plugin) -> bool {
+        let Some(config) = self.config.rollout.clone() else {
+            return false;
+        };
+        let _changing = self.changing_rollout();
+        let sha256 = candidate.sha256();
+        let live = self.plugin();
+        if live.as_ref().is_some_and(|p| p.sha256() == sha256)
+            || self.rollouts.is_rejected(sha256)
+            || self
+                .rollout()
+                .is_some_and(|r| r.candidate.sha256() == sha256)
+        {
+            return false;
+        }
+        let rollout = Arc::new(Rollout::new(self, config, Arc::new(candidate)));
+        let reason = match rollout.canary_partitions() {
+            Some(n) => format!(
+                "canary on the first {n} partition(s) of each source topic, beside live version {}",
+                live.as_ref().map_or("none", |p| p.version())
+            ),
+            None => format!(
+                "in the shadow of live version {}: compared, not produced",
+                live.as_ref().map_or("none", |p| p.version())
+            ),
+        };
+        let decision = rollout.decision(self, "started", "file", reason);
+        self.rollout.store(Some(rollout));
+        self.generation.fetch_add(1, Ordering::Release);
+        self.rollouts.record(self.name(), decision);
+        true
+    }
+
+    /// Ends `rollout` if it is still the route's: `promoted` (the
+    /// candidate routes everything from the next call on), `rolled-back`
+    /// (it is not tried again until its file changes) or `withdrawn`.
+    pub fn end_rollout(
+        &self,
+        rollout: &Arc<Rollout>,
+        action: &'static str,
+        by: &'static str,
+        reason: String,
+    ) -> Result<(), String> {
+        let _changing = self.changing_rollout();
+        if !self
+            .rollout()
+            .is_some_and(|current| Arc::ptr_eq(&current, rollout))
+        {
+            return Err("the rollout already ended".to_owned());
+        }
+        let decision = rollout.decision(self, action, by, reason);
+        match action {
+            "promoted" => {
+                let replaced = self.plugin().map(|p| p.sha256().to_owned());
+                if replaced.as_deref() != Some(rollout.candidate.sha256()) {
+                    *self
+                        .promoted_over
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = replaced;
+                }
+                self.rollout.store(None);
+                self.swap_to(rollout.candidate.clone());
+            }
+            "rolled-back" => {
+                *self
+                    .rollouts
+                    .rejected
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) =
+                    Some(rollout.candidate.sha256().to_owned());
+                self.rollout.store(None);
+                self.generation.fetch_add(1, Ordering::Release);
+            }
+            _ => {
+                self.rollout.store(None);
+                self.generation.fetch_add(1, Ordering::Release);
+            }
+        }
+        self.rollouts.record(self.name(), decision);
+        Ok(())
+    }
+
+    /// The candidate's file is gone (or cannot be read): its rollout ends.
+    pub fn withdraw_candidate(&self, reason: &str) {
+        if let Some(rollout) = self.rollout() {
+            let _ = self.end_rollout(&rollout, "withdrawn", "file", reason.to_owned());
+        }
+    }
+
+    /// Promotes the candidate being tried, by an operator. Gives (from,
+    /// to) versions, or why not.
+    pub fn promote(&self) -> Result<(String, String), String> {
+        let rollout = self
+            .rollout()
+            .ok_or_else(|| "no candidate is being tried".to_owned())?;
+        let from = self
+            .plugin()
+            .map_or_else(|| "none".to_owned(), |p| p.version().to_owned());
+        self.end_rollout(
+            &rollout,
+            "promoted",
+            "operator",
+            "promoted by an operator".to_owned(),
+        )?;
+        Ok((from, rollout.candidate.version().to_owned()))
+    }
+
+    /// Sets how many partitions of each source topic the canary routes,
+    /// by an operator. Gives (from, to), or why not.
+    pub fn set_canary(&self, partitions: u32) -> Result<(u32, u32), String> {
+        let rollout = self
+            .rollout()
+            .ok_or_else(|| "no candidate is being tried".to_owned())?;
+        let from = rollout
+            .canary_partitions()
+            .ok_or_else(|| "the candidate runs in the shadow, not as a canary".to_owned())?;
+        if partitions == 0 {
+            return Err("a canary routes at least 1 partition: roll it back instead".to_owned());
+        }
+        rollout.set_canary(partitions);
+        self.widened(
+            &rollout,
+            "operator",
+            format!("from {from} to {partitions} partitions of each source topic"),
+        );
+        Ok((from, partitions))
+    }
+
+    /// The canary of `rollout` was widened (or narrowed).
+    pub(crate) fn widened(&self, rollout: &Rollout, by: &'static str, reason: String) {
+        let decision = rollout.decision(self, "widened", by, reason);
+        self.rollouts.record(self.name(), decision);
+    }
+
+    /// Ends any rollout without a decision: the router stops (its shadow
+    /// thread ends).
+    pub fn stop_rollout(&self) {
+        let _changing = self.changing_rollout();
+        self.rollout.store(None);
+    }
+
     /// A new router for one partition worker (with its own plugin instance).
     pub fn instance(self: &Arc<Self>) -> Result<RouteInstance, PluginError> {
-        self.interruptible_instance(None)
+        self.interruptible_instance(None, Track::Live)
+    }
+
+    /// An instance of `plugin` with the route's configuration, checks and
+    /// limits, which does not follow swaps (a shadow candidate's).
+    pub fn pinned_instance(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+    ) -> Result<RouteInstance, PluginError> {
+        Ok(RouteInstance {
+            route: self.clone(),
+            plugin: Some(self.instantiate(plugin)?),
+            generation: self.generation(),
+            interrupt: None,
+            track: Track::Pinned,
+        })
     }
 
     /// [`instance`](Self::instance), whose plugin calls end at once when
@@ -390,9 +650,10 @@ impl Route {
     pub fn interruptible_instance(
         self: &Arc<Self>,
         interrupt: Option<Interrupt>,
+        track: Track,
     ) -> Result<RouteInstance, PluginError> {
         let generation = self.generation.load(Ordering::Acquire);
-        let plugin = match self.plugin.load_full() {
+        let plugin = match self.plugin_of(track) {
             None => None,
             Some(plugin) => Some(self.instantiate_interruptible(&plugin, interrupt.clone())?),
         };
@@ -401,8 +662,32 @@ impl Route {
             plugin,
             generation,
             interrupt,
+            track,
         })
     }
+
+    /// The version `track` routes with now: a canary's candidate while it
+    /// is tried (the live version once it ended).
+    fn plugin_of(&self, track: Track) -> Option<Arc<Plugin>> {
+        match track {
+            Track::Candidate => self
+                .rollout()
+                .map(|r| r.candidate.clone())
+                .or_else(|| self.plugin()),
+            Track::Live | Track::Pinned => self.plugin(),
+        }
+    }
+}
+
+/// Which version a worker's instance of a route follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// The live version.
+    Live,
+    /// A canary candidate (the live version when there is none).
+    Candidate,
+    /// The version it was made with, whatever happens.
+    Pinned,
 }
 
 /// Routes the records of one partition.
@@ -413,6 +698,8 @@ pub struct RouteInstance {
     generation: u64,
     /// Ends the plugin's calls when the worker must stop.
     interrupt: Option<Interrupt>,
+    /// Which version it follows.
+    track: Track,
 }
 
 impl std::fmt::Debug for RouteInstance {
@@ -509,14 +796,22 @@ impl RouteInstance {
     /// the partition until the new version starts (the error says why).
     pub fn follow_swaps(&mut self) -> Result<(), PluginError> {
         let generation = self.route.generation.load(Ordering::Acquire);
-        if generation == self.generation {
+        if generation == self.generation || self.track == Track::Pinned {
             return Ok(());
         }
-        let Some(plugin) = self.route.plugin.load_full() else {
+        let Some(plugin) = self.route.plugin_of(self.track) else {
             self.plugin = None;
             self.generation = generation;
             return Ok(());
         };
+        if self
+            .plugin()
+            .is_some_and(|current| current.sha256() == plugin.sha256())
+        {
+            // A change of the rollout, not of this version.
+            self.generation = generation;
+            return Ok(());
+        }
         let instance = self
             .route
             .instantiate_interruptible(&plugin, self.interrupt.clone())?;

@@ -85,6 +85,8 @@ pub struct RouterHandle {
     thread: Option<JoinHandle<()>>,
     refresher: Option<JoinHandle<()>>,
     watcher: Option<crate::reload::PluginWatcher>,
+    /// Applies the routes' rollout policies.
+    rollouts: Option<crate::rollout::Supervisor>,
     http: Option<crate::http::HttpServer>,
     routes: Vec<Arc<Route>>,
     metrics: Arc<Metrics>,
@@ -166,6 +168,11 @@ impl RouterHandle {
         self.shutdown();
         if let Some(refresher) = self.refresher.take() {
             let _ = refresher.join();
+        }
+        self.rollouts = None;
+        // Their shadow candidates' threads end with them.
+        for route in &self.routes {
+            route.stop_rollout();
         }
     }
 }
@@ -285,11 +292,33 @@ pub fn start(
         None => None,
     };
 
+    // Shadow candidates' differences are written outside any transaction.
+    let shadow_producer = if config
+        .routes
+        .iter()
+        .any(|r| r.rollout.as_ref().is_some_and(|r| r.shadow_topic.is_some()))
+    {
+        let mut shadow_config = kafka::producer_config(&config.kafka);
+        shadow_config.remove("transactional.id");
+        Some(Arc::new(
+            shadow_config
+                .create::<rdkafka::producer::BaseProducer>()
+                .map_err(kafka_error)?,
+        ))
+    } else {
+        None
+    };
+
     let mut routes = HashMap::new();
     for (route_config, plugin) in config.routes.iter().zip(plugins) {
+        let shadow_topic = route_config
+            .rollout
+            .as_ref()
+            .and_then(|r| r.shadow_topic.as_ref());
         let targets = [
             ("default_target", Some(&route_config.default_target)),
             ("dead_letter_topic", route_config.dead_letter_topic.as_ref()),
+            ("rollout.shadow_topic", shadow_topic),
         ];
         for (field, topic) in targets {
             if let Some(topic) = topic
@@ -305,6 +334,9 @@ pub fn start(
         let mut route = Route::new(route_config.clone(), plugin, topics.clone());
         if let Some(schemas) = &schemas {
             route = route.with_schemas(schemas.clone());
+        }
+        if let Some(producer) = &shadow_producer {
+            route = route.with_shadow_producer(producer.clone());
         }
         let route = Arc::new(route);
         // Check the plugin accepts its configuration before consuming.
@@ -330,6 +362,7 @@ pub fn start(
     }
     let watcher =
         crate::reload::watch(&unique, engine).map_err(|e| StartError::Watch(e.to_string()))?;
+    let rollouts = crate::rollout::supervise(&unique)?;
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(Status::new(config.statistics_interval()));
     let http = if config.http.enabled {
@@ -386,6 +419,7 @@ pub fn start(
         thread: None,
         refresher: Some(refresher),
         watcher: Some(watcher),
+        rollouts,
         http,
         routes: unique,
         metrics,

@@ -797,6 +797,16 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, 
     http_request(addr, "GET", path, None)
 }
 
+/// `GET path` on `addr` with `token` as a bearer token: status code and
+/// body.
+pub fn http_get_authorized(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+) -> anyhow::Result<(u16, String)> {
+    http_request(addr, "GET", path, Some(token))
+}
+
 /// `POST path` on `addr`, with `token` as a bearer token if given: status
 /// code and body.
 pub fn http_post(
@@ -854,4 +864,32 @@ fn dechunk(mut body: &str) -> anyhow::Result<String> {
         out.push_str(rest.get(..size).context("short chunk")?);
         body = rest.get(size + 2..).context("short chunk")?;
     }
+}
+
+/// The `versioned` fixture with `tag` (9 bytes) patched into its data: a
+/// distinct version of the same plugin, whose outputs carry the tag in a
+/// `plugin-tag` header.
+#[must_use]
+pub fn versioned_plugin(tag: &str) -> Vec<u8> {
+    assert_eq!(tag.len(), 9, "a tag is 9 bytes");
+    let mut wasm = std::fs::read(switchyard_plugin_fixtures::versioned())
+        .unwrap_or_else(|e| panic!("the versioned fixture: {e}"));
+    let marker = b"switchyard-tag:v00000000";
+    let at = wasm
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap_or_else(|| panic!("no tag marker in the versioned fixture"));
+    wasm[at + 15..at + 24].copy_from_slice(tag.as_bytes());
+    wasm
+}
+
+/// Writes `token` to `dir/control-token`, readable by its owner only (as a
+/// router's `http.control_token_file` must be), and gives its path.
+pub fn control_token_file(dir: &std::path::Path, token: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file = dir.join("control-token");
+    std::fs::write(&file, token).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    file
 }

@@ -26,15 +26,7 @@ const ROUNDS: usize = 10;
 
 /// The versioned fixture with `tag` (9 bytes) patched into its data.
 fn version(tag: &str) -> Vec<u8> {
-    assert_eq!(tag.len(), 9);
-    let mut wasm = std::fs::read(switchyard_plugin_fixtures::versioned()).unwrap();
-    let marker = b"switchyard-tag:v00000000";
-    let at = wasm
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .expect("tag marker");
-    wasm[at + 15..at + 24].copy_from_slice(tag.as_bytes());
-    wasm
+    switchyard_tests::versioned_plugin(tag)
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -415,12 +407,7 @@ fn a_plugin_file_that_hangs_or_is_not_a_file_delays_no_other_routes_swap() {
 fn an_operator_rolls_back_to_an_earlier_version_without_touching_the_file() {
     const TOKEN: &str = "rollback-test-token-0123456789";
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("control-token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    let token_file = switchyard_tests::control_token_file(dir.path(), TOKEN);
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     let plugin = plugins.join("rules.wasm");

@@ -22,7 +22,8 @@ use serde::Deserialize;
 pub use self::kafka::{Delivery, KafkaConfig, Property};
 use self::kafka::{FIXED_CONSUMER, GUARDED_PRODUCER};
 pub use self::route::{
-    FailurePolicy, LimitsConfig, OnFailure, RecordFormat, RetryConfig, RouteConfig, wildcard_match,
+    FailurePolicy, LimitsConfig, OnFailure, RecordFormat, RetryConfig, RolloutConfig, RolloutMode,
+    RouteConfig, wildcard_match,
 };
 use self::route::{MIN_OUTPUT_BYTES, default_max_output_bytes};
 
@@ -414,6 +415,11 @@ impl RouterConfig {
             {
                 *plugin = base.join(&*plugin);
             }
+            if let Some(rollout) = &mut route.rollout
+                && rollout.candidate.is_relative()
+            {
+                rollout.candidate = base.join(&rollout.candidate);
+            }
         }
         if let Some(file) = &mut config.http.control_token_file
             && file.is_relative()
@@ -634,6 +640,7 @@ impl RouterConfig {
                 ));
             }
             self.validate_failures(i, route)?;
+            self.validate_rollout(&at, route)?;
             if route.uses_schemas() && self.schemas.is_none() {
                 let field = if route.value_format == RecordFormat::SchemaRegistry {
                     "value_format"

@@ -53,6 +53,8 @@ pub struct RouteConfig {
     /// route writes with the schemas the registry already has.
     #[serde(default)]
     pub register_schemas: bool,
+    /// A candidate version rolled out beside the live one.
+    pub rollout: Option<RolloutConfig>,
 }
 
 /// The `value_format` and `key_format` fields.
@@ -103,6 +105,100 @@ pub enum FailurePolicy {
     Skip,
     /// Hold the partition at the record.
     Stop,
+}
+
+/// A route's `[routes.rollout]` table: a candidate plugin version tried
+/// beside the live one (in its shadow, or on a share of the partitions)
+/// before it routes everything.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// The candidate's `.wasm` file, relative to the config file. Watched
+    /// like the plugin: a new file starts a new rollout, and removing it
+    /// ends the one running.
+    pub candidate: PathBuf,
+    /// How the candidate is tried.
+    #[serde(default)]
+    pub mode: RolloutMode,
+    /// Canary: how many of each source topic's partitions (the lowest
+    /// numbered) the candidate routes at first.
+    #[serde(default = "default_canary_partitions")]
+    pub canary_partitions: u32,
+    /// Canary: partitions added to the candidate's share at each step of
+    /// the policy (0: only an operator widens it).
+    #[serde(default)]
+    pub step_partitions: u32,
+    /// Canary: seconds between two steps, each taken only if the
+    /// candidate is healthy.
+    #[serde(default = "default_step_seconds")]
+    pub step_seconds: u64,
+    /// Shadow: where the records whose decisions differ are written (a
+    /// JSON description of both decisions), a bounded sample of them.
+    pub shadow_topic: Option<String>,
+    /// Promote once the candidate has taken this many records (and
+    /// `promote_after_seconds` have passed, if set) while healthy. Neither
+    /// set: only an operator promotes.
+    pub promote_after_records: Option<u64>,
+    /// Promote once the rollout has run this long (and taken
+    /// `promote_after_records`, if set) while healthy.
+    pub promote_after_seconds: Option<u64>,
+    /// Healthy: the candidate's failure rate (records failed for good:
+    /// traps, time-outs, rejects, invalid outputs) is at most the live
+    /// version's plus this. Past it, the candidate is rolled back.
+    #[serde(default = "default_max_failure_rate_increase")]
+    pub max_failure_rate_increase: f64,
+    /// Shadow: promotion also needs the share of records whose decisions
+    /// differ from the live version's to be at most this.
+    #[serde(default)]
+    pub max_difference_rate: f64,
+    /// Records the candidate takes before its failure rate is judged.
+    #[serde(default = "default_min_records")]
+    pub min_records: u64,
+    /// Whether an unhealthy candidate is rolled back without an operator.
+    #[serde(default = "default_true")]
+    pub auto_rollback: bool,
+}
+
+/// The `rollout.mode` field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutMode {
+    /// The candidate routes a share of the partitions (whole partitions:
+    /// their order holds), the live version the rest.
+    #[default]
+    Canary,
+    /// The candidate sees the records the live version routes, in its own
+    /// instances; its decisions are compared with the live version's and
+    /// nothing of it is produced (but to `shadow_topic`).
+    Shadow,
+}
+
+const fn default_canary_partitions() -> u32 {
+    1
+}
+
+const fn default_step_seconds() -> u64 {
+    60
+}
+
+const fn default_max_failure_rate_increase() -> f64 {
+    0.01
+}
+
+const fn default_min_records() -> u64 {
+    100
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+impl RolloutConfig {
+    /// Whether a policy promotes the candidate.
+    #[must_use]
+    pub fn promotes(&self) -> bool {
+        self.promote_after_records.is_some() || self.promote_after_seconds.is_some()
+    }
 }
 
 /// A route's `[routes.retry]` table: exponential backoff with jitter.
@@ -471,6 +567,102 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
         }
     }
     rest.len() >= last.len() && rest.ends_with(last)
+}
+
+impl RouterConfig {
+    /// `[routes.rollout]`: a candidate beside a live plugin, with rates
+    /// that are rates.
+    pub(super) fn validate_rollout(
+        &self,
+        at: &str,
+        route: &RouteConfig,
+    ) -> Result<(), ConfigError> {
+        let Some(rollout) = &route.rollout else {
+            return Ok(());
+        };
+        let field = |name: &str| format!("{at}.rollout.{name}");
+        match &route.plugin {
+            None => {
+                return Err(self.invalid(
+                    field("candidate"),
+                    "the route has no plugin to roll a candidate out beside: set plugin",
+                ));
+            }
+            Some(plugin) if *plugin == rollout.candidate => {
+                return Err(self.invalid(
+                    field("candidate"),
+                    format!(
+                        "'{}' is the route's plugin file: the candidate is another file",
+                        plugin.display()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        if rollout.canary_partitions == 0 {
+            return Err(self.invalid(field("canary_partitions"), "must be at least 1"));
+        }
+        if rollout.step_seconds == 0 {
+            return Err(self.invalid(field("step_seconds"), "must be at least 1"));
+        }
+        if rollout.min_records == 0 {
+            return Err(self.invalid(field("min_records"), "must be at least 1"));
+        }
+        for (name, rate) in [
+            (
+                "max_failure_rate_increase",
+                rollout.max_failure_rate_increase,
+            ),
+            ("max_difference_rate", rollout.max_difference_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(self.invalid(field(name), "must be from 0 to 1 (a share of records)"));
+            }
+        }
+        if rollout.mode == RolloutMode::Canary {
+            for (name, set) in [
+                ("shadow_topic", rollout.shadow_topic.is_some()),
+                ("max_difference_rate", rollout.max_difference_rate > 0.0),
+            ] {
+                if set {
+                    return Err(self.invalid(
+                        field(name),
+                        "applies to mode = \"shadow\" only: a canary's outputs are produced, not compared",
+                    ));
+                }
+            }
+        }
+        if rollout.mode == RolloutMode::Shadow && rollout.step_partitions > 0 {
+            return Err(self.invalid(
+                field("step_partitions"),
+                "applies to mode = \"canary\" only: a shadow candidate sees every partition",
+            ));
+        }
+        if let Some(topic) = &rollout.shadow_topic {
+            if topic.trim().is_empty() {
+                return Err(self.invalid(field("shadow_topic"), "must not be empty"));
+            }
+            for other in &self.routes {
+                let why = if other.source_topics.contains(topic) {
+                    "a source"
+                } else if other.dead_letter_topic.as_ref() == Some(topic) {
+                    "the dead-letter topic"
+                } else if other.allows(topic) {
+                    "an allowed target"
+                } else {
+                    continue;
+                };
+                return Err(self.invalid(
+                    field("shadow_topic"),
+                    format!(
+                        "'{topic}' is {why} of route '{}': the shadow topic holds only the router's comparisons",
+                        other.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

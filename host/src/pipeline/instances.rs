@@ -12,7 +12,7 @@ use super::meters::Meters;
 use super::routing::CallSize;
 use crate::metrics::Metrics;
 use crate::plugin::{Interrupt, PluginError};
-use crate::route::{Route, RouteInstance};
+use crate::route::{Route, RouteInstance, Track};
 
 /// A plugin that cannot start is tried again after this, doubling up to
 /// [`START_RETRY_MAX`].
@@ -31,6 +31,8 @@ pub(super) struct Slot {
 /// What a worker keeps of a route besides its instance.
 pub(super) struct SlotState {
     pub(super) route: Arc<Route>,
+    /// The version it follows: the live one, or a canary candidate.
+    pub(super) track: Track,
     /// How many records a call takes.
     pub(super) size: CallSize,
     /// Why the plugin could not start here, until it does.
@@ -59,6 +61,7 @@ impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
             .field("route", &self.state.route.name())
+            .field("track", &self.state.track)
             .field("started", &self.started.is_some())
             .field("lanes", &self.lanes)
             .finish_non_exhaustive()
@@ -67,10 +70,11 @@ impl std::fmt::Debug for Slot {
 
 impl Slot {
     /// `route`, with no instance yet.
-    pub(super) fn new(route: Arc<Route>) -> Self {
+    pub(super) fn new(route: Arc<Route>, track: Track) -> Self {
         Self {
             state: SlotState {
                 route,
+                track,
                 size: CallSize::FULL,
                 failed: None,
             },
@@ -85,7 +89,10 @@ impl Slot {
         interrupt: Interrupt,
         metrics: &Metrics,
     ) -> Result<(), PluginError> {
-        let instance = self.state.route.interruptible_instance(Some(interrupt))?;
+        let instance = self
+            .state
+            .route
+            .interruptible_instance(Some(interrupt), self.state.track)?;
         self.started = Some(Started {
             meters: Meters::new(&self.state.route, metrics, &instance),
             instance,

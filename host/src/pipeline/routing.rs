@@ -27,7 +27,8 @@ use crate::config::FailurePolicy;
 use crate::kafka::refuses_the_record;
 use crate::plugin::{FailureKind, RouteFailure};
 use crate::record::SourceRecord;
-use crate::route::{RouteInstance, RoutedOutputs};
+use crate::rollout::shadow::{LiveAnswer, ShadowBatch};
+use crate::route::{RouteInstance, RoutedOutputs, Track};
 use crate::schema::check::Check;
 use crate::schema::store::Lookup;
 
@@ -74,6 +75,9 @@ pub(super) struct Routing<'w> {
     pub(super) sender: &'w mut Sender,
     /// Sends refused outputs again alone (made when first needed).
     pub(super) alone: &'w mut Option<Sender>,
+    /// The records routed this turn and what was decided, for a shadow
+    /// candidate (while one is tried).
+    pub(super) shadowed: Option<ShadowBatch>,
 }
 
 impl Routing<'_> {
@@ -102,10 +106,35 @@ impl Routing<'_> {
         if backlog.is_empty() {
             return Ok(());
         }
+        let rollout = match self.slot.track {
+            Track::Live => self.slot.route.rollout().filter(|r| r.shadow.is_some()),
+            Track::Candidate | Track::Pinned => None,
+        };
+        if rollout.is_some() {
+            self.shadowed = Some(ShadowBatch::default());
+        }
         let mut settled = 0;
         let result = self.route_front(backlog.make_contiguous(), &mut settled);
         backlog.drain(..settled);
+        if let (Some(rollout), Some(batch)) = (rollout, self.shadowed.take())
+            && !batch.records.is_empty()
+            && let Some(shadow) = &rollout.shadow
+        {
+            shadow.offer(batch);
+        }
         result
+    }
+
+    /// The live version decided `answer` for `record`: a shadow candidate
+    /// is asked too.
+    fn observe(&mut self, record: &Arc<SourceRecord>, answer: &Answer) {
+        if let Some(batch) = &mut self.shadowed {
+            let live = match answer {
+                Ok(routed) => LiveAnswer::Routed(routed.clone()),
+                Err(failure) => LiveAnswer::Failed(failure.kind),
+            };
+            batch.push(record, live);
+        }
     }
 
     /// Routes the first records of `records` with one plugin call (or
@@ -193,6 +222,7 @@ impl Routing<'_> {
             // Routed but not produced: consumed again by whoever owns the
             // partition next.
             self.lane.stop.check()?;
+            self.observe(record, &answer);
             match answer {
                 Ok(routed) => {
                     self.started
@@ -464,6 +494,9 @@ impl Routing<'_> {
                     let result = self.call(|instance| instance.route(record))?;
                     if timed {
                         self.started.meters.called(started.elapsed(), 1);
+                    }
+                    if attempts == 1 {
+                        self.observe(record, &result);
                     }
                     result
                 }

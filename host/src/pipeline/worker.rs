@@ -34,7 +34,7 @@ use super::partition::{Control, Lane, Resume, Yield};
 use super::pool::{Command, Shared, WorkerHandle, lock};
 use super::routing::Routing;
 use crate::kafka::FetchedMessage;
-use crate::route::RoutedOutputs;
+use crate::route::{Route, RoutedOutputs, Track};
 
 /// Records a worker takes from its queue at once, at most: what librdkafka
 /// has at hand, without waiting once the first is there.
@@ -72,6 +72,15 @@ pub(super) struct Worker {
     alone: Option<Sender>,
     /// What the delivery thread handed back, to free.
     retired: Vec<RoutedOutputs>,
+}
+
+/// The version that routes `lane` now.
+fn track_of(lane: &Lane) -> Track {
+    if lane.route.candidate_routes(lane.partition) {
+        Track::Candidate
+    } else {
+        Track::Live
+    }
 }
 
 /// Marks its worker gone when dropped.
@@ -147,19 +156,8 @@ impl Worker {
     }
 
     fn add(&mut self, mut lane: Lane) {
-        let slot = match self
-            .slots
-            .iter()
-            .position(|s| Arc::ptr_eq(&s.state.route, &lane.route))
-        {
-            Some(slot) => slot,
-            None => {
-                self.slots.push(Slot::new(lane.route.clone()));
-                self.slots.len() - 1
-            }
-        };
-        lane.slot = slot;
-        self.slots[slot].lanes += 1;
+        lane.slot = self.slot_of(&lane.route, track_of(&lane));
+        self.slots[lane.slot].lanes += 1;
         let control = lane.control.clone();
         self.lanes.push(lane);
         // Started now, so that a plugin that cannot start says so before
@@ -167,6 +165,48 @@ impl Worker {
         let index = self.lanes.len() - 1;
         if let Some(_turn) = control.enter() {
             self.ensure_started(index, Instant::now());
+        }
+    }
+
+    /// The index of the worker's slot of `route` on `track`, made if it
+    /// has none.
+    fn slot_of(&mut self, route: &Arc<Route>, track: Track) -> usize {
+        match self
+            .slots
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.state.route, route) && s.state.track == track)
+        {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot::new(route.clone(), track));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    /// Moves lane `index` to the slot of the version that routes it now
+    /// (a canary's partitions are the candidate's while it is tried), at
+    /// the start of its turn: nothing of it is in a call.
+    fn follow_track(&mut self, index: usize) {
+        let track = track_of(&self.lanes[index]);
+        let from = self.lanes[index].slot;
+        if self.slots[from].state.track == track {
+            return;
+        }
+        let route = self.lanes[index].route.clone();
+        let to = self.slot_of(&route, track);
+        self.release_slot(from);
+        self.lanes[index].slot = to;
+        self.slots[to].lanes += 1;
+    }
+
+    /// A lane left slot `index`: its instance goes with its last lane.
+    fn release_slot(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.lanes -= 1;
+        if slot.lanes == 0 {
+            slot.started = None;
+            slot.state.failed = None;
         }
     }
 
@@ -179,12 +219,7 @@ impl Worker {
             let lane = self.lanes.swap_remove(index);
             self.by_topic.clear();
             self.last_lane = None;
-            let slot = &mut self.slots[lane.slot];
-            slot.lanes -= 1;
-            if slot.lanes == 0 {
-                slot.started = None;
-                slot.state.failed = None;
-            }
+            self.release_slot(lane.slot);
             self.handle.load.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -340,6 +375,7 @@ impl Worker {
             // Told to stop: let go of at the next command.
             return;
         };
+        self.follow_track(index);
         if !self.ensure_started(index, now) {
             return;
         }
@@ -387,6 +423,7 @@ impl Worker {
             slot: &mut slot.state,
             sender,
             alone,
+            shadowed: None,
         };
         Some(step(&mut routing, retired))
     }

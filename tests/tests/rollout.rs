@@ -1,0 +1,524 @@
+//! Safe rollout on the real broker: a shadow candidate compared and not
+//! produced, a trapping canary rolled back by the policy, a clean canary
+//! widened and promoted by it, and the operator's controls.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::expect_used,
+    reason = "test code"
+)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard::pipeline::LogFailures;
+use switchyard::plugin::PluginEngine;
+use switchyard::router::{self, RouterHandle};
+use switchyard_tests::{
+    TestRecord, consume, create_topics, http_get_authorized, http_post, produce, random_topic,
+    wait_until,
+};
+
+const TOKEN: &str = "rollout-test-token-0123456789";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A folder with the control token in an owner-only file.
+fn folder() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let token = switchyard_tests::control_token_file(dir.path(), TOKEN);
+    (dir, token)
+}
+
+fn versioned(tag: &str) -> Vec<u8> {
+    switchyard_tests::versioned_plugin(tag)
+}
+
+fn start(group: &str, route: &str, token: &Path) -> RouterHandle {
+    let config = switchyard_tests::router_config(
+        group,
+        &format!(
+            "{route}\n[http]\nlisten = \"127.0.0.1:0\"\ncontrol_token_file = \"{}\"\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    let engine = PluginEngine::new().unwrap();
+    router::start(&config, &engine, Arc::new(LogFailures::default())).unwrap()
+}
+
+/// `/routes`' entry of the router's only route.
+fn route_json(router: &RouterHandle) -> Value {
+    let (code, body) = switchyard_tests::http_get(router.http_addr().unwrap(), "/routes").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let mut all: Value = serde_json::from_str(&body).unwrap();
+    all["routes"][0].take()
+}
+
+/// The actions of the rollout decisions so far, with who took them.
+fn decisions(router: &RouterHandle) -> Vec<(String, String)> {
+    router.routes()[0]
+        .rollouts
+        .decisions()
+        .into_iter()
+        .map(|d| (d.action.to_owned(), d.by.to_owned()))
+        .collect()
+}
+
+fn fnv1a_32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |hash, b| {
+        (hash ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[test]
+fn a_shadow_candidate_that_moves_one_tenant_shows_exactly_that_tenant_and_produces_nothing() {
+    let (dir, token) = folder();
+    let candidate = dir.path().join("candidate.wasm");
+    std::fs::copy(switchyard_plugin_fixtures::tenant_moved(), &candidate).unwrap();
+    let (src, dst, shadow) = (
+        random_topic("shadow-in"),
+        random_topic("shadow-out"),
+        random_topic("shadow-diff"),
+    );
+    create_topics(&[(&src, 3), (&dst, 6), (&shadow, 1)]).unwrap();
+    let router = start(
+        &random_topic("group"),
+        &format!(
+            r#"[[routes]]
+name = "r"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+on_failure = "skip"
+[routes.rollout]
+candidate = "{}"
+mode = "shadow"
+shadow_topic = "{shadow}"
+"#,
+            switchyard_plugin_fixtures::tenant_partitioner().display(),
+            candidate.display()
+        ),
+        &token,
+    );
+    let tenants = ["acme", "globex", "initech", "moved", "umbrella"];
+    let records: Vec<TestRecord> = (0..300)
+        .map(|i| {
+            let tenant = tenants[i % tenants.len()];
+            TestRecord::new(&format!("k{i}"), &format!("record {i}")).header("tenant-id", tenant)
+        })
+        .collect();
+    produce(&src, &records).unwrap();
+
+    // Every record routed once, by the live version: each tenant on its
+    // partition, "moved" included.
+    let out = consume(&dst, records.len(), WAIT).unwrap();
+    assert_eq!(out.len(), records.len(), "the candidate produced nothing");
+    for record in &out {
+        let tenant = record.header_str("tenant-id").unwrap();
+        assert_eq!(
+            record.partition,
+            Some((fnv1a_32(tenant.as_bytes()) % 6) as i32),
+            "{tenant} routed by the live version"
+        );
+    }
+
+    // The candidate saw them all and differs for "moved" alone.
+    let route = router.routes()[0].clone();
+    let counts = || {
+        route
+            .rollout()
+            .and_then(|r| r.shadow_counts())
+            .expect("a shadow candidate")
+    };
+    wait_until(WAIT, || counts().compared == 300).unwrap();
+    let counts = counts();
+    assert_eq!((counts.agreed, counts.differed), (240, 60), "{counts:?}");
+    assert_eq!(counts.differences, BTreeMap::from([("partition", 60)]));
+    assert_eq!((counts.candidate_failed, counts.live_failed), (0, 0));
+    let shown = route_json(&router);
+    assert_eq!(shown["rollout"]["candidate"]["mode"], "shadow", "{shown}");
+    assert_eq!(shown["rollout"]["candidate"]["shadow"]["differed"], 60);
+
+    // The samples: on the endpoint (the latest 20) and in the shadow topic.
+    let addr = router.http_addr().unwrap();
+    assert_eq!(
+        switchyard_tests::http_get(addr, "/routes/r/shadow")
+            .unwrap()
+            .0,
+        401,
+        "record data needs the token"
+    );
+    let (code, body) = http_get_authorized(addr, "/routes/r/shadow", TOKEN).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let samples: Value = serde_json::from_str(&body).unwrap();
+    let samples = samples["samples"].as_array().unwrap().clone();
+    assert_eq!(samples.len(), 20);
+    let written = consume(&shadow, 60, WAIT).unwrap();
+    assert_eq!(written.len(), 60);
+    let written: Vec<Value> = written
+        .iter()
+        .map(|r| serde_json::from_slice(r.value.as_deref().unwrap()).unwrap())
+        .chain(samples)
+        .collect();
+    let moved = (fnv1a_32(b"moved") % 6) as i64;
+    for sample in &written {
+        assert_eq!(
+            sample["differs"],
+            serde_json::json!(["partition"]),
+            "{sample}"
+        );
+        let (live, candidate) = (
+            &sample["live"]["outputs"][0],
+            &sample["candidate"]["outputs"][0],
+        );
+        assert_eq!(live["headers"][0]["value"], "moved", "{sample}");
+        assert_eq!(live["partition"], moved, "{sample}");
+        assert_eq!(candidate["partition"], (moved + 1) % 6, "{sample}");
+        assert_eq!(live["value"], candidate["value"], "{sample}");
+    }
+
+    // Promoted by the operator: the candidate routes from then on.
+    let (code, body) = http_post(addr, "/routes/r/promote", Some(TOKEN)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(route.rollout().is_none());
+    assert_eq!(
+        http_get_authorized(addr, "/routes/r/shadow", TOKEN)
+            .unwrap()
+            .0,
+        409
+    );
+    produce(
+        &src,
+        &[TestRecord::new("k", "after").header("tenant-id", "moved")],
+    )
+    .unwrap();
+    let out = consume(&dst, records.len() + 1, WAIT).unwrap();
+    let last = out.iter().find(|r| r.value_str() == "after").unwrap();
+    assert_eq!(last.partition, Some(((moved + 1) % 6) as i32));
+    assert_eq!(
+        decisions(&router),
+        [
+            ("started".to_owned(), "file".to_owned()),
+            ("promoted".to_owned(), "operator".to_owned())
+        ]
+    );
+    router.shutdown();
+    router.join();
+}
+
+#[test]
+fn a_canary_that_starts_trapping_is_rolled_back_and_every_record_lands_once_in_order() {
+    let (dir, token) = folder();
+    let live = dir.path().join("live.wasm");
+    std::fs::write(&live, versioned("v00000001")).unwrap();
+    let candidate = dir.path().join("candidate.wasm");
+    std::fs::copy(switchyard_plugin_fixtures::misbehave(), &candidate).unwrap();
+    let (src, dst, dlq) = (
+        random_topic("canary-in"),
+        random_topic("canary-out"),
+        random_topic("canary-dlq"),
+    );
+    create_topics(&[(&src, 6), (&dst, 6), (&dlq, 1)]).unwrap();
+    let router = start(
+        &random_topic("group"),
+        &format!(
+            r#"[[routes]]
+name = "r"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+dead_letter_topic = "{dlq}"
+[routes.rollout]
+candidate = "{}"
+canary_partitions = 2
+min_records = 20
+max_failure_rate_increase = 0.05
+"#,
+            live.display(),
+            candidate.display()
+        ),
+        &token,
+    );
+    let route = router.routes()[0].clone();
+    let candidate_version = route.rollout().unwrap().candidate.version().to_owned();
+    // Each record says its partition and place; each partition's records
+    // share a key, so they stay together (and in order) in the target.
+    let batch = |from: usize, to: usize, value: &str| -> Vec<TestRecord> {
+        (0..6)
+            .flat_map(|p| {
+                (from..to).map(move |seq| {
+                    TestRecord::new(&format!("p{p}"), value)
+                        .header("case", value)
+                        .header("seq", &format!("{p}:{seq}"))
+                        .on_partition(p)
+                })
+            })
+            .collect()
+    };
+    // Clean first: the canary routes partitions 0 and 1.
+    produce(&src, &batch(0, 30, "ok")).unwrap();
+    wait_until(WAIT, || route.stats.snapshot().routed == 180).unwrap();
+    let figures = route.rollout().unwrap().figures(&route);
+    assert_eq!((figures.candidate_records, figures.live_records), (60, 120));
+    // Then it traps on every record: rolled back by the policy.
+    produce(&src, &batch(30, 60, "trap")).unwrap();
+    wait_until(WAIT, || route.rollout().is_none()).unwrap();
+    assert_eq!(
+        decisions(&router),
+        [
+            ("started".to_owned(), "file".to_owned()),
+            ("rolled-back".to_owned(), "policy".to_owned())
+        ]
+    );
+    assert!(route.rollouts.is_rejected(&sha256_of(&candidate)));
+    // The live version routes everything after it.
+    produce(&src, &batch(60, 70, "trap")).unwrap();
+
+    let total = 6 * 70;
+    wait_until(WAIT, || route.stats.snapshot().consumed == total as u64).unwrap();
+    let dead_lettered = route.stats.snapshot().dead_lettered as usize;
+    let out = consume(&dst, total - dead_lettered, WAIT).unwrap();
+    let dead = consume(&dlq, dead_lettered, WAIT).unwrap();
+    assert_eq!(out.len() + dead.len(), total, "every record once");
+    assert!(!dead.is_empty(), "the canary's traps were dead-lettered");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for record in out.iter().chain(&dead) {
+        *seen
+            .entry(record.header_str("seq").unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), total, "no record lost");
+    assert!(seen.values().all(|&n| n == 1), "no record twice");
+    for record in &dead {
+        let seq = record.header_str("seq").unwrap();
+        let (p, n) = seq.split_once(':').unwrap();
+        let n: usize = n.parse().unwrap();
+        assert!(p == "0" || p == "1", "only the canary's partitions: {seq}");
+        assert!((30..60).contains(&n), "only while it was tried: {seq}");
+        assert_eq!(record.header_str("dlq-error-kind"), Some("trap"));
+        assert_eq!(
+            record.header_str("dlq-plugin-version"),
+            Some(candidate_version.as_str())
+        );
+    }
+    // Each partition's records in order in the target.
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for record in &out {
+        let seq = record.header_str("seq").unwrap();
+        let (p, n) = seq.split_once(':').unwrap();
+        let n: usize = n.parse().unwrap();
+        if let Some(before) = last.insert(p.to_owned(), n) {
+            assert!(before < n, "partition {p}: {before} then {n}");
+        }
+        // After the rollback only the live version (which tags) routes.
+        if n >= 60 {
+            assert_eq!(record.header_str("plugin-tag"), Some("v00000001"));
+        }
+    }
+    router.shutdown();
+    router.join();
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(std::fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_clean_canary_is_widened_then_promoted_by_the_policy() {
+    let (dir, token) = folder();
+    let live = dir.path().join("live.wasm");
+    std::fs::write(&live, versioned("v00000001")).unwrap();
+    let candidate = dir.path().join("candidate.wasm");
+    std::fs::write(&candidate, versioned("v00000002")).unwrap();
+    let (src, dst) = (random_topic("promote-in"), random_topic("promote-out"));
+    create_topics(&[(&src, 3), (&dst, 3)]).unwrap();
+    // Records wait before the router starts: the candidate is judged
+    // from its first second.
+    let records: Vec<TestRecord> = (0..3)
+        .flat_map(|p| {
+            (0..40).map(move |i| {
+                TestRecord::new(&format!("p{p}"), &format!("{p}:{i}")).on_partition(p)
+            })
+        })
+        .collect();
+    produce(&src, &records).unwrap();
+    let router = start(
+        &random_topic("group"),
+        &format!(
+            r#"[[routes]]
+name = "r"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+on_failure = "skip"
+[routes.rollout]
+candidate = "{}"
+canary_partitions = 1
+step_partitions = 1
+step_seconds = 1
+promote_after_records = 30
+promote_after_seconds = 4
+min_records = 20
+"#,
+            live.display(),
+            candidate.display()
+        ),
+        &token,
+    );
+    let route = router.routes()[0].clone();
+    let out = consume(&dst, records.len(), WAIT).unwrap();
+    // Partition 0 was the canary's from the start.
+    for record in &out {
+        let tag = record.header_str("plugin-tag").unwrap();
+        if record.value_str().starts_with("0:") {
+            assert_eq!(tag, "v00000002", "{record:?}");
+        }
+    }
+    wait_until(WAIT, || route.rollout().is_none()).unwrap();
+    let taken = decisions(&router);
+    assert_eq!(taken.first().unwrap().0, "started");
+    assert!(
+        taken.contains(&("widened".to_owned(), "policy".to_owned())),
+        "{taken:?}"
+    );
+    assert_eq!(
+        taken.last().unwrap(),
+        &("promoted".to_owned(), "policy".to_owned())
+    );
+    assert_eq!(
+        route.plugin().unwrap().sha256(),
+        sha256_of(&candidate),
+        "the candidate is the route's version"
+    );
+    let promoted = route.rollouts.decisions().last().unwrap().clone();
+    assert!(promoted.figures.candidate_records >= 30, "{promoted:?}");
+    assert!(promoted.figures.seconds >= 4, "{promoted:?}");
+    assert_eq!(promoted.figures.candidate_failures, 0);
+    // Every partition routes with it now; the old version can come back.
+    let after: Vec<TestRecord> = (0..3)
+        .map(|p| TestRecord::new(&format!("p{p}"), "after").on_partition(p))
+        .collect();
+    produce(&src, &after).unwrap();
+    let out = consume(&dst, records.len() + 3, WAIT).unwrap();
+    for record in out.iter().filter(|r| r.value_str() == "after") {
+        assert_eq!(record.header_str("plugin-tag"), Some("v00000002"));
+    }
+    assert_eq!(route.earlier_versions().len(), 1);
+    let shown = route_json(&router);
+    assert_eq!(shown["rollout"]["candidate"], Value::Null, "{shown}");
+    assert_eq!(
+        shown["rollout"]["decisions"].as_array().unwrap().len(),
+        taken.len()
+    );
+    router.shutdown();
+    router.join();
+}
+
+#[test]
+fn an_operator_widens_and_rolls_back_a_canary_and_a_rolled_back_candidate_waits_for_a_new_file() {
+    let (dir, token) = folder();
+    let live = dir.path().join("live.wasm");
+    std::fs::write(&live, versioned("v00000001")).unwrap();
+    let candidate = dir.path().join("candidate.wasm");
+    std::fs::write(&candidate, versioned("v00000002")).unwrap();
+    let (src, dst) = (random_topic("ctl-in"), random_topic("ctl-out"));
+    create_topics(&[(&src, 4), (&dst, 4)]).unwrap();
+    let router = start(
+        &random_topic("group"),
+        &format!(
+            r#"[[routes]]
+name = "r"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+on_failure = "skip"
+[routes.rollout]
+candidate = "{}"
+"#,
+            live.display(),
+            candidate.display()
+        ),
+        &token,
+    );
+    let addr = router.http_addr().unwrap();
+    let post = |path: &str| http_post(addr, path, Some(TOKEN)).unwrap();
+    let route = router.routes()[0].clone();
+    assert_eq!(route.rollout().unwrap().canary_partitions(), Some(1));
+    assert_eq!(post("/routes/r/canary/x").0, 400);
+    assert_eq!(post("/routes/r/canary/0").0, 409);
+    let (code, body) = post("/routes/r/canary/3");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(route.rollout().unwrap().canary_partitions(), Some(3));
+    // Partitions 0-2 are the candidate's, 3 the live version's.
+    let records: Vec<TestRecord> = (0..4)
+        .map(|p| {
+            TestRecord::new("k", "first")
+                .header("from", &p.to_string())
+                .on_partition(p)
+        })
+        .collect();
+    produce(&src, &records).unwrap();
+    let out = consume(&dst, 4, WAIT).unwrap();
+    let mut by_source: Vec<(String, String)> = out
+        .iter()
+        .map(|r| {
+            (
+                r.header_str("from").unwrap().to_owned(),
+                r.header_str("plugin-tag").unwrap().to_owned(),
+            )
+        })
+        .collect();
+    by_source.sort();
+    assert_eq!(
+        by_source,
+        [
+            ("0".to_owned(), "v00000002".to_owned()),
+            ("1".to_owned(), "v00000002".to_owned()),
+            ("2".to_owned(), "v00000002".to_owned()),
+            ("3".to_owned(), "v00000001".to_owned()),
+        ]
+    );
+    // Rolled back: the live version takes every partition again, and the
+    // candidate's file (unchanged) starts nothing.
+    let (code, body) = post("/routes/r/rollback");
+    assert_eq!(code, 200, "{body}");
+    assert!(route.rollout().is_none());
+    let records: Vec<TestRecord> = (0..4)
+        .map(|p| {
+            TestRecord::new("k", "second")
+                .header("from", &p.to_string())
+                .on_partition(p)
+        })
+        .collect();
+    produce(&src, &records).unwrap();
+    let out = consume(&dst, 8, WAIT).unwrap();
+    for record in out.iter().filter(|r| r.value_str() == "second") {
+        assert_eq!(record.header_str("plugin-tag"), Some("v00000001"));
+    }
+    // A new candidate file starts a new rollout.
+    let next = dir.path().join(".next");
+    std::fs::write(&next, versioned("v00000003")).unwrap();
+    std::fs::rename(&next, &candidate).unwrap();
+    wait_until(WAIT, || route.rollout().is_some()).unwrap();
+    assert_eq!(
+        route.rollout().unwrap().candidate.sha256(),
+        sha256_of(&candidate)
+    );
+    // Its file removed: the rollout is withdrawn.
+    std::fs::remove_file(&candidate).unwrap();
+    wait_until(WAIT, || route.rollout().is_none()).unwrap();
+    let actions: Vec<String> = decisions(&router).into_iter().map(|d| d.0).collect();
+    assert_eq!(
+        actions,
+        ["started", "widened", "rolled-back", "started", "withdrawn"]
+    );
+    router.shutdown();
+    router.join();
+}
