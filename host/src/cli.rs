@@ -87,6 +87,39 @@ enum CtlAction {
         /// The route's name.
         route: String,
     },
+    /// Route a route's records again, from an offset or a time up to where
+    /// its partitions end now, into one topic, while the route goes on (a
+    /// consumer of its own: the group's offsets are not touched). Prints
+    /// the replay's number; `ctl replays` shows how far it got.
+    Replay {
+        /// The route's name.
+        route: String,
+        /// The topic every output goes to (no route may read it).
+        #[arg(long, value_name = "TOPIC")]
+        to: String,
+        /// Start at this offset of each partition.
+        #[arg(
+            long,
+            value_name = "OFFSET",
+            conflicts_with = "from_timestamp_ms",
+            required_unless_present = "from_timestamp_ms"
+        )]
+        from_offset: Option<i64>,
+        /// Start at the first record at or after this time (milliseconds
+        /// since the Unix epoch: `date -d '1 day ago' +%s%3N`).
+        #[arg(long, value_name = "MS")]
+        from_timestamp_ms: Option<i64>,
+        /// Only this partition of the route's source topics.
+        #[arg(long)]
+        partition: Option<i32>,
+    },
+    /// Show the replays started and how far they got.
+    Replays,
+    /// Stop a running replay.
+    CancelReplay {
+        /// The replay's number.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -369,9 +402,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     format!("/routes/{route}/canary/{partitions}")
                 }
                 CtlAction::Shadow { route } => format!("/routes/{route}/shadow"),
+                CtlAction::Replay {
+                    route,
+                    to,
+                    from_offset,
+                    from_timestamp_ms,
+                    partition,
+                } => {
+                    let from = match (from_offset, from_timestamp_ms) {
+                        (Some(offset), _) => format!("from_offset={offset}"),
+                        (None, Some(ms)) => format!("from_timestamp_ms={ms}"),
+                        (None, None) => bail!("give --from-offset or --from-timestamp-ms"),
+                    };
+                    let only = partition.map_or_else(String::new, |p| format!("&partition={p}"));
+                    format!("/routes/{route}/replay?to={to}&{from}{only}")
+                }
+                CtlAction::Replays => "/replays".to_owned(),
+                CtlAction::CancelReplay { id } => format!("/replays/{id}/cancel"),
             };
             let method = match action {
-                CtlAction::Shadow { .. } => "GET",
+                CtlAction::Shadow { .. } | CtlAction::Replays => "GET",
                 _ => "POST",
             };
             let (ok, body) = request(&addr, method, &path, Some(&token))?;

@@ -6,6 +6,7 @@
 //!   partitions assigned, plugins loaded, nothing held), else 503; the JSON
 //!   body lists what is missing.
 //! - `GET /metrics`: Prometheus metrics, OpenMetrics text format.
+//! - `GET /replays`: the replays started, with their progress.
 //! - `GET /routes`: every route with its sources, targets and the plugin
 //!   version routing now (content hash, file, size, when it was loaded),
 //!   what happens to failed records, what the route did so far, partitions
@@ -14,7 +15,10 @@
 //!   `/rollback/{version}`, `/promote` and `/canary/{partitions}`: the
 //!   control endpoints, which change what the router does; and `GET
 //!   /routes/{name}/shadow`, the records a shadow candidate decided
-//!   differently (record data: as guarded). Off unless
+//!   differently (record data: as guarded); `POST
+//!   /routes/{name}/replay?to=TOPIC&from_offset=N` (or
+//!   `from_timestamp_ms=MS`, maybe `&partition=P`) and `POST
+//!   /replays/{id}/cancel`. Off unless
 //!   `http.control_token_env` (or `_file`) names a token (403), and then
 //!   only with `Authorization: Bearer <token>` (401).
 
@@ -24,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -57,6 +61,8 @@ pub struct Shown {
     pub producer: Option<Arc<dyn InFlight>>,
     /// The token the control endpoints require; `None`: they are off.
     pub control_token: Option<Arc<str>>,
+    /// Replays routes' records on request.
+    pub replayer: Option<Arc<crate::replay::Replayer>>,
 }
 
 impl std::fmt::Debug for Shown {
@@ -116,6 +122,9 @@ pub fn serve(config: &HttpConfig, shown: Shown) -> std::io::Result<HttpServer> {
         .route("/routes/{name}/promote", post(promote))
         .route("/routes/{name}/canary/{partitions}", post(canary))
         .route("/routes/{name}/shadow", get(shadow_samples))
+        .route("/routes/{name}/replay", post(replay))
+        .route("/replays", get(list_replays))
+        .route("/replays/{id}/cancel", post(cancel_replay))
         .with_state(shown);
     let limits = ConnectionLimits {
         max: config.max_connections,
@@ -353,6 +362,98 @@ async fn shadow_samples(
     control(&shown, &name, &headers, &Action::ShadowSamples)
 }
 
+async fn replay(
+    State(shown): State<Shown>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    match replay_request(query.as_deref().unwrap_or_default()) {
+        Ok(request) => control(&shown, &name, &headers, &Action::Replay(request)),
+        Err(why) => (StatusCode::BAD_REQUEST, Json(json!({ "error": why }))),
+    }
+}
+
+/// A replay asked for in a query string: `to=TOPIC`, and `from_offset=N`
+/// or `from_timestamp_ms=MS`, and maybe `partition=P`.
+fn replay_request(query: &str) -> Result<crate::replay::Request, String> {
+    use crate::replay::{From, Request};
+    let (mut to, mut from, mut partition) = (None, None, None);
+    let number = |key: &str, value: &str| {
+        value
+            .parse::<i64>()
+            .map_err(|_| format!("{key}: '{value}' is not a whole number"))
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "to" => to = Some(value.to_owned()),
+            "from_offset" => from = Some(From::Offset(number(key, value)?)),
+            "from_timestamp_ms" => from = Some(From::TimestampMs(number(key, value)?)),
+            "partition" => {
+                partition = Some(
+                    i32::try_from(number(key, value)?)
+                        .map_err(|_| format!("partition: '{value}' is out of range"))?,
+                );
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter '{other}': give to, from_offset or from_timestamp_ms, and maybe partition"
+                ));
+            }
+        }
+    }
+    Ok(Request {
+        to: to.ok_or("give the topic to replay into: to=TOPIC")?,
+        from: from.ok_or("give where to start: from_offset=N or from_timestamp_ms=MS")?,
+        partition,
+    })
+}
+
+async fn list_replays(State(shown): State<Shown>) -> Json<Value> {
+    let replays: Vec<Value> = shown
+        .replayer
+        .iter()
+        .flat_map(|r| r.replays())
+        .map(|r| r.to_json())
+        .collect();
+    Json(json!({ "replays": replays }))
+}
+
+async fn cancel_replay(
+    State(shown): State<Shown>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    if let Err(refused) = authorized(&shown, &headers) {
+        return refused;
+    }
+    let found = shown
+        .replayer
+        .iter()
+        .flat_map(|r| r.replays())
+        .find(|r| r.id.to_string() == id);
+    match found {
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no replay {id}") })),
+        ),
+        Some(replay) if !replay.running() => (
+            StatusCode::CONFLICT,
+            Json(
+                json!({ "error": format!("replay {id} is not running"), "replay": replay.to_json() }),
+            ),
+        ),
+        Some(replay) => {
+            replay.cancel();
+            (
+                StatusCode::OK,
+                Json(json!({ "replay": id, "cancelled": true })),
+            )
+        }
+    }
+}
+
 async fn pause(
     State(shown): State<Shown>,
     Path(name): Path<String>,
@@ -398,6 +499,8 @@ enum Action {
     Canary(String),
     /// Show what a shadow candidate decided differently.
     ShadowSamples,
+    /// Replay the route's records into a topic.
+    Replay(crate::replay::Request),
 }
 
 /// Does `action` to route `name` for a caller that gave the control
@@ -409,21 +512,8 @@ fn control(
     action: &Action,
 ) -> (StatusCode, Json<Value>) {
     let refuse = |code, error: &str| (code, Json(json!({ "error": error })));
-    let Some(token) = &shown.control_token else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "the control endpoints are off: set http.control_token_env",
-        );
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes())) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "give the control token: Authorization: Bearer <token>",
-        );
+    if let Err(refused) = authorized(shown, headers) {
+        return refused;
     }
     let Some(route) = shown.routes.iter().find(|r| r.name() == name) else {
         return refuse(StatusCode::NOT_FOUND, &format!("no route named '{name}'"));
@@ -484,7 +574,39 @@ fn control(
                 })),
             )
         }
+        Action::Replay(request) => {
+            let Some(replayer) = &shown.replayer else {
+                return refuse(StatusCode::CONFLICT, "this router does not replay");
+            };
+            match replayer.start(route, &shown.routes, request.clone()) {
+                Ok(replay) => (StatusCode::OK, Json(replay.to_json())),
+                Err(why) => refuse(StatusCode::CONFLICT, &why),
+            }
+        }
     }
+}
+
+/// Whether the caller gave the control token (and the control endpoints
+/// are on); else the answer to give.
+fn authorized(shown: &Shown, headers: &HeaderMap) -> Result<(), (StatusCode, Json<Value>)> {
+    let refuse = |code, error: &str| Err((code, Json(json!({ "error": error }))));
+    let Some(token) = &shown.control_token else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "the control endpoints are off: set http.control_token_env",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes())) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "give the control token: Authorization: Bearer <token>",
+        );
+    }
+    Ok(())
 }
 
 /// Compares two secrets in a time that depends only on their lengths.

@@ -20,6 +20,8 @@
 //!   partition queues, topic metadata.
 //! - [`config`]: the TOML configuration, validated.
 //! - [`reload`]: hot swap — plugin files watched, checked, swapped in.
+//! - [`replay`]: a route's records from an offset or a time routed again
+//!   into a named topic, beside the route.
 //! - [`rollout`]: a candidate version tried beside the live one (canary
 //!   or shadow), promoted or rolled back by a policy or an operator.
 //! - [`stats`]: what each route did, counted once; [`metrics`]: the
@@ -57,6 +59,7 @@ pub mod plugin;
 pub mod project;
 pub mod record;
 pub mod reload;
+pub mod replay;
 pub mod rollout;
 pub mod route;
 pub mod router;

@@ -463,6 +463,13 @@ impl Route {
             .is_some_and(|rollout| rollout.routes(partition))
     }
 
+    /// The partition count of `topic`, asking the broker if it is not
+    /// known yet.
+    #[must_use]
+    pub fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.topics.partition_count(topic)
+    }
+
     /// The most partitions any of its source topics has (as known now).
     #[must_use]
     pub fn source_partitions(&self) -> u32 {

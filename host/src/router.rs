@@ -87,6 +87,8 @@ pub struct RouterHandle {
     watcher: Option<crate::reload::PluginWatcher>,
     /// Applies the routes' rollout policies.
     rollouts: Option<crate::rollout::Supervisor>,
+    /// Replays the routes' records on request.
+    replayer: Arc<crate::replay::Replayer>,
     http: Option<crate::http::HttpServer>,
     routes: Vec<Arc<Route>>,
     metrics: Arc<Metrics>,
@@ -132,6 +134,12 @@ impl RouterHandle {
         &self.routes
     }
 
+    /// The replays started so far (the latest kept).
+    #[must_use]
+    pub fn replays(&self) -> Vec<Arc<crate::replay::Replay>> {
+        self.replayer.replays()
+    }
+
     /// The router's metrics.
     #[must_use]
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -170,6 +178,7 @@ impl RouterHandle {
             let _ = refresher.join();
         }
         self.rollouts = None;
+        self.replayer.cancel_all();
         // Their shadow candidates' threads end with them.
         for route in &self.routes {
             route.stop_rollout();
@@ -363,6 +372,7 @@ pub fn start(
     let watcher =
         crate::reload::watch(&unique, engine).map_err(|e| StartError::Watch(e.to_string()))?;
     let rollouts = crate::rollout::supervise(&unique)?;
+    let replayer = Arc::new(crate::replay::Replayer::new(config.kafka.clone()));
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(Status::new(config.statistics_interval()));
     let http = if config.http.enabled {
@@ -373,6 +383,7 @@ pub fn start(
             status: status.clone(),
             producer: Some(producer.clone()),
             control_token: config.http.control_token().ok().flatten().map(Arc::from),
+            replayer: Some(replayer.clone()),
         };
         Some(
             crate::http::serve(&config.http, shown).map_err(|e| StartError::Http {
@@ -420,6 +431,7 @@ pub fn start(
         refresher: Some(refresher),
         watcher: Some(watcher),
         rollouts,
+        replayer,
         http,
         routes: unique,
         metrics,

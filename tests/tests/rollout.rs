@@ -522,3 +522,157 @@ candidate = "{}"
     router.shutdown();
     router.join();
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// `count` records per partition of `topic`, valued `{phase}{partition}:{i}`.
+fn phase(topic: &str, name: &str, count: usize) -> Vec<TestRecord> {
+    let records: Vec<TestRecord> = (0..2)
+        .flat_map(|p| {
+            (0..count).map(move |i| {
+                TestRecord::new(&format!("p{p}"), &format!("{name}{p}:{i}")).on_partition(p)
+            })
+        })
+        .collect();
+    produce(topic, &records).unwrap();
+    records
+}
+
+#[test]
+fn a_replay_from_a_timestamp_routes_exactly_the_records_after_it_into_its_topic_while_the_route_goes_on()
+ {
+    let (dir, token) = folder();
+    let live = dir.path().join("live.wasm");
+    std::fs::write(&live, versioned("v00000001")).unwrap();
+    let (src, dst, replayed, again) = (
+        random_topic("replay-in"),
+        random_topic("replay-out"),
+        random_topic("replayed"),
+        random_topic("replayed-again"),
+    );
+    create_topics(&[(&src, 2), (&dst, 2), (&replayed, 2), (&again, 1)]).unwrap();
+    let group = random_topic("group");
+    let router = start(
+        &group,
+        &format!(
+            r#"[[routes]]
+name = "r"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+on_failure = "skip"
+"#,
+            live.display()
+        ),
+        &token,
+    );
+    let addr = router.http_addr().unwrap();
+    let post = |path: &str| http_post(addr, path, Some(TOKEN)).unwrap();
+
+    phase(&src, "a", 10);
+    consume(&dst, 20, WAIT).unwrap();
+    let at = now_ms();
+    // Every record of the next phase is stamped after `at`.
+    wait_until(WAIT, || now_ms() > at).unwrap();
+    phase(&src, "b", 15);
+    consume(&dst, 50, WAIT).unwrap();
+
+    // Asked wrong: said why.
+    let (code, body) = post(&format!("/routes/r/replay?to={replayed}"));
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("from_offset=N or from_timestamp_ms=MS"),
+        "{body}"
+    );
+    let (code, body) = post(&format!("/routes/r/replay?to={src}&from_offset=0"));
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("is a source of route 'r'"), "{body}");
+    assert_eq!(
+        http_post(
+            addr,
+            &format!("/routes/r/replay?to={replayed}&from_offset=0"),
+            None
+        )
+        .unwrap()
+        .0,
+        401
+    );
+
+    let (code, body) = post(&format!(
+        "/routes/r/replay?to={replayed}&from_timestamp_ms={at}"
+    ));
+    assert_eq!(code, 200, "{body}");
+    let replay = router.replays()[0].clone();
+    // The live route goes on meanwhile.
+    phase(&src, "c", 5);
+    wait_until(WAIT, || !replay.running()).unwrap();
+    assert_eq!(
+        replay.state(),
+        switchyard::replay::State::Done,
+        "{}",
+        replay.to_json()
+    );
+    let out = consume(&replayed, 30, WAIT).unwrap();
+    assert_eq!(out.len(), 30, "exactly the records after the timestamp");
+    let mut next: HashMap<i32, usize> = HashMap::new();
+    for record in &out {
+        let value = record.value_str();
+        let (p, i) = value
+            .strip_prefix('b')
+            .unwrap_or_else(|| panic!("{value} is not of phase b"))
+            .split_once(':')
+            .unwrap();
+        let (p, i): (i32, usize) = (p.parse().unwrap(), i.parse().unwrap());
+        let expected = next.entry(p).or_default();
+        assert_eq!(i, *expected, "partition {p} in order");
+        *expected += 1;
+        assert_eq!(record.header_str("plugin-tag"), Some("v00000001"));
+    }
+    assert_eq!(next, HashMap::from([(0, 15), (1, 15)]));
+    let shown: Value =
+        serde_json::from_str(&switchyard_tests::http_get(addr, "/replays").unwrap().1).unwrap();
+    let shown = &shown["replays"][0];
+    assert_eq!(shown["status"]["state"], "done", "{shown}");
+    assert_eq!(
+        (shown["records"].as_u64(), shown["acknowledged"].as_u64()),
+        (Some(30), Some(30))
+    );
+
+    // The live route routed everything, and its group's offsets are its
+    // own: the replay committed nothing.
+    consume(&dst, 60, WAIT).unwrap();
+    wait_until(WAIT, || {
+        switchyard_tests::committed(&group, &src, 2).unwrap() == HashMap::from([(0, 30), (1, 30)])
+    })
+    .unwrap();
+    let replay_group = format!("{group}.replay-{}-{}", replay.id, std::process::id());
+    assert!(
+        switchyard_tests::committed(&replay_group, &src, 2)
+            .unwrap()
+            .is_empty()
+    );
+
+    // From an offset, one partition: offsets 12 to its end then (30).
+    let (code, body) = post(&format!(
+        "/routes/r/replay?to={again}&from_offset=12&partition=1"
+    ));
+    assert_eq!(code, 200, "{body}");
+    let replay = router.replays()[1].clone();
+    wait_until(WAIT, || !replay.running()).unwrap();
+    assert_eq!(replay.state(), switchyard::replay::State::Done);
+    let out = consume(&again, 18, WAIT).unwrap();
+    let values: Vec<&str> = out.iter().map(TestRecord::value_str).collect();
+    // Partition 1 holds a1:0-9 at offsets 0-9, b1:0-14 at 10-24, c1:0-4.
+    let expected: Vec<String> = (2..15)
+        .map(|i| format!("b1:{i}"))
+        .chain((0..5).map(|i| format!("c1:{i}")))
+        .collect();
+    assert_eq!(values, expected);
+    router.shutdown();
+    router.join();
+}

@@ -144,7 +144,7 @@ const MAX_ERROR_HEADER: usize = 4096;
 /// does not fit goes, the value first, then the record's own headers, then
 /// its key, each named in a `dlq-dropped` header with its size. The
 /// headers that say why and where the record came from always stay.
-pub(super) fn dead_letter(
+pub(crate) fn dead_letter(
     topic: &str,
     record: &Arc<SourceRecord>,
     failure: &RouteFailure,

@@ -48,6 +48,7 @@ use std::time::Duration;
 
 pub(crate) use self::consumer::{Consumer, run, subscribe};
 pub(crate) use self::delivery::Producer;
+pub(crate) use self::failures::dead_letter;
 pub use self::failures::{FailureSink, LogFailures, RecordFailure};
 pub(crate) use self::transactions::TxnError;
 
