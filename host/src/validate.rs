@@ -122,7 +122,8 @@ pub fn validate(path: &Path, engine: &PluginEngine, broker: bool) -> Report {
         if let Some(schemas) = &schemas {
             route = route.with_schemas(schemas.clone());
         }
-        match Arc::new(route).instance() {
+        let route = Arc::new(route);
+        match route.instance() {
             Ok(_) => report.checked.push(format!(
                 "route '{}': plugin {} (version {version}): init ok",
                 route_config.name,
@@ -130,8 +131,41 @@ pub fn validate(path: &Path, engine: &PluginEngine, broker: bool) -> Report {
             )),
             Err(e) => report.problem(path, format!("route '{}': {e}", route_config.name)),
         }
+        if let Some(rollout) = &route_config.rollout {
+            check_candidate(path, &route, &rollout.candidate, engine, &mut report);
+        }
     }
     report
+}
+
+/// Whether a rollout's candidate, if its file is there, would start: what
+/// the router checks before it tries one.
+fn check_candidate(
+    path: &Path,
+    route: &Route,
+    file: &Path,
+    engine: &PluginEngine,
+    report: &mut Report,
+) {
+    let name = route.name();
+    if !file.exists() {
+        report.checked.push(format!(
+            "route '{name}': rollout candidate {} not there (no rollout until it is)",
+            file.display()
+        ));
+        return;
+    }
+    match engine
+        .load(file)
+        .and_then(|plugin| route.instantiate(&plugin).map(|_| plugin))
+    {
+        Ok(plugin) => report.checked.push(format!(
+            "route '{name}': rollout candidate {} (version {}): init ok",
+            file.display(),
+            plugin.version()
+        )),
+        Err(e) => report.problem(path, format!("route '{name}': rollout candidate: {e}")),
+    }
 }
 
 /// The partition count of every topic of the cluster `config` names.

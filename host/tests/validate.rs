@@ -166,3 +166,35 @@ fn the_shipped_configurations_are_valid_with_the_shipped_plugins() {
         assert_eq!(run.stdout.lines().last(), Some("valid"), "{shipped}");
     }
 }
+
+#[test]
+fn a_rollout_candidate_is_checked_like_the_plugin_when_its_file_is_there() {
+    let (dir, path) = config(&format!(
+        "{}[routes.rollout]\ncandidate = \"next.wasm\"\n",
+        route("orders", &fixtures::hello(), "{}")
+    ));
+    let run = validate(&path);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("rollout candidate") && run.stdout.contains("not there"),
+        "{}",
+        run.stdout
+    );
+    std::fs::write(dir.path().join("next.wasm"), b"not a component").unwrap();
+    let run = validate(&path);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("route 'orders': rollout candidate: ")
+            && run.stderr.contains("next.wasm"),
+        "{}",
+        run.stderr
+    );
+    std::fs::copy(fixtures::tenant_partitioner(), dir.path().join("next.wasm")).unwrap();
+    let run = validate(&path);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("rollout candidate") && run.stdout.contains("init ok"),
+        "{}",
+        run.stdout
+    );
+}
