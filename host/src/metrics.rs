@@ -63,9 +63,8 @@ struct CandidateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ShadowLabels {
+struct ResultRouteLabels {
     route: String,
-    candidate_version: String,
     result: &'static str,
 }
 
@@ -455,26 +454,23 @@ impl Collector for RolloutCounts {
         }
         let mut family = encoder.encode_descriptor(
             "shadow_records",
-            "Records a shadow candidate was handed: decided alike (agreed) or differently (differed) from the live version, or not seen (skipped: its queue was full)",
+            "Records the route's shadow candidates were handed: decided alike (agreed) or differently (differed) from the live version, or not seen (skipped: the queue was full)",
             None,
             MetricType::Counter,
         )?;
-        for (route, rollout) in &rollouts {
-            let Some(shadow) = &rollout.shadow else {
-                continue;
-            };
-            let counts = shadow.counts.snapshot();
+        for route in &routes {
+            let totals = &route.rollouts.shadow;
             for (result, count) in [
-                ("agreed", counts.agreed),
-                ("differed", counts.differed),
-                ("skipped", counts.skipped),
+                ("agreed", &totals.agreed),
+                ("differed", &totals.differed),
+                ("skipped", &totals.skipped),
             ] {
-                let labels = ShadowLabels {
+                let labels = ResultRouteLabels {
                     route: route.name().to_owned(),
-                    candidate_version: rollout.candidate.version().to_owned(),
                     result,
                 };
-                ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(count.load(Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())

@@ -171,6 +171,7 @@ impl Watched {
         };
         self.state().missing = false;
         let sha256 = sha256_hex(&bytes);
+        route.rollouts.candidate_file_is(&sha256);
         let unchanged = route
             .rollout()
             .is_some_and(|r| r.candidate.sha256() == sha256)
@@ -178,6 +179,7 @@ impl Watched {
         if unchanged
             || self.state().refused.as_ref() == Some(&sha256)
             || route.rollouts.is_rejected(&sha256)
+            || route.skips_file_version(&sha256)
         {
             return;
         }

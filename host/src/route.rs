@@ -106,8 +106,11 @@ pub struct Route {
     promoted_over: Mutex<Option<String>>,
     /// A candidate version being tried beside the live one.
     rollout: ArcSwapOption<Rollout>,
-    /// One rollout change at a time (start, promotion, rollback...).
-    rollout_change: Mutex<()>,
+    /// One change of version at a time: a swap, a rollback, a rollout's
+    /// start, end or step.
+    versions_change: Mutex<()>,
+    /// The router stops: no rollout starts.
+    stopped: AtomicBool,
     /// The decisions about its rollouts.
     pub rollouts: RolloutLog,
     /// Where a shadow candidate's differences are written, and with what.
@@ -172,7 +175,8 @@ impl Route {
             rolled_back_from: Mutex::default(),
             promoted_over: Mutex::default(),
             rollout: ArcSwapOption::empty(),
-            rollout_change: Mutex::default(),
+            versions_change: Mutex::default(),
+            stopped: AtomicBool::new(false),
             rollouts: RolloutLog::default(),
             shadow_topic: None,
             log_budget: Arc::new(LogBudget::new(config.limits.log_lines_per_second)),
@@ -307,6 +311,17 @@ impl Route {
         plugin: &Plugin,
         interrupt: Option<Interrupt>,
     ) -> Result<PluginInstance, PluginError> {
+        self.instantiate_with(plugin, interrupt, self.log_budget.clone())
+    }
+
+    /// An instance of `plugin` whose calls end when `interrupt` is raised
+    /// and whose log lines count against `log_budget`.
+    fn instantiate_with(
+        &self,
+        plugin: &Plugin,
+        interrupt: Option<Interrupt>,
+        log_budget: Arc<LogBudget>,
+    ) -> Result<PluginInstance, PluginError> {
         let context = RouteContext {
             route: self.config.name.clone(),
             default_target: self.config.default_target.clone(),
@@ -314,7 +329,7 @@ impl Route {
                 config: self.config.clone(),
                 topics: self.topics.clone(),
             }),
-            log_budget: self.log_budget.clone(),
+            log_budget,
             schemas: self.schemas.clone(),
         };
         plugin.instantiate_interruptible(
@@ -328,10 +343,35 @@ impl Route {
     /// Makes `plugin` the route's plugin. Records already being routed
     /// finish on the previous one; each worker switches before its next
     /// call (a batch of records).
-    pub fn swap_plugin(&self, plugin: Plugin) {
+    pub fn swap_plugin(self: &Arc<Self>, plugin: Plugin) {
+        let _changing = self.changing_versions();
         self.swap_to(Arc::new(plugin));
         for skipped in [&self.rolled_back_from, &self.promoted_over] {
             *skipped.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        self.live_changed();
+    }
+
+    /// The live version changed (a swap, a rollback) during a rollout: the
+    /// rollout starts again against it, its figures from zero (or ends, if
+    /// the live version is now the candidate).
+    fn live_changed(self: &Arc<Self>) {
+        let Some(rollout) = self.rollout() else {
+            return;
+        };
+        let live = self.plugin();
+        let live_version = live.as_ref().map_or("none", |p| p.version());
+        self.end_locked(
+            &rollout,
+            "withdrawn",
+            "file",
+            format!("the live version changed to {live_version}: compared against it from now on"),
+        );
+        let same = live
+            .as_ref()
+            .is_some_and(|p| p.sha256() == rollout.candidate.sha256());
+        if !same {
+            self.start_locked(rollout.candidate.clone());
         }
     }
 
@@ -374,19 +414,20 @@ impl Route {
     /// else the one before the version routing now. The version rolled
     /// back from is not swapped in again from the plugin file until the
     /// file changes. Gives (from, to) versions, or why not.
-    pub fn roll_back(&self, version: Option<&str>) -> Result<(String, String), String> {
+    pub fn roll_back(self: &Arc<Self>, version: Option<&str>) -> Result<(String, String), String> {
+        let _changing = self.changing_versions();
         if version.is_none()
             && let Some(rollout) = self.rollout()
         {
             let live = self
                 .plugin()
                 .map_or_else(|| "none".to_owned(), |p| p.version().to_owned());
-            self.end_rollout(
+            self.end_locked(
                 &rollout,
                 "rolled-back",
                 "operator",
                 "rolled back by an operator".to_owned(),
-            )?;
+            );
             return Ok((rollout.candidate.version().to_owned(), live));
         }
         let current = self
@@ -423,6 +464,7 @@ impl Route {
             to,
             "rolled back by an operator: the plugin file's version is not swapped in again until the file changes"
         );
+        self.live_changed();
         Ok((current.version().to_owned(), to))
     }
 
@@ -481,41 +523,53 @@ impl Route {
             .unwrap_or(0)
     }
 
-    fn changing_rollout(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.rollout_change
+    fn changing_versions(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.versions_change
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Starts trying `candidate` (checked already) as the route's
     /// `[routes.rollout]` says, in place of any candidate tried now.
-    /// Nothing happens for the version routing now, or for one rolled
-    /// back before (until its file changes). Whether it started.
+    /// Nothing happens for the version routing now, for one rolled back
+    /// before (until its file changes), or once the router stops. Whether
+    /// it started.
     pub fn start_rollout(self: &Arc<Self>, candidate: Plugin) -> bool {
-        let Some(config) = self.config.rollout.clone() else {
-            return false;
-        };
-        let _changing = self.changing_rollout();
+        let _changing = self.changing_versions();
         let sha256 = candidate.sha256();
-        let live = self.plugin();
-        if live.as_ref().is_some_and(|p| p.sha256() == sha256)
+        if self.stopped.load(Ordering::Acquire)
+            || self.plugin().is_some_and(|p| p.sha256() == sha256)
             || self.rollouts.is_rejected(sha256)
+            || self.skips_file_version(sha256)
             || self
                 .rollout()
                 .is_some_and(|r| r.candidate.sha256() == sha256)
         {
             return false;
         }
-        let rollout = Arc::new(Rollout::new(self, config, Arc::new(candidate)));
+        if let Some(running) = self.rollout() {
+            self.end_locked(
+                &running,
+                "withdrawn",
+                "file",
+                format!("replaced by candidate {}", candidate.version()),
+            );
+        }
+        self.start_locked(Arc::new(candidate))
+    }
+
+    fn start_locked(self: &Arc<Self>, candidate: Arc<Plugin>) -> bool {
+        let Some(config) = self.config.rollout.clone() else {
+            return false;
+        };
+        let live = self.plugin();
+        let rollout = Arc::new(Rollout::new(self, config, candidate));
+        let live = live.as_ref().map_or("none", |p| p.version());
         let reason = match rollout.canary_partitions() {
             Some(n) => format!(
-                "canary on the first {n} partition(s) of each source topic, beside live version {}",
-                live.as_ref().map_or("none", |p| p.version())
+                "canary on the first {n} partition(s) of each source topic, beside live version {live}"
             ),
-            None => format!(
-                "in the shadow of live version {}: compared, not produced",
-                live.as_ref().map_or("none", |p| p.version())
-            ),
+            None => format!("in the shadow of live version {live}: compared, not produced"),
         };
         let decision = rollout.decision(self, "started", "file", reason);
         self.rollout.store(Some(rollout));
@@ -534,12 +588,27 @@ impl Route {
         by: &'static str,
         reason: String,
     ) -> Result<(), String> {
-        let _changing = self.changing_rollout();
+        let _changing = self.changing_versions();
+        if self.end_locked(rollout, action, by, reason) {
+            Ok(())
+        } else {
+            Err("the rollout already ended".to_owned())
+        }
+    }
+
+    /// [`end_rollout`](Self::end_rollout), the versions' lock held.
+    fn end_locked(
+        &self,
+        rollout: &Arc<Rollout>,
+        action: &'static str,
+        by: &'static str,
+        reason: String,
+    ) -> bool {
         if !self
             .rollout()
             .is_some_and(|current| Arc::ptr_eq(&current, rollout))
         {
-            return Err("the rollout already ended".to_owned());
+            return false;
         }
         let decision = rollout.decision(self, action, by, reason);
         match action {
@@ -551,7 +620,8 @@ impl Route {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = replaced;
                 }
-                self.rollout.store(None);
+                // The live version first: a canary partition never goes
+                // back to the version replaced.
                 self.swap_to(rollout.candidate.clone());
             }
             "rolled-back" => {
@@ -561,16 +631,13 @@ impl Route {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) =
                     Some(rollout.candidate.sha256().to_owned());
-                self.rollout.store(None);
-                self.generation.fetch_add(1, Ordering::Release);
             }
-            _ => {
-                self.rollout.store(None);
-                self.generation.fetch_add(1, Ordering::Release);
-            }
+            _ => {}
         }
+        self.rollout.store(None);
+        self.generation.fetch_add(1, Ordering::Release);
         self.rollouts.record(self.name(), decision);
-        Ok(())
+        true
     }
 
     /// The candidate's file is gone (or cannot be read): its rollout ends.
@@ -610,25 +677,48 @@ impl Route {
         if partitions == 0 {
             return Err("a canary routes at least 1 partition: roll it back instead".to_owned());
         }
-        rollout.set_canary(partitions);
-        self.widened(
+        self.widen(
             &rollout,
+            from,
+            partitions,
             "operator",
             format!("from {from} to {partitions} partitions of each source topic"),
-        );
+        )?;
         Ok((from, partitions))
     }
 
-    /// The canary of `rollout` was widened (or narrowed).
-    pub(crate) fn widened(&self, rollout: &Rollout, by: &'static str, reason: String) {
+    /// Makes the canary of `rollout`, if it is still the route's and on
+    /// `from` partitions of each source topic, route `to`. Partitions that
+    /// change version do so at their next turn, holds and retries starting
+    /// afresh with the version that routes them then.
+    pub(crate) fn widen(
+        &self,
+        rollout: &Arc<Rollout>,
+        from: u32,
+        to: u32,
+        by: &'static str,
+        reason: String,
+    ) -> Result<(), String> {
+        let _changing = self.changing_versions();
+        if !self
+            .rollout()
+            .is_some_and(|current| Arc::ptr_eq(&current, rollout))
+        {
+            return Err("the rollout already ended".to_owned());
+        }
+        if !rollout.set_canary(from, to) {
+            return Err("the canary changed meanwhile: ask again".to_owned());
+        }
         let decision = rollout.decision(self, "widened", by, reason);
         self.rollouts.record(self.name(), decision);
+        Ok(())
     }
 
-    /// Ends any rollout without a decision: the router stops (its shadow
-    /// thread ends).
+    /// Ends any rollout without a decision, and starts none from now on:
+    /// the router stops (its shadow thread ends).
     pub fn stop_rollout(&self) {
-        let _changing = self.changing_rollout();
+        let _changing = self.changing_versions();
+        self.stopped.store(true, Ordering::Release);
         self.rollout.store(None);
     }
 
@@ -638,16 +728,20 @@ impl Route {
     }
 
     /// An instance of `plugin` with the route's configuration, checks and
-    /// limits, which does not follow swaps (a shadow candidate's).
+    /// limits, which does not follow swaps (a shadow candidate's): its
+    /// calls end when `interrupt` is raised, its log lines count against
+    /// `log_budget`.
     pub fn pinned_instance(
         self: &Arc<Self>,
         plugin: &Arc<Plugin>,
+        interrupt: Interrupt,
+        log_budget: Arc<LogBudget>,
     ) -> Result<RouteInstance, PluginError> {
         Ok(RouteInstance {
             route: self.clone(),
-            plugin: Some(self.instantiate(plugin)?),
+            plugin: Some(self.instantiate_with(plugin, Some(interrupt.clone()), log_budget)?),
             generation: self.generation(),
-            interrupt: None,
+            interrupt: Some(interrupt),
             track: Track::Pinned,
         })
     }
@@ -675,7 +769,7 @@ impl Route {
 
     /// The version `track` routes with now: a canary's candidate while it
     /// is tried (the live version once it ended).
-    fn plugin_of(&self, track: Track) -> Option<Arc<Plugin>> {
+    pub(crate) fn plugin_of(&self, track: Track) -> Option<Arc<Plugin>> {
         match track {
             Track::Candidate => self
                 .rollout()

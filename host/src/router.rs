@@ -177,9 +177,15 @@ impl RouterHandle {
         if let Some(refresher) = self.refresher.take() {
             let _ = refresher.join();
         }
+        self.stop_rollouts();
+    }
+
+    /// Ends the rollouts (their shadow threads with them) and replays, and
+    /// what starts them: the file watcher first.
+    fn stop_rollouts(&mut self) {
+        self.watcher = None;
         self.rollouts = None;
         self.replayer.cancel_all();
-        // Their shadow candidates' threads end with them.
         for route in &self.routes {
             route.stop_rollout();
         }
@@ -194,6 +200,19 @@ impl Drop for RouterHandle {
         }
         if let Some(refresher) = self.refresher.take() {
             let _ = refresher.join();
+        }
+        self.stop_rollouts();
+    }
+}
+
+/// Ends the routes' rollouts when dropped (a router that fails to start
+/// after its candidates were loaded), unless disarmed.
+struct StopRollouts(Vec<Arc<Route>>);
+
+impl Drop for StopRollouts {
+    fn drop(&mut self) {
+        for route in &self.0 {
+            route.stop_rollout();
         }
     }
 }
@@ -369,6 +388,7 @@ pub fn start(
             unique.push(route.clone());
         }
     }
+    let mut stop_rollouts = StopRollouts(unique.clone());
     let watcher =
         crate::reload::watch(&unique, engine).map_err(|e| StartError::Watch(e.to_string()))?;
     let rollouts = crate::rollout::supervise(&unique)?;
@@ -425,6 +445,8 @@ pub fn start(
                 }
             }
         })?;
+    // From here the handle ends them.
+    stop_rollouts.0.clear();
     let mut handle = RouterHandle {
         stop,
         thread: None,

@@ -90,6 +90,9 @@ enum RouterKind {
     Passthrough,
     Identity,
     Tenant,
+    /// The tenant partitioner with a shadow candidate beside it (the cost
+    /// of shadowing on the live path).
+    TenantShadowed,
     Envelope,
     /// The envelope as Avro (a schema registry's wire format), routed by
     /// its `type` read by schema.
@@ -109,11 +112,12 @@ enum RouterKind {
 }
 
 impl RouterKind {
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 17] = [
         Self::Ceiling,
         Self::Passthrough,
         Self::Identity,
         Self::Tenant,
+        Self::TenantShadowed,
         Self::Envelope,
         Self::AvroField,
         Self::PythonIdentity,
@@ -134,6 +138,7 @@ impl RouterKind {
             Self::Passthrough => "switchyard, no plugin",
             Self::Identity => "switchyard, identity",
             Self::Tenant => "switchyard, tenant-partitioner",
+            Self::TenantShadowed => "switchyard, shadowed tenant-partitioner",
             Self::Envelope => "switchyard, envelope-router",
             Self::AvroField => "switchyard, field-router (Avro)",
             Self::PythonIdentity => "switchyard, python identity",
@@ -156,6 +161,15 @@ impl RouterKind {
         Some(match self {
             Self::Identity => (fixtures::hello(), String::new()),
             Self::Tenant => (fixtures::tenant_partitioner(), String::new()),
+            // A candidate that differs for one tenant, compared on every
+            // record.
+            Self::TenantShadowed => (
+                fixtures::tenant_partitioner(),
+                format!(
+                    "[routes.rollout]\ncandidate = \"{}\"\nmode = \"shadow\"\n",
+                    fixtures::tenant_moved().display()
+                ),
+            ),
             Self::Envelope => (fixtures::envelope_router(), envelope),
             // Reads `type` as the envelope router does; `only` names no
             // type, so every record goes to the default target as the

@@ -84,8 +84,9 @@ fn a_shadow_candidate_that_moves_one_tenant_shows_exactly_that_tenant_and_produc
         random_topic("shadow-diff"),
     );
     create_topics(&[(&src, 3), (&dst, 6), (&shadow, 1)]).unwrap();
+    let group = random_topic("group");
     let router = start(
-        &random_topic("group"),
+        &group,
         &format!(
             r#"[[routes]]
 name = "r"
@@ -113,9 +114,21 @@ shadow_topic = "{shadow}"
     produce(&src, &records).unwrap();
 
     // Every record routed once, by the live version: each tenant on its
-    // partition, "moved" included.
+    // partition, "moved" included; nothing else written.
+    wait_until(WAIT, || {
+        switchyard_tests::committed(&group, &src, 3)
+            .unwrap()
+            .values()
+            .sum::<i64>()
+            == 300
+    })
+    .unwrap();
+    let written: i64 = switchyard_tests::end_offsets_on(switchyard_tests::broker(), &dst)
+        .unwrap()
+        .iter()
+        .sum();
+    assert_eq!(written, 300, "the candidate produced nothing");
     let out = consume(&dst, records.len(), WAIT).unwrap();
-    assert_eq!(out.len(), records.len(), "the candidate produced nothing");
     for record in &out {
         let tenant = record.header_str("tenant-id").unwrap();
         assert_eq!(
@@ -339,16 +352,16 @@ fn a_clean_canary_is_widened_then_promoted_by_the_policy() {
     std::fs::write(&candidate, versioned("v00000002")).unwrap();
     let (src, dst) = (random_topic("promote-in"), random_topic("promote-out"));
     create_topics(&[(&src, 3), (&dst, 3)]).unwrap();
-    // Records wait before the router starts: the candidate is judged
-    // from its first second.
-    let records: Vec<TestRecord> = (0..3)
-        .flat_map(|p| {
-            (0..40).map(move |i| {
-                TestRecord::new(&format!("p{p}"), &format!("{p}:{i}")).on_partition(p)
+    let batch = |phase: &str| -> Vec<TestRecord> {
+        (0..3)
+            .flat_map(|p| {
+                (0..40).map(move |i| {
+                    TestRecord::new(&format!("p{p}"), &format!("{phase}{p}:{i}")).on_partition(p)
+                })
             })
-        })
-        .collect();
-    produce(&src, &records).unwrap();
+            .collect()
+    };
+    produce(&src, &batch("a")).unwrap();
     let router = start(
         &random_topic("group"),
         &format!(
@@ -363,8 +376,7 @@ candidate = "{}"
 canary_partitions = 1
 step_partitions = 1
 step_seconds = 1
-promote_after_records = 30
-promote_after_seconds = 4
+promote_after_records = 150
 min_records = 20
 "#,
             live.display(),
@@ -373,24 +385,29 @@ min_records = 20
         &token,
     );
     let route = router.routes()[0].clone();
-    let out = consume(&dst, records.len(), WAIT).unwrap();
+    let out = consume(&dst, 120, WAIT).unwrap();
     // Partition 0 was the canary's from the start.
-    for record in &out {
-        let tag = record.header_str("plugin-tag").unwrap();
-        if record.value_str().starts_with("0:") {
-            assert_eq!(tag, "v00000002", "{record:?}");
-        }
+    for record in out.iter().filter(|r| r.value_str().starts_with("a0:")) {
+        assert_eq!(record.header_str("plugin-tag"), Some("v00000002"));
     }
+    // Healthy: widened a partition a second, up to all three. It cannot
+    // have taken 150 records yet (at most the 120 there are).
+    wait_until(WAIT, || {
+        route.rollout().and_then(|r| r.canary_partitions()) == Some(3)
+    })
+    .unwrap();
+    // Every record from now on is the candidate's: promoted at 150.
+    produce(&src, &batch("b")).unwrap();
     wait_until(WAIT, || route.rollout().is_none()).unwrap();
-    let taken = decisions(&router);
-    assert_eq!(taken.first().unwrap().0, "started");
-    assert!(
-        taken.contains(&("widened".to_owned(), "policy".to_owned())),
-        "{taken:?}"
-    );
+    let policy = |action: &str| (action.to_owned(), "policy".to_owned());
     assert_eq!(
-        taken.last().unwrap(),
-        &("promoted".to_owned(), "policy".to_owned())
+        decisions(&router),
+        [
+            ("started".to_owned(), "file".to_owned()),
+            policy("widened"),
+            policy("widened"),
+            policy("promoted")
+        ]
     );
     assert_eq!(
         route.plugin().unwrap().sha256(),
@@ -398,25 +415,67 @@ min_records = 20
         "the candidate is the route's version"
     );
     let promoted = route.rollouts.decisions().last().unwrap().clone();
-    assert!(promoted.figures.candidate_records >= 30, "{promoted:?}");
-    assert!(promoted.figures.seconds >= 4, "{promoted:?}");
+    assert!(promoted.figures.candidate_records >= 150, "{promoted:?}");
     assert_eq!(promoted.figures.candidate_failures, 0);
-    // Every partition routes with it now; the old version can come back.
-    let after: Vec<TestRecord> = (0..3)
-        .map(|p| TestRecord::new(&format!("p{p}"), "after").on_partition(p))
-        .collect();
-    produce(&src, &after).unwrap();
-    let out = consume(&dst, records.len() + 3, WAIT).unwrap();
-    for record in out.iter().filter(|r| r.value_str() == "after") {
+    let out = consume(&dst, 240, WAIT).unwrap();
+    for record in out.iter().filter(|r| r.value_str().starts_with('b')) {
         assert_eq!(record.header_str("plugin-tag"), Some("v00000002"));
     }
+    // The version it replaced can come back.
     assert_eq!(route.earlier_versions().len(), 1);
     let shown = route_json(&router);
     assert_eq!(shown["rollout"]["candidate"], Value::Null, "{shown}");
-    assert_eq!(
-        shown["rollout"]["decisions"].as_array().unwrap().len(),
-        taken.len()
+    assert_eq!(shown["rollout"]["decisions"].as_array().unwrap().len(), 4);
+    router.shutdown();
+    router.join();
+}
+
+#[test]
+fn a_partition_the_candidate_held_is_released_to_the_live_version_when_the_canary_narrows() {
+    let (dir, token) = folder();
+    let live = dir.path().join("live.wasm");
+    std::fs::write(&live, versioned("v00000001")).unwrap();
+    let candidate = dir.path().join("candidate.wasm");
+    std::fs::copy(switchyard_plugin_fixtures::misbehave(), &candidate).unwrap();
+    let (src, dst) = (random_topic("narrow-in"), random_topic("narrow-out"));
+    create_topics(&[(&src, 2), (&dst, 1)]).unwrap();
+    let router = start(
+        &random_topic("group"),
+        &format!(
+            r#"[[routes]]
+name = "r"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+on_failure = "stop"
+[routes.rollout]
+candidate = "{}"
+canary_partitions = 2
+auto_rollback = false
+"#,
+            live.display(),
+            candidate.display()
+        ),
+        &token,
     );
+    let route = router.routes()[0].clone();
+    // The candidate rejects it: partition 1 is held there.
+    produce(&src, &[TestRecord::new("k", "reject").on_partition(1)]).unwrap();
+    wait_until(WAIT, || !route.halted().is_empty()).unwrap();
+    let held: Vec<(String, i32)> = route.halted().into_keys().collect();
+    assert_eq!(held, [(src.clone(), 1)]);
+    // Narrowed to partition 0: the live version routes the held record.
+    let (code, body) = http_post(
+        router.http_addr().unwrap(),
+        "/routes/r/canary/1",
+        Some(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let out = consume(&dst, 1, WAIT).unwrap();
+    assert_eq!(out[0].value_str(), "reject");
+    assert_eq!(out[0].header_str("plugin-tag"), Some("v00000001"));
+    wait_until(WAIT, || route.halted().is_empty()).unwrap();
     router.shutdown();
     router.join();
 }
@@ -485,8 +544,7 @@ candidate = "{}"
             ("3".to_owned(), "v00000001".to_owned()),
         ]
     );
-    // Rolled back: the live version takes every partition again, and the
-    // candidate's file (unchanged) starts nothing.
+    // Rolled back: the live version takes every partition again.
     let (code, body) = post("/routes/r/rollback");
     assert_eq!(code, 200, "{body}");
     assert!(route.rollout().is_none());

@@ -121,9 +121,8 @@ pub struct RolloutConfig {
     #[serde(default)]
     pub mode: RolloutMode,
     /// Canary: how many of each source topic's partitions (the lowest
-    /// numbered) the candidate routes at first.
-    #[serde(default = "default_canary_partitions")]
-    pub canary_partitions: u32,
+    /// numbered) the candidate routes at first (1 if not set).
+    pub canary_partitions: Option<u32>,
     /// Canary: partitions added to the candidate's share at each step of
     /// the policy (0: only an operator widens it).
     #[serde(default)]
@@ -171,10 +170,6 @@ pub enum RolloutMode {
     /// instances; its decisions are compared with the live version's and
     /// nothing of it is produced (but to `shadow_topic`).
     Shadow,
-}
-
-const fn default_canary_partitions() -> u32 {
-    1
 }
 
 const fn default_step_seconds() -> u64 {
@@ -599,7 +594,7 @@ impl RouterConfig {
             }
             Some(_) => {}
         }
-        if rollout.canary_partitions == 0 {
+        if rollout.canary_partitions == Some(0) {
             return Err(self.invalid(field("canary_partitions"), "must be at least 1"));
         }
         if rollout.step_seconds == 0 {
@@ -632,11 +627,18 @@ impl RouterConfig {
                 }
             }
         }
-        if rollout.mode == RolloutMode::Shadow && rollout.step_partitions > 0 {
-            return Err(self.invalid(
-                field("step_partitions"),
-                "applies to mode = \"canary\" only: a shadow candidate sees every partition",
-            ));
+        if rollout.mode == RolloutMode::Shadow {
+            for (name, set) in [
+                ("canary_partitions", rollout.canary_partitions.is_some()),
+                ("step_partitions", rollout.step_partitions > 0),
+            ] {
+                if set {
+                    return Err(self.invalid(
+                        field(name),
+                        "applies to mode = \"canary\" only: a shadow candidate sees every partition",
+                    ));
+                }
+            }
         }
         if let Some(topic) = &rollout.shadow_topic {
             if topic.trim().is_empty() {

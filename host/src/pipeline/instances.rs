@@ -131,7 +131,7 @@ impl SlotState {
         };
         let version = self
             .route
-            .plugin()
+            .plugin_of(self.track)
             .map_or_else(|| "none".to_owned(), |p| p.version().to_owned());
         tracing::error!(
             route = self.route.name(),

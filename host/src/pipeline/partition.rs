@@ -12,8 +12,9 @@ use super::consumer::RouterContext;
 use super::offsets::PartitionOffsets;
 use super::pool::WorkerHandle;
 use crate::kafka::FetchQueue;
+use crate::plugin::Plugin;
 use crate::record::SourceRecord;
-use crate::route::{Halt, Route};
+use crate::route::{Halt, Route, Track};
 
 /// A queue of fetched records: a worker's, or a partition's own.
 pub(super) type Queue = FetchQueue<RouterContext>;
@@ -148,15 +149,16 @@ impl StopFlag {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Resume {
     /// The plugin asked to retry it after `attempts` calls: it is called
-    /// again at `at`, or at once (with fresh attempts) after a swap.
+    /// again at `at`, or at once (with fresh attempts) once another
+    /// version routes the partition (a swap, a rollout's step).
     Retry {
         attempts: u32,
-        generation: u64,
+        version: VersionId,
         at: Instant,
     },
-    /// It failed on a route with `on_failure = "stop"`: held until a new
-    /// plugin version is swapped in.
-    Held { generation: u64 },
+    /// It failed on a route with `on_failure = "stop"`: held until another
+    /// plugin version routes the partition.
+    Held { version: VersionId },
     /// Its schema `id` is being fetched: looked up again at `at`; `halted`
     /// if requests for it failed (`/ready` says so).
     Schema { id: u32, at: Instant, halted: bool },
@@ -192,6 +194,10 @@ pub(super) struct Lane {
     /// The offset after the last record taken from the queue: where its
     /// fetching goes on after a pause.
     pub(super) next_offset: Option<i64>,
+    /// The offset after the last record a shadow candidate was handed: a
+    /// record routed again (after a hold, a retry, an interrupted call) is
+    /// compared once.
+    pub(super) shadowed_to: i64,
 }
 
 impl std::fmt::Debug for Lane {
@@ -205,17 +211,46 @@ impl std::fmt::Debug for Lane {
     }
 }
 
+/// A plugin version, as a number: the first 64 bits of its SHA-256 (0:
+/// none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct VersionId(u64);
+
+impl VersionId {
+    pub(super) fn of(plugin: Option<&Plugin>) -> Self {
+        Self(plugin.map_or(0, |p| {
+            p.sha256()
+                .get(..16)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+                .unwrap_or(u64::MAX)
+        }))
+    }
+}
+
 impl Lane {
+    /// The version that routes it now: a canary's partitions are the
+    /// candidate's while it is tried.
+    pub(super) fn track(&self) -> Track {
+        if self.route.candidate_routes(self.partition) {
+            Track::Candidate
+        } else {
+            Track::Live
+        }
+    }
+
+    /// The plugin version that routes it now.
+    pub(super) fn version_now(&self) -> VersionId {
+        VersionId::of(self.route.plugin_of(self.track()).as_deref())
+    }
+
     /// Whether its first record waits for something that has not come by
     /// `now` (a plugin that cannot start is the worker's to tell: see
     /// `SlotState::unstarted`).
     pub(super) fn waiting(&self, now: Instant) -> bool {
         match self.resume {
             None | Some(Resume::Unstarted) => false,
-            Some(Resume::Retry { generation, at, .. }) => {
-                now < at && self.route.generation() == generation
-            }
-            Some(Resume::Held { generation }) => self.route.generation() == generation,
+            Some(Resume::Retry { version, at, .. }) => now < at && self.version_now() == version,
+            Some(Resume::Held { version }) => self.version_now() == version,
             Some(Resume::Schema { at, .. }) => now < at,
         }
     }
@@ -319,6 +354,7 @@ impl Partition {
             dead: false,
             held_unstarted: false,
             next_offset: None,
+            shadowed_to: i64::MIN,
         };
         worker.add(lane);
         queue.forward(Some(worker.queue()));

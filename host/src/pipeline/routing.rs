@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::delivery::{Delivery, Refusal, Sender, refusal_reason};
 use super::failures::{RecordFailure, dead_letter};
 use super::instances::{SlotState, Started};
-use super::partition::{Lane, Resume, Step, Yield};
+use super::partition::{Lane, Resume, Step, VersionId, Yield};
 use super::pool::{Shared, WorkerHandle};
 use super::refusals::ALONE_WAIT;
 use super::worker::BATCH;
@@ -128,7 +128,10 @@ impl Routing<'_> {
     /// The live version decided `answer` for `record`: a shadow candidate
     /// is asked too.
     fn observe(&mut self, record: &Arc<SourceRecord>, answer: &Answer) {
-        if let Some(batch) = &mut self.shadowed {
+        if let Some(batch) = &mut self.shadowed
+            && record.offset >= self.lane.shadowed_to
+        {
+            self.lane.shadowed_to = record.offset + 1;
             let live = match answer {
                 Ok(routed) => LiveAnswer::Routed(routed.clone()),
                 Err(failure) => LiveAnswer::Failed(failure.kind),
@@ -261,15 +264,15 @@ impl Routing<'_> {
 
     /// Goes on with the first record, which waited for a retry or a swap.
     fn resume_front(&mut self, record: &Arc<SourceRecord>) -> Step {
-        let generation = self.slot.route.generation();
+        let version = self.lane.version_now();
         let attempts = match self.lane.resume {
             Some(Resume::Retry {
                 attempts,
-                generation: at,
+                version: at,
                 ..
             }) => {
-                // A new plugin version gets a fresh set of attempts.
-                if at == generation { attempts } else { 0 }
+                // Another plugin version gets a fresh set of attempts.
+                if at == version { attempts } else { 0 }
             }
             _ => {
                 self.lane.set_halted(None, None);
@@ -462,7 +465,7 @@ impl Routing<'_> {
             "partition held at a failed record (on_failure = \"stop\"): nothing past it is routed or committed until a new plugin version is swapped in"
         );
         self.lane.resume = Some(Resume::Held {
-            generation: route.generation(),
+            version: VersionId::of(self.instance().plugin()),
         });
         self.lane
             .set_halted(Some(record.offset), Some(failure.to_string()));
@@ -495,9 +498,7 @@ impl Routing<'_> {
                     if timed {
                         self.started.meters.called(started.elapsed(), 1);
                     }
-                    if attempts == 1 {
-                        self.observe(record, &result);
-                    }
+                    self.observe(record, &result);
                     result
                 }
             }
@@ -526,7 +527,7 @@ impl Routing<'_> {
         );
         self.lane.resume = Some(Resume::Retry {
             attempts,
-            generation: route.generation(),
+            version: VersionId::of(self.instance().plugin()),
             at: Instant::now() + wait,
         });
         Err(Yield::Wait)

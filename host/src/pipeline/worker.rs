@@ -74,15 +74,6 @@ pub(super) struct Worker {
     retired: Vec<RoutedOutputs>,
 }
 
-/// The version that routes `lane` now.
-fn track_of(lane: &Lane) -> Track {
-    if lane.route.candidate_routes(lane.partition) {
-        Track::Candidate
-    } else {
-        Track::Live
-    }
-}
-
 /// Marks its worker gone when dropped.
 struct Running<'h>(&'h WorkerHandle);
 
@@ -156,7 +147,7 @@ impl Worker {
     }
 
     fn add(&mut self, mut lane: Lane) {
-        lane.slot = self.slot_of(&lane.route, track_of(&lane));
+        lane.slot = self.slot_of(&lane.route, lane.track());
         self.slots[lane.slot].lanes += 1;
         let control = lane.control.clone();
         self.lanes.push(lane);
@@ -188,7 +179,7 @@ impl Worker {
     /// (a canary's partitions are the candidate's while it is tried), at
     /// the start of its turn: nothing of it is in a call.
     fn follow_track(&mut self, index: usize) {
-        let track = track_of(&self.lanes[index]);
+        let track = self.lanes[index].track();
         let from = self.lanes[index].slot;
         if self.slots[from].state.track == track {
             return;
@@ -292,6 +283,9 @@ impl Worker {
                 // Partitions come or go: seen to first.
                 return (Duration::ZERO, ready);
             }
+            // A canary widened or narrowed, a rollout ended: the partition
+            // goes to the version that routes it now.
+            self.follow_track(index);
             let lane = &mut self.lanes[index];
             let slot = &self.slots[lane.slot].state;
             // The route's plugin cannot start here yet: none of its

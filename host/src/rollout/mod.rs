@@ -175,6 +175,8 @@ pub struct RolloutLog {
     /// The SHA-256 of the candidate last rolled back: not tried again
     /// until its file changes.
     pub rejected: Mutex<Option<String>>,
+    /// What its shadow candidates found, all together.
+    pub shadow: Arc<shadow::ShadowTotals>,
 }
 
 impl RolloutLog {
@@ -227,6 +229,15 @@ impl RolloutLog {
             .collect()
     }
 
+    /// The candidate file now holds `sha256`: a candidate rolled back
+    /// before is tried again once its file held another.
+    pub(crate) fn candidate_file_is(&self, sha256: &str) {
+        let mut rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+        if rejected.as_deref().is_some_and(|r| r != sha256) {
+            *rejected = None;
+        }
+    }
+
     /// Whether the candidate with `sha256` was rolled back.
     #[must_use]
     pub fn is_rejected(&self, sha256: &str) -> bool {
@@ -251,7 +262,7 @@ impl Rollout {
             (config.mode == RolloutMode::Shadow).then(|| Shadow::start(route, candidate.clone()));
         let now = Instant::now();
         Self {
-            canary: AtomicU32::new(config.canary_partitions),
+            canary: AtomicU32::new(config.canary_partitions.unwrap_or(1)),
             base_total: route.stats.snapshot(),
             base_candidate: route.stats.version(candidate.version()).snapshot(),
             config,
@@ -276,10 +287,17 @@ impl Rollout {
         (self.config.mode == RolloutMode::Canary).then(|| self.canary.load(Ordering::Acquire))
     }
 
-    /// Canary: routes `partitions` of each source topic from now on.
-    pub(crate) fn set_canary(&self, partitions: u32) {
-        self.canary.store(partitions, Ordering::Release);
-        *self.stepped.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    /// Canary: routes `to` partitions of each source topic from now on,
+    /// if it routed `from` until now; whether it did.
+    pub(crate) fn set_canary(&self, from: u32, to: u32) -> bool {
+        let changed = self
+            .canary
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if changed {
+            *self.stepped.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
+        changed
     }
 
     /// Shadow: what the candidate found so far.
@@ -309,8 +327,10 @@ impl Rollout {
                 seconds,
             };
         }
-        let total = route.stats.snapshot();
+        // The candidate's first: the total, read after, holds at least
+        // what it counted.
         let candidate = route.stats.version(self.candidate.version()).snapshot();
+        let total = route.stats.snapshot();
         let (t1, tf1) = (records(&total), plugin_failures(&total));
         let (t0, tf0) = (records(&self.base_total), plugin_failures(&self.base_total));
         let (c1, cf1) = (records(&candidate), plugin_failures(&candidate));
@@ -405,6 +425,7 @@ fn judge(
                 && partitions < widest =>
         {
             Some(Step::Widen(
+                partitions,
                 partitions
                     .saturating_add(config.step_partitions)
                     .min(widest),
@@ -436,7 +457,8 @@ fn plugin_failures(stats: &StatsSnapshot) -> u64 {
 enum Step {
     RollBack(String),
     Promote(String),
-    Widen(u32, Figures),
+    /// From so many partitions to so many.
+    Widen(u32, u32, Figures),
 }
 
 /// The thread that applies every route's rollout policy; stops when
@@ -501,11 +523,11 @@ pub fn apply_policy(route: &Route) {
         Some(Step::Promote(reason)) => {
             let _ = route.end_rollout(&rollout, "promoted", "policy", reason);
         }
-        Some(Step::Widen(to, figures)) => {
-            let from = rollout.canary.load(Ordering::Acquire);
-            rollout.set_canary(to);
-            route.widened(
+        Some(Step::Widen(from, to, figures)) => {
+            let _ = route.widen(
                 &rollout,
+                from,
+                to,
                 "policy",
                 format!("from {from} to {to} partitions of each source topic, healthy: {figures}"),
             );
@@ -609,8 +631,8 @@ mod tests {
             )
         };
         assert_eq!(step(1, 29), None);
-        assert_eq!(step(1, 30), Some(Step::Widen(3, seen)));
-        assert_eq!(step(5, 30), Some(Step::Widen(6, seen)));
+        assert_eq!(step(1, 30), Some(Step::Widen(1, 3, seen)));
+        assert_eq!(step(5, 30), Some(Step::Widen(5, 6, seen)));
         assert_eq!(step(6, 30), None);
         // Not while it fails.
         let failing = figures((100, 50), (100, 0), 100);

@@ -12,7 +12,7 @@
 //! no room for are counted as skipped.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use base64::Engine as _;
 use rdkafka::producer::BaseRecord;
 use serde_json::{Value, json};
 
-use crate::plugin::{FailureKind, Plugin};
+use crate::plugin::{FailureKind, Interrupt, LogBudget, Plugin};
 use crate::record::{Output, SourceRecord};
 use crate::route::{Route, RouteInstance, Routed, RoutedOutputs};
 
@@ -75,24 +75,54 @@ impl ShadowBatch {
     }
 }
 
-/// A shadow candidate's thread: dropping it ends the thread once the
-/// batches already handed over are compared.
+/// A shadow candidate's thread: dropping it ends the thread at once (a
+/// call in progress is interrupted, the batches queued are dropped).
 pub(crate) struct Shadow {
     feed: SyncSender<ShadowBatch>,
     /// What it found.
     pub(crate) counts: Arc<ShadowCounts>,
+    ended: Arc<AtomicBool>,
+    interrupt: Interrupt,
+}
+
+impl Drop for Shadow {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::Release);
+        self.interrupt.raise();
+    }
+}
+
+/// What every shadow candidate of a route found, for `/metrics`
+/// (counters that never go down, whatever candidates come and go).
+#[derive(Debug, Default)]
+pub struct ShadowTotals {
+    /// Records decided alike.
+    pub agreed: AtomicU64,
+    /// Records decided differently.
+    pub differed: AtomicU64,
+    /// Records not compared: the candidate's queue was full.
+    pub skipped: AtomicU64,
 }
 
 impl Shadow {
     /// Starts `candidate`'s thread for `route`.
     pub(crate) fn start(route: &Arc<Route>, candidate: Arc<Plugin>) -> Self {
         let (feed, batches) = sync_channel(QUEUE);
-        let counts = Arc::new(ShadowCounts::default());
+        let counts = Arc::new(ShadowCounts {
+            totals: route.rollouts.shadow.clone(),
+            ..ShadowCounts::default()
+        });
+        let ended = Arc::new(AtomicBool::new(false));
+        let interrupt = Interrupt::new();
         let thread = Candidate {
             route: route.clone(),
             candidate,
             counts: counts.clone(),
             instance: None,
+            start: StartBackoff::default(),
+            interrupt: interrupt.clone(),
+            ended: ended.clone(),
+            log_budget: Arc::new(LogBudget::new(route.config.limits.log_lines_per_second)),
             topic_window: (Instant::now(), 0),
         };
         let spawned = std::thread::Builder::new()
@@ -101,7 +131,12 @@ impl Shadow {
         if let Err(e) = spawned {
             tracing::error!(route = route.name(), error = %e, "cannot start the shadow candidate's thread: nothing is compared");
         }
-        Self { feed, counts }
+        Self {
+            feed,
+            counts,
+            ended,
+            interrupt,
+        }
     }
 
     /// Hands `batch` to the candidate, unless its queue is full (then the
@@ -110,9 +145,9 @@ impl Shadow {
         match self.feed.try_send(batch) {
             Ok(()) => {}
             Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
-                self.counts
-                    .skipped
-                    .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                let n = batch.records.len() as u64;
+                self.counts.skipped.fetch_add(n, Ordering::Relaxed);
+                self.counts.totals.skipped.fetch_add(n, Ordering::Relaxed);
             }
         }
     }
@@ -129,6 +164,8 @@ pub struct ShadowCounts {
     live_failed: AtomicU64,
     by_kind: [AtomicU64; DIFFERENCES.len()],
     samples: Mutex<VecDeque<Value>>,
+    /// The route's, across candidates.
+    totals: Arc<ShadowTotals>,
 }
 
 /// What a shadow candidate found, at one moment.
@@ -183,12 +220,30 @@ impl ShadowCounts {
     }
 }
 
+/// When a candidate that could not start is tried again.
+#[derive(Debug, Default)]
+struct StartBackoff {
+    next: Option<Instant>,
+    wait: Duration,
+}
+
+/// A candidate that cannot start is tried again after this, doubling up
+/// to [`START_RETRY_MAX`]; its records count as failed meanwhile.
+const START_RETRY_MIN: Duration = Duration::from_millis(500);
+const START_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// The candidate's side: its instance, on its thread.
 struct Candidate {
     route: Arc<Route>,
     candidate: Arc<Plugin>,
     counts: Arc<ShadowCounts>,
     instance: Option<RouteInstance>,
+    start: StartBackoff,
+    /// Raised when the shadow ends: a call in progress ends at once.
+    interrupt: Interrupt,
+    ended: Arc<AtomicBool>,
+    /// Its own: a chatty candidate does not silence the live version.
+    log_budget: Arc<LogBudget>,
     /// The shadow topic's current second and what was written in it.
     topic_window: (Instant, u64),
 }
@@ -199,7 +254,14 @@ type Answer = Result<RoutedOutputs, FailureKind>;
 impl Candidate {
     fn run(mut self, batches: &Receiver<ShadowBatch>) {
         while let Ok(batch) = batches.recv() {
+            if self.ended.load(Ordering::Acquire) {
+                break;
+            }
             let answers = self.answers(&batch.records);
+            if self.ended.load(Ordering::Acquire) {
+                // Interrupted: says nothing of the candidate.
+                break;
+            }
             for ((record, live), answer) in batch.records.iter().zip(&batch.live).zip(answers) {
                 self.compare(record, live, &answer);
             }
@@ -209,12 +271,28 @@ impl Candidate {
     /// The candidate's answers for `records`: one call, or one per record
     /// when the call fails as a whole (as the live path does).
     fn answers(&mut self, records: &[Arc<SourceRecord>]) -> Vec<Answer> {
+        let cannot_start = || records.iter().map(|_| Err(FailureKind::Trap)).collect();
         if self.instance.is_none() {
-            match self.route.pinned_instance(&self.candidate) {
-                Ok(instance) => self.instance = Some(instance),
+            if self.start.next.is_some_and(|next| Instant::now() < next) {
+                return cannot_start();
+            }
+            match self.route.pinned_instance(
+                &self.candidate,
+                self.interrupt.clone(),
+                self.log_budget.clone(),
+            ) {
+                Ok(instance) => {
+                    self.instance = Some(instance);
+                    self.start = StartBackoff::default();
+                }
                 Err(e) => {
-                    tracing::warn!(route = self.route.name(), candidate = self.candidate.version(), error = %e, "the shadow candidate cannot start: its records count as failed");
-                    return records.iter().map(|_| Err(FailureKind::Trap)).collect();
+                    let wait = (self.start.wait * 2).clamp(START_RETRY_MIN, START_RETRY_MAX);
+                    self.start = StartBackoff {
+                        next: Some(Instant::now() + wait),
+                        wait,
+                    };
+                    tracing::warn!(route = self.route.name(), candidate = self.candidate.version(), error = %e, retry_ms = wait.as_millis(), "the shadow candidate cannot start: its records count as failed until it does");
+                    return cannot_start();
                 }
             }
         }
@@ -243,9 +321,11 @@ impl Candidate {
         let differs = differences(live, candidate);
         if differs.is_empty() {
             counts.agreed.fetch_add(1, Ordering::Relaxed);
+            counts.totals.agreed.fetch_add(1, Ordering::Relaxed);
             return;
         }
         counts.differed.fetch_add(1, Ordering::Relaxed);
+        counts.totals.differed.fetch_add(1, Ordering::Relaxed);
         for kind in &differs {
             if let Some(i) = DIFFERENCES.iter().position(|k| k == kind) {
                 counts.by_kind[i].fetch_add(1, Ordering::Relaxed);
