@@ -36,6 +36,24 @@ fn versioned(tag: &str) -> Vec<u8> {
     switchyard_tests::versioned_plugin(tag)
 }
 
+/// Route `r` from `src` to `dst` with plugin `live`, `failure` (its
+/// failure policy line), and `candidate` rolled out as `rollout` (more
+/// `[routes.rollout]` lines) says.
+fn rollout_route(
+    src: &str,
+    dst: &str,
+    live: &Path,
+    failure: &str,
+    candidate: &Path,
+    rollout: &str,
+) -> String {
+    format!(
+        "[[routes]]\nname = \"r\"\nsource_topics = [\"{src}\"]\nplugin = \"{}\"\ndefault_target = \"{dst}\"\n{failure}\n[routes.rollout]\ncandidate = \"{}\"\n{rollout}",
+        live.display(),
+        candidate.display()
+    )
+}
+
 fn start(group: &str, route: &str, token: &Path) -> RouterHandle {
     let config = switchyard_tests::router_config(
         group,
@@ -87,20 +105,17 @@ fn a_shadow_candidate_that_moves_one_tenant_shows_exactly_that_tenant_and_produc
     let group = random_topic("group");
     let router = start(
         &group,
-        &format!(
-            r#"[[routes]]
-name = "r"
-source_topics = ["{src}"]
-plugin = "{}"
-default_target = "{dst}"
-on_failure = "skip"
-[routes.rollout]
-candidate = "{}"
-mode = "shadow"
+        &rollout_route(
+            &src,
+            &dst,
+            &switchyard_plugin_fixtures::tenant_partitioner(),
+            r#"on_failure = "skip""#,
+            &candidate,
+            &format!(
+                r#"mode = "shadow"
 shadow_topic = "{shadow}"
-"#,
-            switchyard_plugin_fixtures::tenant_partitioner().display(),
-            candidate.display()
+"#
+            ),
         ),
         &token,
     );
@@ -237,21 +252,16 @@ fn a_canary_that_starts_trapping_is_rolled_back_and_every_record_lands_once_in_o
     create_topics(&[(&src, 6), (&dst, 6), (&dlq, 1)]).unwrap();
     let router = start(
         &random_topic("group"),
-        &format!(
-            r#"[[routes]]
-name = "r"
-source_topics = ["{src}"]
-plugin = "{}"
-default_target = "{dst}"
-dead_letter_topic = "{dlq}"
-[routes.rollout]
-candidate = "{}"
-canary_partitions = 2
+        &rollout_route(
+            &src,
+            &dst,
+            &live,
+            &format!(r#"dead_letter_topic = "{dlq}""#),
+            &candidate,
+            r#"canary_partitions = 2
 min_records = 20
 max_failure_rate_increase = 0.05
 "#,
-            live.display(),
-            candidate.display()
         ),
         &token,
     );
@@ -364,23 +374,18 @@ fn a_clean_canary_is_widened_then_promoted_by_the_policy() {
     produce(&src, &batch("a")).unwrap();
     let router = start(
         &random_topic("group"),
-        &format!(
-            r#"[[routes]]
-name = "r"
-source_topics = ["{src}"]
-plugin = "{}"
-default_target = "{dst}"
-on_failure = "skip"
-[routes.rollout]
-candidate = "{}"
-canary_partitions = 1
+        &rollout_route(
+            &src,
+            &dst,
+            &live,
+            r#"on_failure = "skip""#,
+            &candidate,
+            r#"canary_partitions = 1
 step_partitions = 1
 step_seconds = 1
 promote_after_records = 150
 min_records = 20
 "#,
-            live.display(),
-            candidate.display()
         ),
         &token,
     );
@@ -441,20 +446,15 @@ fn a_partition_the_candidate_held_is_released_to_the_live_version_when_the_canar
     create_topics(&[(&src, 2), (&dst, 1)]).unwrap();
     let router = start(
         &random_topic("group"),
-        &format!(
-            r#"[[routes]]
-name = "r"
-source_topics = ["{src}"]
-plugin = "{}"
-default_target = "{dst}"
-on_failure = "stop"
-[routes.rollout]
-candidate = "{}"
-canary_partitions = 2
+        &rollout_route(
+            &src,
+            &dst,
+            &live,
+            r#"on_failure = "stop""#,
+            &candidate,
+            r#"canary_partitions = 2
 auto_rollback = false
 "#,
-            live.display(),
-            candidate.display()
         ),
         &token,
     );
@@ -491,19 +491,7 @@ fn an_operator_widens_and_rolls_back_a_canary_and_a_rolled_back_candidate_waits_
     create_topics(&[(&src, 4), (&dst, 4)]).unwrap();
     let router = start(
         &random_topic("group"),
-        &format!(
-            r#"[[routes]]
-name = "r"
-source_topics = ["{src}"]
-plugin = "{}"
-default_target = "{dst}"
-on_failure = "skip"
-[routes.rollout]
-candidate = "{}"
-"#,
-            live.display(),
-            candidate.display()
-        ),
+        &rollout_route(&src, &dst, &live, r#"on_failure = "skip""#, &candidate, ""),
         &token,
     );
     let addr = router.http_addr().unwrap();
