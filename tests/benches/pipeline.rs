@@ -793,6 +793,24 @@ impl RouterProcess {
             value("switchyard_plugin_call_records_sum{")?,
             value("switchyard_plugin_call_records_count{")?,
         );
+        // A shadow candidate compares what it was handed, unless its queue
+        // was full: say how much of the load it carried.
+        let shadow = |result: &str| {
+            page.lines()
+                .find(|l| {
+                    l.starts_with("switchyard_shadow_records_total{")
+                        && l.contains(&format!("result=\"{result}\""))
+                })
+                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        };
+        if let (Some(agreed), Some(differed), Some(skipped)) =
+            (shadow("agreed"), shadow("differed"), shadow("skipped"))
+        {
+            eprintln!(
+                "  shadow candidate: compared {} records ({differed} differed), skipped {skipped}",
+                agreed + differed
+            );
+        }
         Ok(match (sum, count) {
             (Some(sum), Some(count)) if count > 0.0 => Some(sum / count),
             _ => None,
