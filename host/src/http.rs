@@ -368,10 +368,23 @@ async fn replay(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> (StatusCode, Json<Value>) {
-    match replay_request(query.as_deref().unwrap_or_default()) {
-        Ok(request) => control(&shown, &name, &headers, &Action::Replay(request)),
-        Err(why) => (StatusCode::BAD_REQUEST, Json(json!({ "error": why }))),
+    if let Err(refused) = authorized(&shown, &headers) {
+        return refused;
     }
+    let request = match replay_request(query.as_deref().unwrap_or_default()) {
+        Ok(request) => request,
+        Err(why) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": why }))),
+    };
+    // Starting one may ask the broker about the target: off the thread
+    // that answers /health and /ready.
+    tokio::task::spawn_blocking(move || control(&shown, &name, &headers, &Action::Replay(request)))
+        .await
+        .unwrap_or_else(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "error": format!("the replay request failed: {e}") })),
+            )
+        })
 }
 
 /// A replay asked for in a query string: `to=TOPIC`, and `from_offset=N`
@@ -384,12 +397,27 @@ fn replay_request(query: &str) -> Result<crate::replay::Request, String> {
             .parse::<i64>()
             .map_err(|_| format!("{key}: '{value}' is not a whole number"))
     };
+    let mut seen = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let start = matches!(key, "from_offset" | "from_timestamp_ms");
+        if seen.contains(&key) || (start && from.is_some()) {
+            return Err(format!(
+                "'{key}' given twice, or with another start: give one of each"
+            ));
+        }
+        seen.push(key);
+        let at_least_zero = |key: &str, value: &str| {
+            let n = number(key, value)?;
+            if n < 0 {
+                return Err(format!("{key}: '{value}' is negative"));
+            }
+            Ok(n)
+        };
         match key {
             "to" => to = Some(value.to_owned()),
-            "from_offset" => from = Some(From::Offset(number(key, value)?)),
-            "from_timestamp_ms" => from = Some(From::TimestampMs(number(key, value)?)),
+            "from_offset" => from = Some(From::Offset(at_least_zero(key, value)?)),
+            "from_timestamp_ms" => from = Some(From::TimestampMs(at_least_zero(key, value)?)),
             "partition" => {
                 partition = Some(
                     i32::try_from(number(key, value)?)

@@ -11,20 +11,26 @@
 //! the usual headers), and `on_failure = "stop"` stops the replay at that
 //! record. A replay is at-least-once like the route: it is done when every
 //! output is acknowledged. At most [`MAX_RUNNING`] run at once, one per
-//! route.
+//! route, each with its own consumer, producer and plugin instance (its
+//! own log budget): one replay's trouble (a target without a leader, a
+//! slow plugin) is its own. A cancelled replay stops at once (a plugin
+//! call in progress is interrupted); the router joins its replays when it
+//! stops.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{FailurePolicy, KafkaConfig};
 use crate::kafka::{Outgoing, OutputProducer, Report, Sender};
-use crate::plugin::{FailureKind, RouteFailure};
+use crate::plugin::{FailureKind, Interrupt, LogBudget, RouteFailure};
 use crate::record::{Header, SourceRecord};
 use crate::route::{Route, RouteInstance, Routed};
 use crate::schema::check::Check;
@@ -41,8 +47,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a record waits for its schema before it fails.
 const SCHEMA_WAIT: Duration = Duration::from_secs(30);
 
-/// How long the outputs may take to be acknowledged at the end.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long an output may wait for its acknowledgement (the replay
+/// producer's `message.timeout.ms`); the replay waits a little longer at
+/// its end.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How often the partitions left are checked for having reached their end
+/// (a partition may end in records no consumer is handed: a transaction's
+/// markers).
+const POSITION_CHECK: Duration = Duration::from_millis(500);
+
+/// A replay that reads nothing and gets no partition further for this
+/// long fails, saying the last error it saw.
+const STALL: Duration = Duration::from_secs(300);
 
 /// Where a replay starts in each partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -108,6 +125,9 @@ pub struct Replay {
     plan: Mutex<Vec<(String, i32, i64, i64)>>,
     counts: Counts,
     cancel: AtomicBool,
+    /// Ends its plugin call in progress when it is cancelled.
+    interrupt: Interrupt,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Replay {
@@ -126,9 +146,14 @@ impl Replay {
         self.state() == State::Running
     }
 
-    /// Asks it to stop (at the next record).
+    /// Stops it: at once, a plugin call in progress interrupted.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Release);
+        self.interrupt.raise();
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
     }
 
     fn finish(&self, state: State) {
@@ -205,9 +230,10 @@ impl Outgoing for Replayed {
 /// Starts and keeps the router's replays.
 pub struct Replayer {
     kafka: KafkaConfig,
-    producer: OnceLock<Arc<OutputProducer<Replayed>>>,
     next: AtomicU64,
     replays: Mutex<Vec<Arc<Replay>>>,
+    /// The router stops: no replay starts.
+    stopped: AtomicBool,
 }
 
 impl std::fmt::Debug for Replayer {
@@ -218,7 +244,7 @@ impl std::fmt::Debug for Replayer {
 
 impl Drop for Replayer {
     fn drop(&mut self) {
-        self.cancel_all();
+        self.stop();
     }
 }
 
@@ -228,9 +254,9 @@ impl Replayer {
     pub fn new(kafka: KafkaConfig) -> Self {
         Self {
             kafka,
-            producer: OnceLock::new(),
             next: AtomicU64::new(1),
             replays: Mutex::default(),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -243,10 +269,20 @@ impl Replayer {
             .clone()
     }
 
-    /// Cancels every running replay (the router stops).
-    pub fn cancel_all(&self) {
+    /// Cancels every running replay and waits for their threads to end;
+    /// none starts from now on (the router stops).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         for replay in self.replays() {
             replay.cancel();
+            let thread = replay
+                .thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
         }
     }
 
@@ -259,6 +295,9 @@ impl Replayer {
         routes: &[Arc<Route>],
         request: Request,
     ) -> Result<Arc<Replay>, String> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err("the router is stopping".to_owned());
+        }
         let to = request.to.trim().to_owned();
         let to = to.as_str();
         if to.is_empty() {
@@ -280,7 +319,6 @@ impl Replayer {
         if route.partition_count(to).is_none() {
             return Err(format!("topic '{to}' does not exist"));
         }
-        let producer = self.producer()?;
         let mut replays = self.replays.lock().unwrap_or_else(PoisonError::into_inner);
         let running: Vec<&Arc<Replay>> = replays.iter().filter(|r| r.running()).collect();
         if let Some(same) = running.iter().find(|r| r.route == route.name()) {
@@ -305,19 +343,21 @@ impl Replayer {
             plan: Mutex::default(),
             counts: Counts::default(),
             cancel: AtomicBool::new(false),
+            interrupt: Interrupt::new(),
+            thread: Mutex::default(),
         });
-        let consumer = self.consumer(id)?;
         let job = Job {
             replay: replay.clone(),
             route: route.clone(),
-            consumer,
-            producer,
+            consumer: self.consumer(id)?,
+            producer: self.producer()?,
             to: to.into(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("replay-{id}"))
             .spawn(move || job.run())
             .map_err(|e| format!("cannot start the replay's thread: {e}"))?;
+        *replay.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
         tracing::info!(
             route = route.name(),
             replay = id,
@@ -338,22 +378,23 @@ impl Replayer {
         Ok(replay)
     }
 
-    /// The producer the replays share (made at the first replay).
+    /// A producer of the replay's own, outside the route's transactions
+    /// (a replay is at-least-once), whose outputs wait at most
+    /// [`DELIVERY_TIMEOUT`].
     fn producer(&self) -> Result<Arc<OutputProducer<Replayed>>, String> {
-        if let Some(producer) = self.producer.get() {
-            return Ok(producer.clone());
-        }
         let mut config = crate::kafka::producer_config(&self.kafka);
-        // Outside the route's transactions: a replay is at-least-once.
         config.remove("transactional.id");
-        let producer = Arc::new(
-            OutputProducer::new(&config)
-                .map_err(|e| format!("cannot make the replay producer: {e}"))?,
+        config.set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
         );
-        Ok(self.producer.get_or_init(|| producer).clone())
+        OutputProducer::new(&config)
+            .map(Arc::new)
+            .map_err(|e| format!("cannot make the replay producer: {e}"))
     }
 
-    /// A consumer of its own for replay `id`, which commits nothing.
+    /// A consumer of its own for replay `id`, which commits nothing and
+    /// reads from a partition's first record when the start is gone.
     fn consumer(&self, id: u64) -> Result<BaseConsumer, String> {
         let mut config = crate::kafka::consumer_config(&self.kafka);
         config
@@ -362,10 +403,33 @@ impl Replayer {
                 format!("{}.replay-{id}-{}", self.kafka.group_id, std::process::id()),
             )
             .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
             .set("statistics.interval.ms", "0");
         config
             .create()
             .map_err(|e| format!("cannot make the replay consumer: {e}"))
+    }
+}
+
+/// How a replay's reading ended.
+enum Outcome {
+    /// Every partition read to its end.
+    Completed,
+    /// Cancelled on the way.
+    Cancelled,
+}
+
+/// Marks its replay failed if its thread panics.
+struct Finishing<'r>(&'r Replay);
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0
+                .finish(State::Failed("the replay's thread panicked".to_owned()));
+        }
     }
 }
 
@@ -380,20 +444,22 @@ struct Job {
 
 impl Job {
     fn run(self) {
+        let _finishing = Finishing(&self.replay);
         // Made here: its topic handles stay on this thread.
         let mut sender = Sender::new(self.producer.clone());
         let result = self.replay_all(&mut sender);
-        let flushed = self.producer.flush(FLUSH_TIMEOUT);
+        drop(sender);
+        let delivered = self.wait_for_deliveries();
         let counts = &self.replay.counts;
+        let undelivered = counts.undelivered.load(Ordering::Relaxed);
         let state = match result {
-            _ if self.replay.cancel.load(Ordering::Acquire) => State::Cancelled,
             Err(why) => State::Failed(why),
-            Ok(()) if flushed.is_err() => {
-                State::Failed(format!("outputs not acknowledged within {FLUSH_TIMEOUT:?}"))
-            }
-            Ok(()) if counts.undelivered.load(Ordering::Relaxed) > 0 => State::Failed(format!(
-                "{} outputs were not delivered: {}",
-                counts.undelivered.load(Ordering::Relaxed),
+            Ok(Outcome::Cancelled) => State::Cancelled,
+            Ok(Outcome::Completed) if !delivered => State::Failed(format!(
+                "outputs not acknowledged within {DELIVERY_TIMEOUT:?}"
+            )),
+            Ok(Outcome::Completed) if undelivered > 0 => State::Failed(format!(
+                "{undelivered} outputs were not delivered: {}",
                 counts
                     .last_error
                     .lock()
@@ -401,7 +467,7 @@ impl Job {
                     .clone()
                     .unwrap_or_default()
             )),
-            Ok(()) => State::Done,
+            Ok(Outcome::Completed) => State::Done,
         };
         match &state {
             State::Failed(why) => {
@@ -422,6 +488,21 @@ impl Job {
             }
         }
         self.replay.finish(state);
+    }
+
+    /// Waits until every output handed over is acknowledged or failed (at
+    /// most a little past [`DELIVERY_TIMEOUT`], or until cancelled);
+    /// whether they all were.
+    fn wait_for_deliveries(&self) -> bool {
+        let give_up = Instant::now() + DELIVERY_TIMEOUT + Duration::from_secs(10);
+        loop {
+            if self.producer.flush(Duration::from_secs(1)).is_ok() {
+                return true;
+            }
+            if self.replay.cancelled() || Instant::now() >= give_up {
+                return false;
+            }
+        }
     }
 
     /// Where each partition starts and ends (its end when the replay
@@ -472,16 +553,24 @@ impl Job {
                     .consumer
                     .offsets_for_times(tpl, REQUEST_TIMEOUT)
                     .map_err(|e| format!("cannot find the offsets at {ms} ms: {e}"))?;
-                bounds
-                    .iter()
-                    .map(|(topic, partition, _, high)| {
-                        match found.find_partition(topic, *partition).map(|e| e.offset()) {
-                            Some(Offset::Offset(o)) => o,
-                            // No record at or after that time.
-                            _ => *high,
-                        }
-                    })
-                    .collect()
+                let mut starts = Vec::with_capacity(bounds.len());
+                for (topic, partition, _, high) in &bounds {
+                    let found = found.find_partition(topic, *partition);
+                    if let Some(Err(e)) = found
+                        .as_ref()
+                        .map(rdkafka::topic_partition_list::TopicPartitionListElem::error)
+                    {
+                        return Err(format!(
+                            "cannot find the offset at {ms} ms of '{topic}' [{partition}]: {e}"
+                        ));
+                    }
+                    starts.push(match found.map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o,
+                        // No record at or after that time.
+                        _ => *high,
+                    });
+                }
+                starts
             }
         };
         Ok(bounds
@@ -492,7 +581,7 @@ impl Job {
             .collect())
     }
 
-    fn replay_all(&self, sender: &mut Sender<Replayed>) -> Result<(), String> {
+    fn replay_all(&self, sender: &mut Sender<Replayed>) -> Result<Outcome, String> {
         let plan = self.plan()?;
         *self
             .replay
@@ -500,7 +589,7 @@ impl Job {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = plan.clone();
         if plan.is_empty() {
-            return Ok(());
+            return Ok(Outcome::Completed);
         }
         let mut tpl = TopicPartitionList::new();
         let mut left: HashMap<(String, i32), i64> = HashMap::new();
@@ -514,61 +603,151 @@ impl Job {
             .map_err(|e| format!("cannot read the partitions: {e}"))?;
         let mut instance = self
             .route
-            .instance()
+            .separate_instance(
+                self.replay.interrupt.clone(),
+                Arc::new(LogBudget::new(
+                    self.route.config.limits.log_lines_per_second,
+                )),
+            )
             .map_err(|e| format!("the plugin cannot start: {e}"))?;
         let topics: HashMap<String, Arc<str>> = plan
             .iter()
             .map(|(topic, ..)| (topic.clone(), Arc::from(topic.as_str())))
             .collect();
+        let mut checked = Instant::now();
+        let mut progress = Instant::now();
         while !left.is_empty() {
-            if self.replay.cancel.load(Ordering::Acquire) {
-                return Ok(());
+            if self.replay.cancelled() {
+                return Ok(Outcome::Cancelled);
             }
-            let Some(message) = self.consumer.poll(Duration::from_millis(100)) else {
-                // A partition may end in records no consumer is handed
-                // (a transaction's markers): done once its position is
-                // there.
-                if let Ok(positions) = self.consumer.position() {
-                    left.retain(|(topic, partition), end| {
-                        !matches!(
-                            positions.find_partition(topic, *partition).map(|e| e.offset()),
-                            Some(Offset::Offset(at)) if at >= *end
-                        )
-                    });
+            if checked.elapsed() >= POSITION_CHECK {
+                checked = Instant::now();
+                if self.finish_ended(&mut left) {
+                    progress = Instant::now();
                 }
-                continue;
+                if left.is_empty() {
+                    break;
+                }
+            }
+            if progress.elapsed() >= STALL {
+                let last = self
+                    .replay
+                    .counts
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                return Err(format!(
+                    "no record read for {STALL:?}; last error: {}",
+                    last.as_deref().unwrap_or("none")
+                ));
+            }
+            let message = match self.consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                Some(Ok(message)) => message,
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // Look at once: the partition may be at its end.
+                    checked = Instant::now() - POSITION_CHECK;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    self.consumer_error(&e)?;
+                    continue;
+                }
             };
-            let message = message.map_err(|e| format!("cannot read: {e}"))?;
             let key = (message.topic().to_owned(), message.partition());
             let Some(&end) = left.get(&key) else {
                 continue;
             };
+            progress = Instant::now();
             if message.offset() >= end {
-                left.remove(&key);
+                self.finished(&mut left, &key);
                 continue;
-            }
-            if message.offset() + 1 >= end {
-                left.remove(&key);
             }
             let topic = topics
                 .get(message.topic())
                 .cloned()
                 .unwrap_or_else(|| Arc::from(message.topic()));
             let record = Arc::new(record_of(&message, topic));
+            drop(message);
+            if message_is_last(&record, end) {
+                self.finished(&mut left, &key);
+            }
             self.replay.counts.records.fetch_add(1, Ordering::Relaxed);
-            self.route_one(&mut instance, &record, sender)?;
+            if !self.route_one(&mut instance, &record, sender)? {
+                return Ok(Outcome::Cancelled);
+            }
         }
+        Ok(Outcome::Completed)
+    }
+
+    /// Partition `key` is read to its end: nothing more of it is fetched.
+    fn finished(&self, left: &mut HashMap<(String, i32), i64>, key: &(String, i32)) {
+        left.remove(key);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&key.0, key.1);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::debug!(replay = self.replay.id, error = %e, "cannot pause a partition read to its end");
+        }
+    }
+
+    /// Finishes the partitions whose position reached their end (past
+    /// records no consumer is handed); whether any did.
+    fn finish_ended(&self, left: &mut HashMap<(String, i32), i64>) -> bool {
+        let Ok(positions) = self.consumer.position() else {
+            return false;
+        };
+        let ended: Vec<(String, i32)> = left
+            .iter()
+            .filter(|((topic, partition), end)| {
+                matches!(
+                    positions.find_partition(topic, *partition).map(|e| e.offset()),
+                    Some(Offset::Offset(at)) if at >= **end
+                )
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &ended {
+            self.finished(left, key);
+        }
+        !ended.is_empty()
+    }
+
+    /// A consumer error: the replay fails on one it cannot get past (the
+    /// consumer is gone, a source it may not read), else goes on (the
+    /// consumer retries by itself) with the error kept for its status.
+    fn consumer_error(&self, error: &KafkaError) -> Result<(), String> {
+        use RDKafkaErrorCode as E;
+        let fatal = match error {
+            KafkaError::MessageConsumptionFatal(_) => true,
+            KafkaError::MessageConsumption(code) => matches!(
+                code,
+                E::TopicAuthorizationFailed | E::GroupAuthorizationFailed | E::UnknownTopic
+            ),
+            _ => false,
+        };
+        if fatal {
+            return Err(format!("cannot read: {error}"));
+        }
+        tracing::warn!(replay = self.replay.id, error = %error, "replay: consumer error (retried)");
+        *self
+            .replay
+            .counts
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
         Ok(())
     }
 
     /// Routes `record` (retrying as the route says) and hands its outputs
     /// (or its dead-letter record) to the producer.
+    /// Whether to go on (`false`: cancelled).
     fn route_one(
         &self,
         instance: &mut RouteInstance,
         record: &Arc<SourceRecord>,
         sender: &mut Sender<Replayed>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let route = self.route.clone();
         let retry = route.config.retry;
         let mut attempts = 0;
@@ -581,14 +760,18 @@ impl Job {
                 Err(failure) => Err(failure),
                 Ok(()) => instance.route(record),
             };
+            // Cancelled: an interrupted call says nothing of the record.
+            if self.replay.cancelled() {
+                return Ok(false);
+            }
             match answer {
                 Err(failure)
                     if failure.kind == FailureKind::Retry && attempts < retry.max_attempts =>
                 {
                     let until = Instant::now() + retry.backoff().delay(attempts);
                     while Instant::now() < until {
-                        if self.replay.cancel.load(Ordering::Acquire) {
-                            return Ok(());
+                        if self.replay.cancelled() {
+                            return Ok(false);
                         }
                         std::thread::park_timeout(
                             until
@@ -645,7 +828,7 @@ impl Job {
             },
         };
         if outputs.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         counts
             .outputs
@@ -658,7 +841,7 @@ impl Job {
         for index in 0..replayed.outputs.len() {
             if let Err(e) = sender.send(&replayed, index, &|| cancel.load(Ordering::Acquire)) {
                 if cancel.load(Ordering::Acquire) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 return Err(format!(
                     "cannot produce an output of '{}' [{}] offset {} to '{}': {e}",
@@ -666,7 +849,7 @@ impl Job {
                 ));
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The record's framed parts against their schemas (waiting a while
@@ -689,10 +872,17 @@ impl Job {
                         ),
                     ));
                 }
+                // Cancelled: the caller looks before it goes on.
+                Check::Pending { .. } if self.replay.cancelled() => return Ok(()),
                 Check::Pending { .. } => std::thread::park_timeout(Duration::from_millis(100)),
             }
         }
     }
+}
+
+/// Whether `record` is the last one before `end`.
+fn message_is_last(record: &SourceRecord, end: i64) -> bool {
+    record.offset + 1 >= end
 }
 
 /// `message` as a source record of `topic`.

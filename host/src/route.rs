@@ -739,10 +739,40 @@ impl Route {
     ) -> Result<RouteInstance, PluginError> {
         Ok(RouteInstance {
             route: self.clone(),
-            plugin: Some(self.instantiate_with(plugin, Some(interrupt.clone()), log_budget)?),
+            plugin: Some(self.instantiate_with(
+                plugin,
+                Some(interrupt.clone()),
+                log_budget.clone(),
+            )?),
             generation: self.generation(),
             interrupt: Some(interrupt),
             track: Track::Pinned,
+            log_budget: Some(log_budget),
+        })
+    }
+
+    /// An instance of the live version that follows swaps, apart from the
+    /// workers' (a replay's): its calls end when `interrupt` is raised,
+    /// its log lines count against `log_budget`.
+    pub fn separate_instance(
+        self: &Arc<Self>,
+        interrupt: Interrupt,
+        log_budget: Arc<LogBudget>,
+    ) -> Result<RouteInstance, PluginError> {
+        let generation = self.generation();
+        let plugin = match self.plugin() {
+            None => None,
+            Some(plugin) => {
+                Some(self.instantiate_with(&plugin, Some(interrupt.clone()), log_budget.clone())?)
+            }
+        };
+        Ok(RouteInstance {
+            route: self.clone(),
+            plugin,
+            generation,
+            interrupt: Some(interrupt),
+            track: Track::Live,
+            log_budget: Some(log_budget),
         })
     }
 
@@ -764,6 +794,7 @@ impl Route {
             generation,
             interrupt,
             track,
+            log_budget: None,
         })
     }
 
@@ -801,6 +832,8 @@ pub struct RouteInstance {
     interrupt: Option<Interrupt>,
     /// Which version it follows.
     track: Track,
+    /// Its plugin's log budget, when not the route's.
+    log_budget: Option<Arc<LogBudget>>,
 }
 
 impl std::fmt::Debug for RouteInstance {
@@ -913,9 +946,13 @@ impl RouteInstance {
             self.generation = generation;
             return Ok(());
         }
+        let log_budget = self
+            .log_budget
+            .clone()
+            .unwrap_or_else(|| self.route.log_budget.clone());
         let instance = self
             .route
-            .instantiate_interruptible(&plugin, self.interrupt.clone())?;
+            .instantiate_with(&plugin, self.interrupt.clone(), log_budget)?;
         self.plugin = Some(instance);
         self.generation = generation;
         Ok(())

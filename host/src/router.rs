@@ -185,7 +185,7 @@ impl RouterHandle {
     fn stop_rollouts(&mut self) {
         self.watcher = None;
         self.rollouts = None;
-        self.replayer.cancel_all();
+        self.replayer.stop();
         for route in &self.routes {
             route.stop_rollout();
         }

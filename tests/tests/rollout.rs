@@ -654,7 +654,14 @@ on_failure = "skip"
     ));
     assert_eq!(code, 200, "{body}");
     let replay = router.replays()[0].clone();
-    // The live route goes on meanwhile.
+    // Once its end is set, the live route goes on meanwhile.
+    wait_until(WAIT, || {
+        replay.to_json()["partitions"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+            || !replay.running()
+    })
+    .unwrap();
     phase(&src, "c", 5);
     wait_until(WAIT, || !replay.running()).unwrap();
     assert_eq!(
@@ -719,6 +726,72 @@ on_failure = "skip"
         .chain((0..5).map(|i| format!("c1:{i}")))
         .collect();
     assert_eq!(values, expected);
+
+    // Twice the start, or a negative one: refused before anything runs.
+    for query in [
+        format!("to={again}&from_offset=1&from_timestamp_ms=1"),
+        format!("to={again}&from_offset=-1"),
+    ] {
+        let (code, body) = post(&format!("/routes/r/replay?{query}"));
+        assert_eq!(code, 400, "{query}: {body}");
+    }
+    assert_eq!(router.replays().len(), 2);
+    router.shutdown();
+    router.join();
+}
+
+#[test]
+fn a_cancelled_replay_stops_at_once_even_inside_a_plugin_call() {
+    let (_dir, token) = folder();
+    let (src, dst, replayed) = (
+        random_topic("cancel-in"),
+        random_topic("cancel-out"),
+        random_topic("cancel-replayed"),
+    );
+    create_topics(&[(&src, 1), (&dst, 1), (&replayed, 1)]).unwrap();
+    let router = start(
+        &random_topic("group"),
+        &format!(
+            r#"[[routes]]
+name = "r"
+source_topics = ["{src}"]
+plugin = "{}"
+default_target = "{dst}"
+on_failure = "skip"
+[routes.limits]
+route_timeout_ms = 600000
+"#,
+            switchyard_plugin_fixtures::misbehave().display()
+        ),
+        &token,
+    );
+    let addr = router.http_addr().unwrap();
+    // The live route forwards the first record; the second never returns.
+    produce(&src, &[TestRecord::new("k", "fine")]).unwrap();
+    consume(&dst, 1, WAIT).unwrap();
+    produce(&src, &[TestRecord::new("k", "loop")]).unwrap();
+    let (code, body) = http_post(
+        addr,
+        &format!("/routes/r/replay?to={replayed}&from_offset=0"),
+        Some(TOKEN),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let replay = router.replays()[0].clone();
+    // In the call that never returns.
+    wait_until(WAIT, || replay.to_json()["records"] == 2).unwrap();
+    assert!(replay.running());
+    let (code, body) =
+        http_post(addr, &format!("/replays/{}/cancel", replay.id), Some(TOKEN)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    wait_until(WAIT, || !replay.running()).unwrap();
+    assert_eq!(replay.state(), switchyard::replay::State::Cancelled);
+    assert_eq!(
+        http_post(addr, &format!("/replays/{}/cancel", replay.id), Some(TOKEN))
+            .unwrap()
+            .0,
+        409
+    );
     router.shutdown();
     router.join();
 }
