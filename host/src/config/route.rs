@@ -564,6 +564,16 @@ pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+/// Whether two paths name the same file (the same path, or, when both
+/// exist, the same file through links).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
 impl RouterConfig {
     /// `[routes.rollout]`: a candidate beside a live plugin, with rates
     /// that are rates.
@@ -583,7 +593,7 @@ impl RouterConfig {
                     "the route has no plugin to roll a candidate out beside: set plugin",
                 ));
             }
-            Some(plugin) if *plugin == rollout.candidate => {
+            Some(plugin) if same_file(plugin, &rollout.candidate) => {
                 return Err(self.invalid(
                     field("candidate"),
                     format!(

@@ -77,7 +77,8 @@ pub struct Figures {
     /// Of these, the ones the candidate failed (traps, time-outs, rejects,
     /// invalid outputs, memory; not schema or broker refusals).
     pub candidate_failures: u64,
-    /// Records the live version took meanwhile.
+    /// Records the live version took meanwhile (a canary on every
+    /// partition: before the rollout).
     pub live_records: u64,
     /// Of these, the ones it failed.
     pub live_failures: u64,
@@ -339,11 +340,20 @@ impl Rollout {
             plugin_failures(&self.base_candidate),
         );
         let (candidate_records, candidate_failures) = (c1 - c0, cf1 - cf0);
+        let (mut live_records, mut live_failures) = (
+            (t1 - t0).saturating_sub(candidate_records),
+            (tf1 - tf0).saturating_sub(candidate_failures),
+        );
+        if live_records == 0 {
+            // The candidate routes every partition: the live version is
+            // judged by what it did before the rollout.
+            (live_records, live_failures) = (t0.saturating_sub(c0), tf0.saturating_sub(cf0));
+        }
         Figures {
             candidate_records,
             candidate_failures,
-            live_records: (t1 - t0).saturating_sub(candidate_records),
-            live_failures: (tf1 - tf0).saturating_sub(candidate_failures),
+            live_records,
+            live_failures,
             differences: 0,
             seconds,
         }
