@@ -33,7 +33,10 @@
 //!
 //! `--source-partitions N` gives the source topic N partitions (6 by
 //! default; the target keeps 6): the cost of scale, the same records
-//! spread over more partitions of one instance.
+//! spread over more partitions of one instance. `SWITCHYARD_BENCH_CONSUMER`
+//! and `SWITCHYARD_BENCH_PRODUCER` (`key=value,key=value`) add librdkafka
+//! properties to Switchyard's `[kafka.consumer]` and `[kafka.producer]`
+//! (what a setting changes, say a bound on what is fetched ahead).
 //! Run: `scripts/bench` (installs and builds what this needs), or
 //! `cargo bench -p switchyard-tests --bench pipeline -- [--records N]
 //! [--sizes 100,1024] [--brokers nisshi,mock] [--rounds N] [--only NAME]
@@ -725,10 +728,20 @@ impl RouterProcess {
                     .map_or_else(String::new, |(path, config)| {
                         format!("plugin = \"{}\"\n{config}", path.display())
                     });
+                let extra = |var: &str| -> String {
+                    std::env::var(var)
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| format!("\"{}\" = \"{}\"\n", k.trim(), v.trim()))
+                        .collect()
+                };
                 let consumer: String = CONSUMER_PROPERTIES
                     .iter()
                     .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))
+                    .chain(std::iter::once(extra("SWITCHYARD_BENCH_CONSUMER")))
                     .collect();
+                let producer = extra("SWITCHYARD_BENCH_PRODUCER");
                 // A free port now; taken again by the router a moment later.
                 let listen = std::net::TcpListener::bind("127.0.0.1:0")?
                     .local_addr()?
@@ -746,7 +759,7 @@ impl RouterProcess {
                     &config,
                     format!(
                         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n\
-                         [kafka.consumer]\n{consumer}\n[http]\nlisten = \"{listen}\"\n\n{schemas}\
+                         [kafka.consumer]\n{consumer}\n[kafka.producer]\n{producer}\n[http]\nlisten = \"{listen}\"\n\n{schemas}\
                          [[routes]]\nname = \"bench\"\nsource_topics = [\"{source}\"]\n\
                          default_target = \"{target}\"\non_failure = \"skip\"\n{plugin}"
                     ),
