@@ -592,11 +592,16 @@ impl Job {
             return Ok(Outcome::Completed);
         }
         let mut tpl = TopicPartitionList::new();
-        let mut left: HashMap<(String, i32), i64> = HashMap::new();
+        // Each source topic's name once, shared by its records.
+        let topics: HashMap<String, Arc<str>> = plan
+            .iter()
+            .map(|(topic, ..)| (topic.clone(), Arc::from(topic.as_str())))
+            .collect();
+        let mut left: HashMap<(Arc<str>, i32), i64> = HashMap::new();
         for (topic, partition, start, end) in &plan {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*start))
                 .map_err(|e| e.to_string())?;
-            left.insert((topic.clone(), *partition), *end);
+            left.insert((topics[topic].clone(), *partition), *end);
         }
         self.consumer
             .assign(&tpl)
@@ -610,10 +615,6 @@ impl Job {
                 )),
             )
             .map_err(|e| format!("the plugin cannot start: {e}"))?;
-        let topics: HashMap<String, Arc<str>> = plan
-            .iter()
-            .map(|(topic, ..)| (topic.clone(), Arc::from(topic.as_str())))
-            .collect();
         let mut checked = Instant::now();
         let mut progress = Instant::now();
         while !left.is_empty() {
@@ -655,7 +656,10 @@ impl Job {
                     continue;
                 }
             };
-            let key = (message.topic().to_owned(), message.partition());
+            let Some(topic) = topics.get(message.topic()) else {
+                continue;
+            };
+            let key = (topic.clone(), message.partition());
             let Some(&end) = left.get(&key) else {
                 continue;
             };
@@ -664,13 +668,9 @@ impl Job {
                 self.finished(&mut left, &key);
                 continue;
             }
-            let topic = topics
-                .get(message.topic())
-                .cloned()
-                .unwrap_or_else(|| Arc::from(message.topic()));
-            let record = Arc::new(record_of(&message, topic));
+            let record = Arc::new(record_of(&message, key.0.clone()));
             drop(message);
-            if message_is_last(&record, end) {
+            if record.offset + 1 >= end {
                 self.finished(&mut left, &key);
             }
             self.replay.counts.records.fetch_add(1, Ordering::Relaxed);
@@ -682,7 +682,7 @@ impl Job {
     }
 
     /// Partition `key` is read to its end: nothing more of it is fetched.
-    fn finished(&self, left: &mut HashMap<(String, i32), i64>, key: &(String, i32)) {
+    fn finished(&self, left: &mut HashMap<(Arc<str>, i32), i64>, key: &(Arc<str>, i32)) {
         left.remove(key);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&key.0, key.1);
@@ -693,11 +693,11 @@ impl Job {
 
     /// Finishes the partitions whose position reached their end (past
     /// records no consumer is handed); whether any did.
-    fn finish_ended(&self, left: &mut HashMap<(String, i32), i64>) -> bool {
+    fn finish_ended(&self, left: &mut HashMap<(Arc<str>, i32), i64>) -> bool {
         let Ok(positions) = self.consumer.position() else {
             return false;
         };
-        let ended: Vec<(String, i32)> = left
+        let ended: Vec<(Arc<str>, i32)> = left
             .iter()
             .filter(|((topic, partition), end)| {
                 matches!(
@@ -878,11 +878,6 @@ impl Job {
             }
         }
     }
-}
-
-/// Whether `record` is the last one before `end`.
-fn message_is_last(record: &SourceRecord, end: i64) -> bool {
-    record.offset + 1 >= end
 }
 
 /// `message` as a source record of `topic`.

@@ -32,6 +32,16 @@ fn folder() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, token)
 }
 
+/// The live plugin (the versioned fixture, tag `v00000001`) and
+/// `candidate` written to `dir`: their paths.
+fn plugins(dir: &Path, candidate: &[u8]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let live = dir.join("live.wasm");
+    std::fs::write(&live, versioned("v00000001")).unwrap();
+    let file = dir.join("candidate.wasm");
+    std::fs::write(&file, candidate).unwrap();
+    (live, file)
+}
+
 fn versioned(tag: &str) -> Vec<u8> {
     switchyard_tests::versioned_plugin(tag)
 }
@@ -240,10 +250,10 @@ shadow_topic = "{shadow}"
 #[test]
 fn a_canary_that_starts_trapping_is_rolled_back_and_every_record_lands_once_in_order() {
     let (dir, token) = folder();
-    let live = dir.path().join("live.wasm");
-    std::fs::write(&live, versioned("v00000001")).unwrap();
-    let candidate = dir.path().join("candidate.wasm");
-    std::fs::copy(switchyard_plugin_fixtures::misbehave(), &candidate).unwrap();
+    let (live, candidate) = plugins(
+        dir.path(),
+        &std::fs::read(switchyard_plugin_fixtures::misbehave()).unwrap(),
+    );
     let (src, dst, dlq) = (
         random_topic("canary-in"),
         random_topic("canary-out"),
@@ -356,10 +366,7 @@ fn sha256_of(path: &Path) -> String {
 #[test]
 fn a_clean_canary_is_widened_then_promoted_by_the_policy() {
     let (dir, token) = folder();
-    let live = dir.path().join("live.wasm");
-    std::fs::write(&live, versioned("v00000001")).unwrap();
-    let candidate = dir.path().join("candidate.wasm");
-    std::fs::write(&candidate, versioned("v00000002")).unwrap();
+    let (live, candidate) = plugins(dir.path(), &versioned("v00000002"));
     let (src, dst) = (random_topic("promote-in"), random_topic("promote-out"));
     create_topics(&[(&src, 3), (&dst, 3)]).unwrap();
     let batch = |phase: &str| -> Vec<TestRecord> {
@@ -438,10 +445,10 @@ min_records = 20
 #[test]
 fn a_partition_the_candidate_held_is_released_to_the_live_version_when_the_canary_narrows() {
     let (dir, token) = folder();
-    let live = dir.path().join("live.wasm");
-    std::fs::write(&live, versioned("v00000001")).unwrap();
-    let candidate = dir.path().join("candidate.wasm");
-    std::fs::copy(switchyard_plugin_fixtures::misbehave(), &candidate).unwrap();
+    let (live, candidate) = plugins(
+        dir.path(),
+        &std::fs::read(switchyard_plugin_fixtures::misbehave()).unwrap(),
+    );
     let (src, dst) = (random_topic("narrow-in"), random_topic("narrow-out"));
     create_topics(&[(&src, 2), (&dst, 1)]).unwrap();
     let router = start(
@@ -483,10 +490,7 @@ auto_rollback = false
 #[test]
 fn an_operator_widens_and_rolls_back_a_canary_and_a_rolled_back_candidate_waits_for_a_new_file() {
     let (dir, token) = folder();
-    let live = dir.path().join("live.wasm");
-    std::fs::write(&live, versioned("v00000001")).unwrap();
-    let candidate = dir.path().join("candidate.wasm");
-    std::fs::write(&candidate, versioned("v00000002")).unwrap();
+    let (live, candidate) = plugins(dir.path(), &versioned("v00000002"));
     let (src, dst) = (random_topic("ctl-in"), random_topic("ctl-out"));
     create_topics(&[(&src, 4), (&dst, 4)]).unwrap();
     let router = start(

@@ -369,7 +369,7 @@ impl Worker {
             // Told to stop: let go of at the next command.
             return;
         };
-        self.follow_track(index);
+        // Its track was followed by `route_ready` just before.
         if !self.ensure_started(index, now) {
             return;
         }
