@@ -135,6 +135,31 @@ ensure_node_plugins() {
     cp "$dir/package-lock.json" "$stamp"
 }
 
+# A project `switchyard new --lang typescript` writes has no lockfile: an
+# offline install of it resolves its tools' versions from the package
+# metadata in npm's cache, which `npm ci` (installing from a lockfile)
+# never fetches. One install of the template's tools, thrown away, puts
+# the metadata and the packages of the whole tree in the cache.
+ensure_npm_cache_for_new_projects() {
+    local template="$ROOT/host/templates/typescript/package.json"
+    local stamp="$TOOLS_DIR/npm-new-project.json"
+    if [ -f "$stamp" ] && cmp -s "$stamp" "$template"; then
+        return
+    fi
+    log "caching the tools of new TypeScript projects in npm's cache"
+    local tmp
+    tmp="$(mktemp -d)"
+    node -e '
+const template = require(process.argv[1]);
+const project = { name: "switchyard-new-project-tools", private: true, devDependencies: template.devDependencies };
+require("fs").writeFileSync(process.argv[2], JSON.stringify(project, null, 2));
+' "$template" "$tmp/package.json"
+    (cd "$tmp" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error)
+    rm -rf "$tmp"
+    mkdir -p "$TOOLS_DIR"
+    cp "$template" "$stamp"
+}
+
 # kafka-python (an independent, pure-Python Kafka client) for the interop
 # test. lz4 and zstandard: to read what Switchyard produces compressed.
 KAFKA_PYTHON_VERSION="2.3.3"
