@@ -365,8 +365,7 @@ mod tests {
         // outputs back for the worker to free: they still hold the values.
         wait_for("the delivery reports", || offsets.stored() == Some(20));
         assert!(offsets.failure().is_none());
-        let mut retired = Vec::new();
-        offsets.take_retired(&mut retired);
+        let mut retired = offsets.take_retired();
         assert_eq!(retired.len(), sources.len());
         assert!(sources.iter().all(|source| Arc::strong_count(source) == 2));
         // Freed, every value is let go.

@@ -189,10 +189,18 @@ impl PartitionOffsets {
         std::mem::take(&mut self.state().refused)
     }
 
-    /// Swaps what was handed back since the last call into `into` (given
-    /// empty), for the caller to free; both vectors keep their capacity.
-    pub fn take_retired(&self, into: &mut Vec<RoutedOutputs>) {
-        std::mem::swap(&mut self.state().retired, into);
+    /// What was handed back since the last call, for the caller to free.
+    /// The partition keeps no room for the next ones: a worker routes
+    /// hundreds of partitions, and room kept for each one's busiest moment
+    /// would add up to more than the records in flight (a vector grows
+    /// again in a few steps, each for many records).
+    #[must_use]
+    pub fn take_retired(&self) -> Vec<RoutedOutputs> {
+        let mut state = self.state();
+        if state.retired.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(&mut state.retired)
     }
 
     /// Frees what was handed back, and the room it took (a worker held

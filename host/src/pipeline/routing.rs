@@ -91,11 +91,9 @@ impl Routing<'_> {
         &self.started.instance
     }
 
-    /// Frees what the delivery thread handed back (`retired`, given empty,
-    /// is returned so).
-    pub(super) fn free_retired(&self, retired: &mut Vec<RoutedOutputs>) {
-        self.lane.offsets.take_retired(retired);
-        retired.clear();
+    /// Frees what the delivery thread handed back.
+    pub(super) fn free_retired(&self) {
+        drop(self.lane.offsets.take_retired());
     }
 
     /// Routes the first records of `backlog` (the partition's records,

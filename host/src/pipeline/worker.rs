@@ -34,7 +34,7 @@ use super::partition::{Control, Lane, Resume, Yield};
 use super::pool::{Command, Shared, WorkerHandle, lock};
 use super::routing::Routing;
 use crate::kafka::FetchedMessage;
-use crate::route::{Route, RoutedOutputs, Track};
+use crate::route::{Route, Track};
 
 /// Records a worker takes from its queue at once, at most: what librdkafka
 /// has at hand, without waiting once the first is there.
@@ -70,8 +70,6 @@ pub(super) struct Worker {
     sender: Sender,
     /// Sends refused outputs again alone (made when first needed).
     alone: Option<Sender>,
-    /// What the delivery thread handed back, to free.
-    retired: Vec<RoutedOutputs>,
 }
 
 /// Marks its worker gone when dropped.
@@ -99,7 +97,6 @@ impl Worker {
             last_lane: None,
             slots: Vec::new(),
             alone: None,
-            retired: Vec::new(),
         }
     }
 
@@ -373,8 +370,8 @@ impl Worker {
         if !self.ensure_started(index, now) {
             return;
         }
-        let result = self.routing(index, |routing, retired| {
-            routing.free_retired(retired);
+        let result = self.routing(index, |routing| {
+            routing.free_retired();
             routing.settle_refusals();
             let mut backlog = std::mem::take(&mut routing.lane.backlog);
             let result = routing.route_backlog(&mut backlog);
@@ -389,13 +386,8 @@ impl Worker {
     }
 
     /// Runs `step` on lane `index` routed with the worker's instance of
-    /// its route (`None` if it has none), and what was handed back to
-    /// free.
-    fn routing<T>(
-        &mut self,
-        index: usize,
-        step: impl FnOnce(&mut Routing<'_>, &mut Vec<RoutedOutputs>) -> T,
-    ) -> Option<T> {
+    /// its route (`None` if it has none).
+    fn routing<T>(&mut self, index: usize, step: impl FnOnce(&mut Routing<'_>) -> T) -> Option<T> {
         let Self {
             handle,
             shared,
@@ -403,7 +395,6 @@ impl Worker {
             slots,
             sender,
             alone,
-            retired,
             ..
         } = self;
         let lane = &mut lanes[index];
@@ -419,7 +410,7 @@ impl Worker {
             alone,
             shadowed: None,
         };
-        Some(step(&mut routing, retired))
+        Some(step(&mut routing))
     }
 
     /// A call was interrupted: every instance of the worker is made again
@@ -510,10 +501,8 @@ impl Worker {
             if self.lanes[index].offsets.is_stopped() {
                 self.stopped(index);
             }
-            let lane = &self.lanes[index];
-            lane.offsets.take_retired(&mut self.retired);
-            self.retired.clear();
-            self.routing(index, |routing, _| routing.settle_refusals());
+            drop(self.lanes[index].offsets.take_retired());
+            self.routing(index, |routing| routing.settle_refusals());
         }
     }
 }
