@@ -784,18 +784,51 @@ impl RouterProcess {
         Ok(Some(Self { child, log, http }))
     }
 
-    /// Switchyard's records per plugin call so far, on average, from its
-    /// metrics; `None` for the other routers and without a plugin call.
-    fn records_per_call(&self) -> anyhow::Result<Option<f64>> {
+    /// A page of Switchyard's HTTP endpoint (`None` for the other routers).
+    fn page(&self, path: &str) -> anyhow::Result<Option<String>> {
         use std::io::{Read as _, Write as _};
         let Some(http) = &self.http else {
             return Ok(None);
         };
         let mut stream = std::net::TcpStream::connect(http)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
         let mut page = String::new();
         stream.read_to_string(&mut page)?;
+        Ok(Some(page))
+    }
+
+    /// What the router can tell of a stall: the end of its log, and
+    /// Switchyard's partitions and lag.
+    fn diagnosis(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let mut text = format!(
+            "last lines of the router's log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        if let Ok(Some(routes)) = self.page("/routes") {
+            text.push_str(&format!("\nGET /routes:\n{routes}"));
+        }
+        if let Ok(Some(metrics)) = self.page("/metrics") {
+            let lines: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("switchyard_") && !l.contains("_bucket{"))
+                .collect();
+            text.push_str(&format!(
+                "\nGET /metrics (no histogram buckets):\n{}",
+                lines.join("\n")
+            ));
+        }
+        text
+    }
+
+    /// Switchyard's records per plugin call so far, on average, from its
+    /// metrics; `None` for the other routers and without a plugin call.
+    fn records_per_call(&self) -> anyhow::Result<Option<f64>> {
+        let Some(page) = self.page("/metrics")? else {
+            return Ok(None);
+        };
         let value = |name: &str| {
             page.lines()
                 .find_map(|l| l.strip_prefix(name)?.split_whitespace().last())
@@ -1210,9 +1243,13 @@ fn next_record<'c>(
         }
         if waiting.elapsed() > STALL {
             bail!(
-                "stalled: {} read back, nothing new for {} s",
+                "stalled: {} read back, nothing new for {} s\n{}",
                 read(),
-                STALL.as_secs()
+                STALL.as_secs(),
+                router
+                    .as_ref()
+                    .map(RouterProcess::diagnosis)
+                    .unwrap_or_default()
             );
         }
     }
