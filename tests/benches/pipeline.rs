@@ -798,15 +798,17 @@ impl RouterProcess {
         Ok(Some(page))
     }
 
+    /// The last lines of the router's log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
     /// What the router can tell of a stall: the end of its log, and
     /// Switchyard's partitions and lag.
     fn diagnosis(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        let mut text = format!(
-            "last lines of the router's log:\n{}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
+        let mut text = format!("last lines of the router's log:\n{}", self.log_tail());
         if let Ok(Some(routes)) = self.page("/routes") {
             text.push_str(&format!("\nGET /routes:\n{routes}"));
         }
@@ -915,11 +917,9 @@ impl RouterProcess {
     /// Fails with the end of its log if it has exited.
     fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(20).collect();
             bail!(
                 "the router exited ({status}); last lines of its log:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                self.log_tail()
             );
         }
         Ok(())

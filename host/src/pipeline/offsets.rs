@@ -196,17 +196,12 @@ impl PartitionOffsets {
     /// again in a few steps, each for many records).
     #[must_use]
     pub fn take_retired(&self) -> Vec<RoutedOutputs> {
-        let mut state = self.state();
-        if state.retired.is_empty() {
-            return Vec::new();
-        }
-        std::mem::take(&mut state.retired)
+        std::mem::take(&mut self.state().retired)
     }
 
-    /// Frees what was handed back, and the room it took (a worker held
-    /// at a record, or gone).
+    /// Frees what was handed back, on the calling thread (the worker's).
     pub fn free_retired(&self) {
-        drop(std::mem::take(&mut self.state().retired));
+        drop(self.take_retired());
     }
 
     fn finish(state: &mut State, ack: &RecordAck) {

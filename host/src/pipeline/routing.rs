@@ -93,7 +93,7 @@ impl Routing<'_> {
 
     /// Frees what the delivery thread handed back.
     pub(super) fn free_retired(&self) {
-        drop(self.lane.offsets.take_retired());
+        self.lane.offsets.free_retired();
     }
 
     /// Routes the first records of `backlog` (the partition's records,

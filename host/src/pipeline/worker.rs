@@ -501,7 +501,7 @@ impl Worker {
             if self.lanes[index].offsets.is_stopped() {
                 self.stopped(index);
             }
-            drop(self.lanes[index].offsets.take_retired());
+            self.lanes[index].offsets.free_retired();
             self.routing(index, |routing| routing.settle_refusals());
         }
     }
