@@ -183,7 +183,10 @@ fn parse_record(line: &str, line_no: u64) -> Result<SourceRecord, String> {
                         format!("line {line_no}: header '{key}' is not base64: {e}")
                     })?),
                 };
-            Ok(Header { key, value })
+            Ok(Header {
+                key: key.into(),
+                value,
+            })
         })
         .collect::<Result<_, String>>()?;
     Ok(SourceRecord {
@@ -209,8 +212,8 @@ fn output_json(routed: &Routed) -> Value {
     let headers: Vec<Value> = output
         .headers()
         .map(|h| match std::str::from_utf8(&h.value) {
-            Ok(text) => json!([h.key, text]),
-            Err(_) => json!([h.key, {"b64": B64.encode(&h.value)}]),
+            Ok(text) => json!([&*h.key, text]),
+            Err(_) => json!([&*h.key, {"b64": B64.encode(&h.value)}]),
         })
         .collect();
     obj.insert("headers".into(), headers.into());

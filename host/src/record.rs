@@ -8,8 +8,9 @@ use bytes::Bytes;
 /// One record header. Keys may repeat; order is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// The key.
-    pub key: String,
+    /// The key: shared, since records of a topic repeat the same few
+    /// (a worker reads each name once, see `kafka::queue::HeaderNames`).
+    pub key: Arc<str>,
     /// The value.
     pub value: Bytes,
 }
@@ -178,7 +179,7 @@ mod tests {
 
     fn header(key: &str, value_len: usize) -> Header {
         Header {
-            key: key.to_owned(),
+            key: key.into(),
             value: Bytes::from(vec![b'v'; value_len]),
         }
     }

@@ -888,7 +888,7 @@ fn record_of(message: &BorrowedMessage<'_>, topic: Arc<str>) -> SourceRecord {
             headers
                 .iter()
                 .map(|h| Header {
-                    key: h.key.to_owned(),
+                    key: h.key.into(),
                     value: bytes::Bytes::copy_from_slice(h.value.unwrap_or_default()),
                 })
                 .collect()

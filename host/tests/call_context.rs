@@ -39,7 +39,7 @@ fn record(offset: i64, key: &str, headers: &[(&str, &str)]) -> Arc<SourceRecord>
         headers: headers
             .iter()
             .map(|(k, v)| Header {
-                key: (*k).to_owned(),
+                key: (*k).into(),
                 value: Bytes::copy_from_slice(v.as_bytes()),
             })
             .collect(),

@@ -48,7 +48,7 @@ fn process_memory() -> anyhow::Result<(u64, u64)> {
 
 fn record(i: usize) -> Arc<SourceRecord> {
     let header = |k: &str, v: &str| Header {
-        key: k.to_owned(),
+        key: k.into(),
         value: Bytes::copy_from_slice(v.as_bytes()),
     };
     Arc::new(SourceRecord {

@@ -516,7 +516,7 @@ fn convert(out: switchyard_sdk::Output, source: &Arc<SourceRecord>) -> record::O
     let headers = |list: Vec<switchyard_sdk::Header>| {
         list.into_iter()
             .map(|h| Header {
-                key: h.key,
+                key: h.key.into(),
                 value: Bytes::from(h.value),
             })
             .collect()
@@ -552,7 +552,7 @@ fn message(source: &SourceRecord) -> Message<'static> {
         builder = builder.value(value.to_vec());
     }
     for h in &source.headers {
-        builder = builder.header(h.key.clone(), h.value.to_vec());
+        builder = builder.header(h.key.to_string(), h.value.to_vec());
     }
     builder.build()
 }
@@ -573,7 +573,7 @@ fn source_record(size: usize) -> SourceRecord {
     let pad = size.saturating_sub(head.len() + tail.len());
     let value = format!("{head}{}{tail}", "x".repeat(pad));
     let header = |k: &str, v: &str| Header {
-        key: k.to_owned(),
+        key: k.into(),
         value: Bytes::copy_from_slice(v.as_bytes()),
     };
     SourceRecord {

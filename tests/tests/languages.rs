@@ -382,7 +382,7 @@ fn a_refused_memory_growth_is_the_plugin_s_to_handle_and_costs_it_its_instance()
     assert_eq!(outputs.len(), 1);
     let grow = outputs[0]
         .headers()
-        .find(|h| h.key == "grow")
+        .find(|h| &*h.key == "grow")
         .map(|h| h.value.clone());
     assert_eq!(grow.as_deref(), Some(b"refused".as_slice()));
     assert!(instance.memory_bytes() <= limits.memory_bytes);

@@ -81,7 +81,7 @@ fn index_of(outputs: &[Routed], message: &rdkafka::message::BorrowedMessage<'_>)
         output.headers().count() == count
             && output.headers().enumerate().all(|(i, mine)| {
                 theirs.and_then(|h| h.try_get(i)).is_some_and(|h| {
-                    h.key == mine.key && h.value.unwrap_or_default() == &mine.value[..]
+                    h.key == &*mine.key && h.value.unwrap_or_default() == &mine.value[..]
                 })
             })
     };

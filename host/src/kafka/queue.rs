@@ -29,6 +29,7 @@ use bytes::Bytes;
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
+use smallvec::SmallVec;
 
 use crate::record::{Header, SourceRecord};
 
@@ -253,18 +254,68 @@ impl FetchedMessage<'_> {
         name.to_str().ok()
     }
 
-    /// The record, its bytes copied, for `topic` (the partition's).
+    /// The record, its bytes copied, for `topic` (the partition's), its
+    /// header names from `names`.
+    ///
+    /// The key, the value and the header values are copied into one
+    /// buffer that they share, and the names are shared by all the records
+    /// that carry them: a record costs at most three allocations (the
+    /// buffer, its shared handle, the list of headers) however many
+    /// headers it has.
     #[must_use]
-    pub fn record(&self, topic: Arc<str>) -> SourceRecord {
+    pub fn record(&self, topic: Arc<str>, names: &mut HeaderNames) -> SourceRecord {
         let native = self.native();
+        let key = bytes_of(native.key.cast_const(), native.key_len);
+        let value = bytes_of(native.payload.cast_const(), native.len);
+        let headers = self.native_headers();
+        let parts = || {
+            [key, value]
+                .into_iter()
+                .chain(headers.iter().map(|(_, value)| Some(*value)))
+                .flatten()
+        };
+        let mut buffer = Vec::with_capacity(parts().map(<[u8]>::len).sum());
+        for part in parts() {
+            buffer.extend_from_slice(part);
+        }
+        // Slicing shares the buffer (the first slice allocates the shared
+        // handle): the one part of a record with one takes it whole.
+        let one_part = parts().filter(|part| !part.is_empty()).count() <= 1;
+        let (mut whole, shared) = if one_part {
+            (Some(Bytes::from(buffer)), Bytes::new())
+        } else {
+            (None, Bytes::from(buffer))
+        };
+        let mut slice = |range: std::ops::Range<usize>| {
+            if range.is_empty() {
+                Bytes::new()
+            } else {
+                whole.take().unwrap_or_else(|| shared.slice(range))
+            }
+        };
+        // The parts lie in the buffer in order.
+        let mut at = 0;
+        let mut next = |part: &[u8]| {
+            at += part.len();
+            slice(at - part.len()..at)
+        };
+        let key = key.map(&mut next);
+        let value = value.map(&mut next);
+        let headers = headers
+            .iter()
+            .map(|(name, value)| Header {
+                key: names.name(name),
+                value: next(value),
+            })
+            .collect();
         SourceRecord {
             topic,
             partition: native.partition,
             offset: native.offset,
             timestamp_ms: self.timestamp_ms(),
-            key: bytes_at(native.key.cast_const(), native.key_len),
-            value: bytes_at(native.payload.cast_const(), native.len),
-            headers: self.headers(),
+            key,
+            value,
+            headers,
         }
     }
 
@@ -277,21 +328,20 @@ impl FetchedMessage<'_> {
             .then_some(timestamp)
     }
 
-    /// The headers, in order. A name that is not UTF-8 is read lossily
-    /// (header names are strings to plugins).
-    fn headers(&self) -> Vec<Header> {
+    /// The headers' names and values, in order, as the message holds them.
+    fn native_headers(&self) -> SmallVec<[(&[u8], &[u8]); 4]> {
         let mut native = ptr::null_mut();
         #[allow(unsafe_code, reason = "reading a librdkafka message's headers")]
         // SAFETY: the message is live; the headers list it returns belongs
         // to the message.
         let err = unsafe { rd::rd_kafka_message_headers(self.0.as_ptr(), &raw mut native) };
         if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || native.is_null() {
-            return Vec::new();
+            return SmallVec::new();
         }
         #[allow(unsafe_code, reason = "reading a librdkafka headers list")]
         // SAFETY: the list is the live message's.
         let count = unsafe { rd::rd_kafka_header_cnt(native) };
-        let mut headers = Vec::with_capacity(count);
+        let mut headers = SmallVec::with_capacity(count);
         for index in 0..count {
             let mut name = ptr::null();
             let mut value = ptr::null();
@@ -299,7 +349,8 @@ impl FetchedMessage<'_> {
             #[allow(unsafe_code, reason = "reading a librdkafka header")]
             // SAFETY: the list is the live message's; the name is a
             // NUL-terminated string and the value `size` bytes (or null),
-            // both alive as long as the message.
+            // both alive as long as the message, which the returned slices
+            // borrow.
             let header = unsafe {
                 let err = rd::rd_kafka_header_get_all(
                     native,
@@ -309,9 +360,9 @@ impl FetchedMessage<'_> {
                     &raw mut size,
                 );
                 (err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && !name.is_null())
-                    .then(|| Header {
-                        key: CStr::from_ptr(name).to_string_lossy().into_owned(),
-                        value: bytes_at(value.cast(), size).unwrap_or_default(),
+                    .then(|| {
+                        let value = bytes_of(value.cast(), size).unwrap_or_default();
+                        (CStr::from_ptr(name).to_bytes(), value)
                     })
             };
             headers.extend(header);
@@ -320,16 +371,45 @@ impl FetchedMessage<'_> {
     }
 }
 
-/// A copy of the `len` bytes at `data`; `None` for a null pointer.
-fn bytes_at(data: *const std::ffi::c_void, len: usize) -> Option<Bytes> {
+/// The `len` bytes at `data`, borrowed from the message they belong to;
+/// `None` for a null pointer.
+fn bytes_of<'m>(data: *const std::ffi::c_void, len: usize) -> Option<&'m [u8]> {
     if data.is_null() {
         return None;
     }
-    #[allow(unsafe_code, reason = "copying bytes librdkafka owns")]
+    #[allow(unsafe_code, reason = "reading bytes librdkafka owns")]
     // SAFETY: callers pass a live message's key, value or header value:
-    // `len` readable bytes at a non-null `data`.
-    let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
-    Some(Bytes::copy_from_slice(bytes))
+    // `len` readable bytes at a non-null `data`, alive as long as the
+    // message, which callers bind `'m` to.
+    Some(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) })
+}
+
+/// The header names a worker has read, each kept once: a topic's records
+/// repeat the same few names, which then cost no allocation per record.
+#[derive(Debug, Default)]
+pub struct HeaderNames(Vec<Arc<str>>);
+
+impl HeaderNames {
+    /// Names kept, at most: records whose producers make names up per
+    /// record cannot grow the list without bound (past it, a name is
+    /// allocated for each record).
+    const MOST: usize = 64;
+
+    /// The name `name`, shared if known. A name that is not UTF-8 is read
+    /// lossily (header names are strings to plugins) and not kept.
+    fn name(&mut self, name: &[u8]) -> Arc<str> {
+        if let Some(known) = self.0.iter().find(|known| known.as_bytes() == name) {
+            return known.clone();
+        }
+        let Ok(text) = std::str::from_utf8(name) else {
+            return String::from_utf8_lossy(name).into();
+        };
+        let name: Arc<str> = text.into();
+        if self.0.len() < Self::MOST {
+            self.0.push(name.clone());
+        }
+        name
+    }
 }
 
 impl Drop for FetchedMessage<'_> {
@@ -492,6 +572,7 @@ mod tests {
         let mut fetched = Vec::new();
         let mut read = Vec::new();
         let mut largest = 0;
+        let mut names = HeaderNames::default();
         while read.len() < count {
             assert!(Instant::now() < deadline, "read {} of {count}", read.len());
             // The consumer's own queue is served, as the router's consumer
@@ -504,7 +585,7 @@ mod tests {
             largest = largest.max(fetched.len());
             for message in fetched.drain(..) {
                 assert!(message.error().is_none(), "{:?}", message.error());
-                read.push(message.record("in".into()));
+                read.push(message.record("in".into(), &mut names));
             }
         }
         assert_eq!(read.len(), count);
@@ -538,6 +619,8 @@ mod tests {
                 });
             }
             assert_eq!(record.headers, want, "record {i}");
+            // One allocation of a name for all the records that carry it.
+            assert!(Arc::ptr_eq(&record.headers[0].key, &read[0].headers[0].key));
         }
     }
 }

@@ -261,11 +261,11 @@ mod tests {
             value: Some(Bytes::from(vec![u8::try_from(offset).unwrap(); 1024])),
             headers: vec![
                 Header {
-                    key: "tenant-id".to_owned(),
+                    key: "tenant-id".into(),
                     value: Bytes::from(format!("tenant-{offset}")),
                 },
                 Header {
-                    key: "empty".to_owned(),
+                    key: "empty".into(),
                     value: Bytes::new(),
                 },
             ],
@@ -409,7 +409,7 @@ mod tests {
             let want: Vec<(String, Vec<u8>)> = source
                 .headers
                 .iter()
-                .map(|h| (h.key.clone(), h.value.to_vec()))
+                .map(|h| (h.key.to_string(), h.value.to_vec()))
                 .collect();
             assert_eq!(headers, want);
             assert_eq!(ts, source.timestamp_ms);

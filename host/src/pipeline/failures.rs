@@ -181,7 +181,7 @@ pub(crate) fn dead_letter(
     ]
     .into_iter()
     .map(|(key, value)| Header {
-        key: key.to_owned(),
+        key: key.into(),
         value: Bytes::from(value),
     })
     .collect();
@@ -200,7 +200,7 @@ pub(crate) fn dead_letter(
         if !dropped.is_empty() {
             let mut headers: Vec<Header> = output.headers().cloned().collect();
             headers.push(Header {
-                key: "dlq-dropped".to_owned(),
+                key: "dlq-dropped".into(),
                 value: Bytes::from(dropped.join(",")),
             });
             finished.headers = OutputHeaders::Replace(headers);

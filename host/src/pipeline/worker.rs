@@ -33,7 +33,7 @@ use super::instances::Slot;
 use super::partition::{Control, Lane, Resume, Yield};
 use super::pool::{Command, Shared, WorkerHandle, lock};
 use super::routing::Routing;
-use crate::kafka::FetchedMessage;
+use crate::kafka::{FetchedMessage, HeaderNames};
 use crate::route::{Route, Track};
 
 /// Records a worker takes from its queue at once, at most: what librdkafka
@@ -70,6 +70,8 @@ pub(super) struct Worker {
     sender: Sender,
     /// Sends refused outputs again alone (made when first needed).
     alone: Option<Sender>,
+    /// The header names of its records, each allocated once.
+    header_names: HeaderNames,
 }
 
 /// Marks its worker gone when dropped.
@@ -97,6 +99,7 @@ impl Worker {
             last_lane: None,
             slots: Vec::new(),
             alone: None,
+            header_names: HeaderNames::default(),
         }
     }
 
@@ -226,7 +229,8 @@ impl Worker {
             }
             match message.error() {
                 None => {
-                    let record = Arc::new(message.record(lane.topic.clone()));
+                    let record =
+                        Arc::new(message.record(lane.topic.clone(), &mut self.header_names));
                     lane.next_offset = Some(record.offset + 1);
                     lane.backlog.push_back(record);
                 }

@@ -492,7 +492,7 @@ fn fill_call_context(call: &mut types::CallContext, state: &HostState) {
     let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     for record in &state.batch {
         for key in wanted {
-            let span = record.headers.iter().find(|h| h.key == *key).map(|h| {
+            let span = record.headers.iter().find(|h| *h.key == **key).map(|h| {
                 let start = call.header_bytes.len();
                 call.header_bytes.extend_from_slice(&h.value);
                 types::Span {
@@ -573,7 +573,7 @@ fn convert(out: types::Output, source: &Arc<SourceRecord>) -> Output {
     let headers = |list: Vec<types::Header>| {
         list.into_iter()
             .map(|h| Header {
-                key: h.key,
+                key: h.key.into(),
                 value: Bytes::from(h.value),
             })
             .collect()

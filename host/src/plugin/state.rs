@@ -186,7 +186,7 @@ impl types::HostBatch for HostState {
             .record(record)?
             .headers
             .iter()
-            .find(|h| h.key == key)
+            .find(|h| *h.key == *key)
             .map(|h| h.value.to_vec()))
     }
 
@@ -196,7 +196,7 @@ impl types::HostBatch for HostState {
             .headers
             .iter()
             .map(|h| types::Header {
-                key: h.key.clone(),
+                key: h.key.to_string(),
                 value: h.value.to_vec(),
             })
             .collect())

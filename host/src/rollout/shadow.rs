@@ -434,7 +434,7 @@ fn describe_output(routed: &Routed) -> Value {
     let output: &Output = &routed.output;
     let headers: Vec<Value> = output
         .headers()
-        .map(|h| json!({ "key": h.key, "value": shown(Some(&h.value)) }))
+        .map(|h| json!({ "key": &*h.key, "value": shown(Some(&h.value)) }))
         .collect();
     json!({
         "topic": &*routed.topic,
@@ -487,7 +487,7 @@ mod tests {
             key: Some(bytes::Bytes::from_static(b"k")),
             value: Some(bytes::Bytes::from_static(b"v")),
             headers: vec![Header {
-                key: "tenant-id".to_owned(),
+                key: "tenant-id".into(),
                 value: bytes::Bytes::from_static(b"acme"),
             }],
         })
