@@ -199,6 +199,7 @@ fn parse_record(line: &str, line_no: u64) -> Result<SourceRecord, String> {
         key: bytes(input.key, input.key_b64, "key")?,
         value: bytes(input.value, input.value_b64, "value")?,
         headers,
+        wire_headers: Default::default(),
     })
 }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use crate::kafka::WireHeaders;
+
 /// One record header. Keys may repeat; order is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -33,6 +35,9 @@ pub struct SourceRecord {
     pub value: Option<Bytes>,
     /// Headers in order.
     pub headers: Vec<Header>,
+    /// The same headers as the consumer read them, handed on to the first
+    /// output that keeps them unchanged (empty when not read from Kafka).
+    pub wire_headers: WireHeaders,
 }
 
 /// Where an output's key or value comes from.
@@ -206,6 +211,7 @@ mod tests {
             key: Some(Bytes::from_static(b"key")),
             value: Some(Bytes::from(vec![0; 1000])),
             headers: vec![header("a", 10)],
+            wire_headers: Default::default(),
         });
         let mut output = Output::forward(source);
         assert_eq!(

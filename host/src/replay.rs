@@ -902,5 +902,6 @@ fn record_of(message: &BorrowedMessage<'_>, topic: Arc<str>) -> SourceRecord {
         key: message.key().map(bytes::Bytes::copy_from_slice),
         value: message.payload().map(bytes::Bytes::copy_from_slice),
         headers,
+        wire_headers: Default::default(),
     }
 }

@@ -36,6 +36,7 @@ fn records(values: &[&str]) -> Vec<Arc<SourceRecord>> {
                 key: None,
                 value: Some(Bytes::copy_from_slice(value.as_bytes())),
                 headers: Vec::new(),
+                wire_headers: Default::default(),
             })
         })
         .collect()

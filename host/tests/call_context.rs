@@ -43,6 +43,7 @@ fn record(offset: i64, key: &str, headers: &[(&str, &str)]) -> Arc<SourceRecord>
                 value: Bytes::copy_from_slice(v.as_bytes()),
             })
             .collect(),
+        wire_headers: Default::default(),
     })
 }
 

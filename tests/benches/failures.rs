@@ -37,6 +37,7 @@ fn record(value: &str) -> Arc<SourceRecord> {
         key: Some(Bytes::from_static(b"order-42")),
         value: Some(Bytes::copy_from_slice(value.as_bytes())),
         headers: Vec::new(),
+        wire_headers: Default::default(),
     })
 }
 

@@ -61,6 +61,7 @@ fn record(i: usize) -> Arc<SourceRecord> {
             r#"{{"type":"order.created","version":1,"payload":{{"id":{i}}}}}"#
         ))),
         headers: vec![header("tenant-id", &format!("tenant-{}", i % 64))],
+        wire_headers: Default::default(),
     })
 }
 

@@ -588,5 +588,6 @@ fn source_record(size: usize) -> SourceRecord {
             header("trace-id", "4bf92f3577b34da6a3ce929d0e0e4736"),
             header("content-type", "application/json"),
         ],
+        wire_headers: Default::default(),
     }
 }

@@ -367,6 +367,7 @@ fn record(value: &'static str) -> Arc<SourceRecord> {
         key: Some(Bytes::from_static(b"k")),
         value: Some(Bytes::from_static(value.as_bytes())),
         headers: Vec::new(),
+        wire_headers: Default::default(),
     })
 }
 

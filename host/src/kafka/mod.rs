@@ -12,7 +12,7 @@ pub use metadata::{TopicCache, partition_counts};
 pub use producer::{
     DeliveryContext, InFlight, Outgoing, OutputProducer, Report, Role, Sender, refuses_the_record,
 };
-pub use queue::{FetchQueue, FetchedMessage, HeaderNames};
+pub use queue::{FetchQueue, FetchedMessage, HeaderNames, WireHeaders};
 
 /// librdkafka's own log lines, at the matching `tracing` level.
 pub(crate) fn client_log(

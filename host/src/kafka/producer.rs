@@ -29,7 +29,7 @@ use rdkafka::bindings::rd_kafka_vtype_t::{
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use crate::record::Output;
+use crate::record::{Output, OutputHeaders};
 use crate::route::Routed;
 
 /// Outputs handed to the producer together (one record's), told what
@@ -438,8 +438,15 @@ impl<O: Outgoing> Drop for Sender<O> {
 struct NativeHeaders(*mut rd::rd_kafka_headers_t);
 
 impl NativeHeaders {
-    /// `output`'s headers, in order; a null list for none.
+    /// `output`'s headers, in order; a null list for none. An output that
+    /// keeps its record's headers takes the list the consumer read, if no
+    /// other output of the record took it first.
     fn of(output: &Output) -> KafkaResult<Self> {
+        if output.headers == OutputHeaders::Original
+            && let Some(list) = output.source.wire_headers.take()
+        {
+            return Ok(Self(list.as_ptr()));
+        }
         let mut headers = output.headers().peekable();
         if headers.peek().is_none() {
             return Ok(Self(ptr::null_mut()));

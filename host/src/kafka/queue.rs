@@ -23,6 +23,7 @@ use std::ffi::CStr;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -301,13 +302,21 @@ impl FetchedMessage<'_> {
         };
         let key = key.map(&mut next);
         let value = value.map(&mut next);
-        let headers = headers
+        let headers: Vec<Header> = headers
             .iter()
             .map(|(name, value)| Header {
                 key: names.name(name),
                 value: next(value),
             })
             .collect();
+        // Names that are not UTF-8 were read lossily: the output forwards
+        // them as it reads them, not as the message has them.
+        let wire_headers = if headers.is_empty() || names.lossy {
+            names.lossy = false;
+            WireHeaders::default()
+        } else {
+            self.detach_headers()
+        };
         SourceRecord {
             topic,
             partition: native.partition,
@@ -316,7 +325,22 @@ impl FetchedMessage<'_> {
             key,
             value,
             headers,
+            wire_headers,
         }
+    }
+
+    /// The message's headers list, which librdkafka parsed when they were
+    /// read, taken from it whole.
+    fn detach_headers(&self) -> WireHeaders {
+        let mut list = ptr::null_mut();
+        #[allow(unsafe_code, reason = "taking a librdkafka message's headers")]
+        // SAFETY: the message is live and ours; the list it hands over is
+        // ours to destroy or to produce with from here on.
+        let err = unsafe { rd::rd_kafka_message_detach_headers(self.0.as_ptr(), &raw mut list) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return WireHeaders::default();
+        }
+        WireHeaders(AtomicPtr::new(list))
     }
 
     fn timestamp_ms(&self) -> Option<i64> {
@@ -387,7 +411,11 @@ fn bytes_of<'m>(data: *const std::ffi::c_void, len: usize) -> Option<&'m [u8]> {
 /// The header names a worker has read, each kept once: a topic's records
 /// repeat the same few names, which then cost no allocation per record.
 #[derive(Debug, Default)]
-pub struct HeaderNames(Vec<Arc<str>>);
+pub struct HeaderNames {
+    known: Vec<Arc<str>>,
+    /// A name of the record being read was not UTF-8.
+    lossy: bool,
+}
 
 impl HeaderNames {
     /// Names kept, at most: records whose producers make names up per
@@ -398,17 +426,67 @@ impl HeaderNames {
     /// The name `name`, shared if known. A name that is not UTF-8 is read
     /// lossily (header names are strings to plugins) and not kept.
     fn name(&mut self, name: &[u8]) -> Arc<str> {
-        if let Some(known) = self.0.iter().find(|known| known.as_bytes() == name) {
+        if let Some(known) = self.known.iter().find(|known| known.as_bytes() == name) {
             return known.clone();
         }
         let Ok(text) = std::str::from_utf8(name) else {
+            self.lossy = true;
             return String::from_utf8_lossy(name).into();
         };
         let name: Arc<str> = text.into();
-        if self.0.len() < Self::MOST {
-            self.0.push(name.clone());
+        if self.known.len() < Self::MOST {
+            self.known.push(name.clone());
         }
         name
+    }
+}
+
+/// A consumed record's headers as librdkafka read them, for the first
+/// output that forwards them unchanged to hand to the producer as they are
+/// ([`take`](Self::take)): building the list again costs an allocation per
+/// header, on the worker, for the delivery thread to free. Empty for a
+/// record read otherwise; a clone is empty too.
+#[derive(Default)]
+pub struct WireHeaders(AtomicPtr<rd::rd_kafka_headers_t>);
+
+impl WireHeaders {
+    /// The list, if no output took it yet: the caller owns it.
+    pub(crate) fn take(&self) -> Option<NonNull<rd::rd_kafka_headers_t>> {
+        NonNull::new(self.0.swap(ptr::null_mut(), Ordering::AcqRel))
+    }
+}
+
+impl Drop for WireHeaders {
+    fn drop(&mut self) {
+        if let Some(list) = self.take() {
+            #[allow(unsafe_code, reason = "freeing a headers list no output took")]
+            // SAFETY: the list was detached from its message and is ours.
+            unsafe {
+                rd::rd_kafka_headers_destroy(list.as_ptr());
+            }
+        }
+    }
+}
+
+impl Clone for WireHeaders {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for WireHeaders {
+    /// The same headers are in the record's `headers`: they tell records
+    /// apart, not this.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for WireHeaders {}
+
+impl std::fmt::Debug for WireHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WireHeaders")
     }
 }
 
@@ -621,6 +699,20 @@ mod tests {
             assert_eq!(record.headers, want, "record {i}");
             // One allocation of a name for all the records that carry it.
             assert!(Arc::ptr_eq(&record.headers[0].key, &read[0].headers[0].key));
+            // librdkafka's list goes on to the producer, unless a name had
+            // to be read lossily (then the output forwards it as read).
+            let list = record.wire_headers.take();
+            assert_eq!(list.is_some(), i != 7, "record {i}");
+            if let Some(list) = list {
+                #[allow(unsafe_code, reason = "reading and freeing a detached headers list")]
+                // SAFETY: the list was detached and is ours.
+                let count = unsafe {
+                    let count = rd::rd_kafka_header_cnt(list.as_ptr());
+                    rd::rd_kafka_headers_destroy(list.as_ptr());
+                    count
+                };
+                assert_eq!(count, want.len(), "record {i}");
+            }
         }
     }
 }

@@ -269,6 +269,7 @@ mod tests {
                     value: Bytes::new(),
                 },
             ],
+            wire_headers: Default::default(),
         })
     }
 

@@ -490,6 +490,7 @@ mod tests {
                 key: "tenant-id".into(),
                 value: bytes::Bytes::from_static(b"acme"),
             }],
+            wire_headers: Default::default(),
         })
     }
 
