@@ -27,7 +27,8 @@ const QUEUE_BACKOFF_MS: u64 = 20;
 /// source hold a second's worth or more. Waiting outputs stop the workers
 /// (back-pressure) instead of growing memory, and a small working set is
 /// cheaper: measured against the defaults (docs/performance.md, "What the
-/// producer holds"), a third of the memory and ~10% less CPU per record.
+/// producer holds"), under half the memory catching up, and less CPU per
+/// record at small records.
 const PRODUCER_QUEUE_KBYTES: u64 = 8192;
 const PRODUCER_QUEUE_RECORDS: u64 = 10_000;
 
