@@ -137,7 +137,10 @@ pub struct PluginInstance {
 }
 
 /// What the plugin decided for each record of a call, in order.
-pub type Answers = Vec<Result<Vec<Output>, RouteFailure>>;
+pub type Answers = Vec<Result<Outputs, RouteFailure>>;
+
+/// One record's outputs: inline for the usual one (no allocation).
+pub type Outputs = smallvec::SmallVec<[Output; 1]>;
 
 impl std::fmt::Debug for PluginInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -302,7 +305,7 @@ impl PluginInstance {
 
     /// Routes one record: [`route_batch`](Self::route_batch) with a batch
     /// of one, whose failure as a whole is the record's.
-    pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Vec<Output>, RouteFailure> {
+    pub fn route(&mut self, record: &Arc<SourceRecord>) -> Result<Outputs, RouteFailure> {
         let mut answers = self.route_batch(std::slice::from_ref(record))?;
         answers.pop().unwrap_or_else(|| {
             Err(RouteFailure::new(
@@ -438,13 +441,13 @@ impl PluginInstance {
         &self,
         answer: Result<types::Routing, types::RouteError>,
         record: &Arc<SourceRecord>,
-    ) -> Result<Vec<Output>, RouteFailure> {
+    ) -> Result<Outputs, RouteFailure> {
         match answer {
             Ok(types::Routing::Forward(placement)) => {
                 let mut output = Output::forward(record.clone());
                 output.topic = placement.topic;
                 output.partition = placement.partition;
-                Ok(vec![output])
+                Ok(smallvec::smallvec![output])
             }
             Ok(types::Routing::Outputs(outputs)) if outputs.len() > self.limits.max_outputs => {
                 Err(RouteFailure::new(

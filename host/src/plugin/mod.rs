@@ -22,7 +22,7 @@ mod stdio;
 pub use cache::ArtifactCache;
 pub use engine::{Plugin, PluginEngine};
 pub use error::PluginError;
-pub use instance::{Answers, FailureKind, PluginInstance, RouteFailure};
+pub use instance::{Answers, FailureKind, Outputs, PluginInstance, RouteFailure};
 pub use interrupt::Interrupt;
 pub use limits::Limits;
 pub use state::{PartitionCounts, RouteContext};
