@@ -302,17 +302,21 @@ impl FetchedMessage<'_> {
         };
         let key = key.map(&mut next);
         let value = value.map(&mut next);
+        // A name that is not UTF-8 is read lossily: the outputs then carry
+        // it as plugins read it, not as the message has it.
+        let mut as_read = true;
         let headers: Vec<Header> = headers
             .iter()
-            .map(|(name, value)| Header {
-                key: names.name(name),
-                value: next(value),
+            .map(|(name, value)| {
+                let key = names.name(name);
+                as_read &= key.as_bytes() == *name;
+                Header {
+                    key,
+                    value: next(value),
+                }
             })
             .collect();
-        // Names that are not UTF-8 were read lossily: the output forwards
-        // them as it reads them, not as the message has them.
-        let wire_headers = if headers.is_empty() || names.lossy {
-            names.lossy = false;
+        let wire_headers = if headers.is_empty() || !as_read {
             WireHeaders::default()
         } else {
             self.detach_headers()
@@ -411,11 +415,7 @@ fn bytes_of<'m>(data: *const std::ffi::c_void, len: usize) -> Option<&'m [u8]> {
 /// The header names a worker has read, each kept once: a topic's records
 /// repeat the same few names, which then cost no allocation per record.
 #[derive(Debug, Default)]
-pub struct HeaderNames {
-    known: Vec<Arc<str>>,
-    /// A name of the record being read was not UTF-8.
-    lossy: bool,
-}
+pub struct HeaderNames(Vec<Arc<str>>);
 
 impl HeaderNames {
     /// Names kept, at most: records whose producers make names up per
@@ -426,16 +426,15 @@ impl HeaderNames {
     /// The name `name`, shared if known. A name that is not UTF-8 is read
     /// lossily (header names are strings to plugins) and not kept.
     fn name(&mut self, name: &[u8]) -> Arc<str> {
-        if let Some(known) = self.known.iter().find(|known| known.as_bytes() == name) {
+        if let Some(known) = self.0.iter().find(|known| known.as_bytes() == name) {
             return known.clone();
         }
         let Ok(text) = std::str::from_utf8(name) else {
-            self.lossy = true;
             return String::from_utf8_lossy(name).into();
         };
         let name: Arc<str> = text.into();
-        if self.known.len() < Self::MOST {
-            self.known.push(name.clone());
+        if self.0.len() < Self::MOST {
+            self.0.push(name.clone());
         }
         name
     }
