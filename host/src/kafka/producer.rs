@@ -311,7 +311,8 @@ impl<O: Outgoing> Sender<O> {
             ));
         };
         let rkt = self.handle(topic)?;
-        let headers = NativeHeaders::of(output)?;
+        let later = delivery.outputs().get(index + 1..).unwrap_or_default();
+        let headers = NativeHeaders::of(output, later)?;
         // The value's bytes live as long as `delivery` (they are borrowed
         // from it, which cannot change them while it is shared), whose
         // reference librdkafka holds from here on if the call succeeds (and
@@ -439,13 +440,26 @@ struct NativeHeaders(*mut rd::rd_kafka_headers_t);
 
 impl NativeHeaders {
     /// `output`'s headers, in order; a null list for none. An output that
-    /// keeps its record's headers takes the list the consumer read, if no
-    /// other output of the record took it first.
-    fn of(output: &Output) -> KafkaResult<Self> {
-        if output.headers == OutputHeaders::Original
-            && let Some(list) = output.source.wire_headers.take()
-        {
-            return Ok(Self(list.as_ptr()));
+    /// keeps its record's headers produces the list the consumer read,
+    /// while the record still has it: the last such output of the record
+    /// takes it, earlier ones (with one among the outputs sent `later`) a
+    /// copy. Outputs are sent in order; one sent again after the list went
+    /// builds its own.
+    fn of(output: &Output, later: &[Routed]) -> KafkaResult<Self> {
+        if output.headers == OutputHeaders::Original {
+            let source = &output.source;
+            let keeps_them = |later: &Routed| {
+                later.output.headers == OutputHeaders::Original
+                    && Arc::ptr_eq(&later.output.source, source)
+            };
+            let list = if later.iter().any(keeps_them) {
+                source.wire_headers.copy()
+            } else {
+                source.wire_headers.take()
+            };
+            if let Some(list) = list {
+                return Ok(Self(list.as_ptr()));
+            }
         }
         let mut headers = output.headers().peekable();
         if headers.peek().is_none() {

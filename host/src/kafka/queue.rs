@@ -92,6 +92,41 @@ impl<C: ConsumerContext> FetchQueue<C> {
         })
     }
 
+    /// A new consumer of group `group` and a queue reading partition
+    /// `partition` of `topic` from its first record (tests: as the router
+    /// reads a partition).
+    #[cfg(test)]
+    #[allow(clippy::unwrap_used, reason = "test code")]
+    pub(crate) fn reading(
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> (Arc<BaseConsumer<C>>, Self)
+    where
+        C: Default,
+    {
+        use rdkafka::consumer::Consumer as _;
+        let consumer: Arc<BaseConsumer<C>> = Arc::new(
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("group.id", group)
+                .create_with_context(C::default())
+                .unwrap(),
+        );
+        // Forwarded before the partition is assigned, as the router does.
+        let queue = Self::new(&consumer).unwrap();
+        Self::of_partition(&consumer, topic, partition)
+            .unwrap()
+            .forward(Some(&queue));
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+            .unwrap();
+        consumer.assign(&assignment).unwrap();
+        (consumer, queue)
+    }
+
     /// Sends what comes to this queue (records already in it included) to
     /// `to`, or, with `None`, keeps it here: then nobody reads it (and
     /// librdkafka never forwards it to the consumer's queue again, even
@@ -440,11 +475,13 @@ impl HeaderNames {
     }
 }
 
-/// A consumed record's headers as librdkafka read them, for the first
-/// output that forwards them unchanged to hand to the producer as they are
-/// ([`take`](Self::take)): building the list again costs an allocation per
-/// header, on the worker, for the delivery thread to free. Empty for a
-/// record read otherwise; a clone is empty too.
+/// A consumed record's headers as librdkafka read them, for the outputs
+/// that forward them unchanged to hand to the producer as they are (the
+/// last of a record's outputs [`take`](Self::take)s the list, earlier ones
+/// a [`copy`](Self::copy)): building the list again costs an allocation
+/// per header, on the worker, for the delivery thread to free, and loses a
+/// null value (a router's header has bytes). Empty for a record read
+/// otherwise; a clone is empty too.
 #[derive(Default)]
 pub struct WireHeaders(AtomicPtr<rd::rd_kafka_headers_t>);
 
@@ -452,6 +489,19 @@ impl WireHeaders {
     /// The list, if no output took it yet: the caller owns it.
     pub(crate) fn take(&self) -> Option<NonNull<rd::rd_kafka_headers_t>> {
         NonNull::new(self.0.swap(ptr::null_mut(), Ordering::AcqRel))
+    }
+
+    /// A copy of the list, if no output took it yet, which stays here for
+    /// a later output: the caller owns the copy.
+    pub(crate) fn copy(&self) -> Option<NonNull<rd::rd_kafka_headers_t>> {
+        // Taken while it is copied, so that nothing can free it meanwhile
+        // (whoever looks then finds none, and builds its own).
+        let list = self.take()?;
+        #[allow(unsafe_code, reason = "copying a detached headers list")]
+        // SAFETY: the list is ours while taken; librdkafka copies it whole.
+        let copy = unsafe { rd::rd_kafka_headers_copy(list.as_ptr()) };
+        self.0.store(list.as_ptr(), Ordering::Release);
+        NonNull::new(copy)
     }
 }
 
@@ -507,11 +557,11 @@ mod tests {
     use std::ffi::CString;
     use std::time::Instant;
 
+    use rdkafka::ClientConfig;
     use rdkafka::consumer::DefaultConsumerContext;
     use rdkafka::message::Message;
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{BaseProducer, Producer};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
     use super::*;
 
@@ -627,23 +677,8 @@ mod tests {
             .collect();
         produce(&bootstrap, &records);
 
-        let consumer: Arc<BaseConsumer<DefaultConsumerContext>> = Arc::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", "queue-test")
-                .create()
-                .unwrap(),
-        );
-        // Forwarded before the partition is assigned, as the router does.
-        let queue = FetchQueue::new(&consumer).unwrap();
-        FetchQueue::of_partition(&consumer, "in", 0)
-            .unwrap()
-            .forward(Some(&queue));
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset("in", 0, Offset::Beginning)
-            .unwrap();
-        consumer.assign(&assignment).unwrap();
+        let (consumer, queue) =
+            FetchQueue::<DefaultConsumerContext>::reading(&bootstrap, "queue-test", "in", 0);
 
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut fetched = Vec::new();

@@ -424,6 +424,139 @@ mod tests {
     }
 
     #[test]
+    fn outputs_that_keep_their_records_headers_send_them_as_read_null_values_too() {
+        use rdkafka::message::{Header as Wire, OwnedHeaders};
+
+        use rdkafka::consumer::DefaultConsumerContext;
+
+        use crate::kafka::{FetchQueue, HeaderNames};
+        use crate::record::OutputHeaders;
+
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("in", 1, 1).unwrap();
+        cluster.create_topic("out", PARTITIONS, 1).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let plain: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let headers = OwnedHeaders::new()
+            .insert(Wire {
+                key: "tenant-id",
+                value: Some("acme"),
+            })
+            .insert(Wire {
+                key: "null",
+                value: None::<&[u8]>,
+            })
+            .insert(Wire {
+                key: "empty",
+                value: Some(""),
+            });
+        plain
+            .send(
+                BaseRecord::to("in")
+                    .partition(0)
+                    .key("k")
+                    .payload("v")
+                    .headers(headers),
+            )
+            .unwrap();
+        plain.flush(Duration::from_secs(20)).unwrap();
+
+        // Read as the router reads it.
+        let (_consumer, queue) =
+            FetchQueue::<DefaultConsumerContext>::reading(&bootstrap, "router", "in", 0);
+        let mut fetched = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fetched.is_empty() {
+            assert!(Instant::now() < deadline, "the record was not fetched");
+            queue.take(Duration::from_millis(100), 1, &mut fetched);
+        }
+        let record = Arc::new(fetched[0].record("in".into(), &mut HeaderNames::default()));
+        drop(fetched);
+
+        // Two outputs keep the headers; one adds one of its own.
+        let to = |partition, headers| Routed {
+            topic: "out".into(),
+            output: Output {
+                partition: Some(partition),
+                headers,
+                ..Output::forward(record.clone())
+            },
+        };
+        let added = Header {
+            key: "added".into(),
+            value: Bytes::from_static(b"x"),
+        };
+        let outputs = smallvec::smallvec![
+            to(0, OutputHeaders::Original),
+            to(1, OutputHeaders::Append(vec![added])),
+            to(2, OutputHeaders::Original),
+        ];
+        let producer = Arc::new(Producer::new(&config(&bootstrap)).unwrap());
+        let mut sender = Sender::new(producer);
+        let offsets = Arc::new(PartitionOffsets::new("in", 0));
+        let delivery = Delivery::new(&offsets, record.offset, outputs, None);
+        for index in 0..3 {
+            sender.send(&delivery, index, &|| false).unwrap();
+        }
+        drop(delivery);
+        assert!(
+            record.wire_headers.take().is_none(),
+            "the last output that keeps them took librdkafka's list"
+        );
+        wait_for("the delivery reports", || offsets.stored() == Some(1));
+
+        let reader: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "read")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..3 {
+            assignment
+                .add_partition_offset("out", p, Offset::Beginning)
+                .unwrap();
+        }
+        reader.assign(&assignment).unwrap();
+        let mut read = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while read.len() < 3 {
+            assert!(Instant::now() < deadline, "read {} of 3", read.len());
+            let Some(message) = reader.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message.unwrap();
+            let headers: Vec<(String, Option<Vec<u8>>)> =
+                message.headers().map_or_else(Vec::new, |h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                });
+            read.insert(message.partition(), headers);
+        }
+        let header = |key: &str, value: Option<&[u8]>| (key.to_owned(), value.map(<[u8]>::to_vec));
+        let as_read = vec![
+            header("tenant-id", Some(b"acme")),
+            header("null", None),
+            header("empty", Some(b"")),
+        ];
+        assert_eq!(read[&0], as_read, "a copy of the list");
+        assert_eq!(read[&2], as_read, "the list itself");
+        // Built from the router's headers, which have bytes: null is empty.
+        assert_eq!(
+            read[&1],
+            vec![
+                header("tenant-id", Some(b"acme")),
+                header("null", Some(b"")),
+                header("empty", Some(b"")),
+                header("added", Some(b"x")),
+            ]
+        );
+    }
+
+    #[test]
     fn a_dead_letter_record_settles_the_refused_output_it_stands_for() {
         let offsets = Arc::new(PartitionOffsets::new("in", 0));
         let delivery = Delivery::new(&offsets, 7, out(Output::forward(source(7))), None);
