@@ -15,6 +15,13 @@ pub const STATISTICS_INTERVAL_MS: u64 = 1000;
 /// others.
 const QUEUED_KBYTES: u64 = 2048;
 
+/// Fetched records queued in all the router's workers' queues, at least, in
+/// KiB: a router with one worker gets this much in its one queue. Its six
+/// partitions sharing 2 MiB, one of them fell megabytes behind the others
+/// whenever the router could not keep up; with 4 MiB none did (as with two
+/// workers of 2 MiB each).
+const QUEUED_KBYTES_IN_ALL: u64 = 4096;
+
 /// How long librdkafka waits before it fetches again for a partition whose
 /// worker's queue was full, in milliseconds. A worker's partitions share
 /// its queue, so they find it full together: librdkafka's 1 s would stall
@@ -37,6 +44,19 @@ const PRODUCER_QUEUE_RECORDS: u64 = 10_000;
 /// in the background from what was stored.
 #[must_use]
 pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    consumer_config_queueing(kafka, QUEUED_KBYTES)
+}
+
+/// [`consumer_config`] for a router whose `workers` read the records of
+/// their partitions, each from a queue of its own: what is fetched ahead
+/// is bounded per worker, and not below [`QUEUED_KBYTES_IN_ALL`] in all.
+#[must_use]
+pub fn router_consumer_config(kafka: &KafkaConfig, workers: usize) -> ClientConfig {
+    let workers = u64::try_from(workers.max(1)).unwrap_or(u64::MAX);
+    consumer_config_queueing(kafka, QUEUED_KBYTES.max(QUEUED_KBYTES_IN_ALL / workers))
+}
+
+fn consumer_config_queueing(kafka: &KafkaConfig, queued_kbytes: u64) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &kafka.bootstrap_servers)
@@ -48,7 +68,7 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.partition.eof", "false")
         // Each worker reads its partitions' records from one queue: this
         // bounds what is fetched ahead into it.
-        .set("queued.max.messages.kbytes", QUEUED_KBYTES.to_string())
+        .set("queued.max.messages.kbytes", queued_kbytes.to_string())
         .set("fetch.queue.backoff.ms", QUEUE_BACKOFF_MS.to_string())
         // Broker state and lag for readiness and metrics.
         .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
@@ -93,4 +113,27 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         config.set(key, value.to_string());
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    fn kafka(extra: &str) -> KafkaConfig {
+        toml::from_str(&format!("bootstrap_servers = \"127.0.0.1:9092\"\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn a_router_fetches_ahead_2_mib_a_worker_and_4_mib_in_all_unless_told_otherwise() {
+        let queued =
+            |config: ClientConfig| config.get("queued.max.messages.kbytes").unwrap().to_owned();
+        assert_eq!(queued(router_consumer_config(&kafka(""), 1)), "4096");
+        assert_eq!(queued(router_consumer_config(&kafka(""), 2)), "2048");
+        assert_eq!(queued(router_consumer_config(&kafka(""), 16)), "2048");
+        assert_eq!(queued(consumer_config(&kafka(""))), "2048");
+        let told = kafka("[consumer]\n\"queued.max.messages.kbytes\" = 1024");
+        assert_eq!(queued(router_consumer_config(&told, 1)), "1024");
+    }
 }

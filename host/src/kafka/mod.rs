@@ -7,7 +7,9 @@ mod metadata;
 mod producer;
 mod queue;
 
-pub use client::{STATISTICS_INTERVAL_MS, consumer_config, producer_config};
+pub use client::{
+    STATISTICS_INTERVAL_MS, consumer_config, producer_config, router_consumer_config,
+};
 pub use metadata::{TopicCache, partition_counts};
 pub use producer::{
     DeliveryContext, InFlight, Outgoing, OutputProducer, Report, Role, Sender, refuses_the_record,

@@ -30,11 +30,10 @@ pub(crate) fn subscribe(
     pipeline: &Arc<Pipeline>,
     config: &KafkaConfig,
 ) -> KafkaResult<Arc<Consumer>> {
-    let consumer: Arc<Consumer> = Arc::new(kafka::consumer_config(config).create_with_context(
-        RouterContext {
-            pipeline: pipeline.clone(),
-        },
-    )?);
+    let config = kafka::router_consumer_config(config, pipeline.worker_count);
+    let consumer: Arc<Consumer> = Arc::new(config.create_with_context(RouterContext {
+        pipeline: pipeline.clone(),
+    })?);
     // Workers split their partition's queue from it; rebalances, which
     // start them, only happen inside its poll.
     let _ = pipeline.consumer.set(Arc::downgrade(&consumer));
