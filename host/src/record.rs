@@ -35,8 +35,9 @@ pub struct SourceRecord {
     pub value: Option<Bytes>,
     /// Headers in order.
     pub headers: Vec<Header>,
-    /// The same headers as the consumer read them, handed on to the first
-    /// output that keeps them unchanged (empty when not read from Kafka).
+    /// The same headers as the consumer read them, for the outputs that
+    /// keep them unchanged (see [`WireHeaders`]; empty when not read from
+    /// Kafka).
     pub wire_headers: WireHeaders,
 }
 
